@@ -1,0 +1,188 @@
+//! `bv`: run a Spin application on this machine.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "bv", version, about = "Runs a Spin application (spin.toml) on wasmtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the application's triggers.
+    Up(UpArgs),
+    /// Build every component the manifest lists, for wasm32-wasip2.
+    Build(BuildArgs),
+}
+
+#[derive(Parser)]
+struct BuildArgs {
+    /// The manifest, or a directory holding spin.toml.
+    #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+    from: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Policy {
+    /// An instance serves a bounded number of requests, a bounded number at once.
+    Reuse,
+    /// A fresh instance for every request: nothing can leak between requests.
+    Strict,
+}
+
+#[derive(Parser)]
+struct UpArgs {
+    /// The manifest, or a directory holding spin.toml.
+    #[arg(short = 'f', long = "from", default_value = "spin.toml")]
+    from: PathBuf,
+    /// Address the HTTP trigger listens on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Address of the admin endpoints (/healthz, /readyz, /metrics).
+    #[arg(long, default_value = "127.0.0.1:9400")]
+    admin_listen: SocketAddr,
+    /// Runtime configuration (key-value stores, databases).
+    #[arg(long)]
+    runtime_config_file: Option<PathBuf>,
+    /// Build the components before starting.
+    #[arg(long)]
+    build: bool,
+    /// Instance policy for every component, overriding the manifest.
+    #[arg(long, value_enum)]
+    instance_policy: Option<Policy>,
+    /// Directory for runtime state (default: .spin next to the manifest).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Directory for compiled code (default: <state-dir>/cache).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up(args),
+        Command::Build(args) => build(&manifest_path(&args.from)),
+    };
+    if let Err(e) = result {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn manifest_path(from: &Path) -> PathBuf {
+    if from.is_dir() {
+        from.join("spin.toml")
+    } else {
+        from.to_path_buf()
+    }
+}
+
+fn build(manifest: &Path) -> anyhow::Result<()> {
+    let app = bv_manifest::load(manifest)?;
+    let base_dir = &app.base_dir;
+    let steps: Vec<bv_build::BuildStep> = app
+        .components
+        .values()
+        .filter_map(|c| c.build.as_ref().map(|b| (c, b)))
+        .flat_map(|(c, b)| {
+            b.commands.iter().map(move |command| bv_build::BuildStep {
+                component_id: c.id.clone(),
+                command: command.clone(),
+                workdir: b.workdir.clone().unwrap_or_else(|| base_dir.clone()),
+            })
+        })
+        .collect();
+    if steps.is_empty() {
+        eprintln!("Nothing to build: no component has a [component.<id>.build] command.");
+        return Ok(());
+    }
+    let mut progress = |msg: &str| eprintln!("{msg}");
+    let toolchain = bv_build::detect_toolchain()?;
+    bv_build::ensure_toolchain(toolchain, &mut progress)?;
+    bv_build::build(&steps, toolchain, &mut progress)?;
+    eprintln!("Finished building all components.");
+    Ok(())
+}
+
+fn up(args: UpArgs) -> anyhow::Result<()> {
+    let manifest = manifest_path(&args.from);
+    if args.build {
+        build(&manifest)?;
+    }
+    let app = bv_manifest::load(&manifest)?;
+    let runtime_config = match &args.runtime_config_file {
+        Some(path) => bv_manifest::load_runtime_config(path)?,
+        None => bv_manifest::RuntimeConfig::default(),
+    };
+    let options = bv_runtime::RuntimeOptions {
+        state_dir: args.state_dir.clone(),
+        instance_policy: args.instance_policy.map(|p| match p {
+            Policy::Reuse => bv_manifest::InstancePolicy::Reuse,
+            Policy::Strict => bv_manifest::InstancePolicy::Strict,
+        }),
+        extra_variables: Vec::new(),
+        cache_dir: args.cache_dir.clone(),
+    };
+    let started = std::time::Instant::now();
+    let runtime = Arc::new(bv_runtime::AppRuntime::load(app, &runtime_config, &options)?);
+    tracing::info!(
+        "loaded {} component(s) in {:?}",
+        runtime.app().components.len(),
+        started.elapsed()
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let _epoch = bv_runtime::start_epoch_ticker(runtime.engine());
+        let trigger = bv_trigger_http::HttpTrigger::new(runtime)?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let admin = tokio::net::TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
+        let addr = listener.local_addr()?;
+        println!("Serving http://{addr}");
+        println!("Admin endpoints on http://{}", admin.local_addr()?);
+        println!("Available Routes:");
+        for (route, component) in trigger.routes() {
+            println!("  {component}: http://{addr}{route}");
+        }
+        bv_trigger_http::serve(
+            trigger,
+            listener,
+            Some(admin),
+            bv_trigger_http::ServeOptions::default(),
+            shutdown_signal(),
+        )
+        .await?;
+        println!("Stopped.");
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

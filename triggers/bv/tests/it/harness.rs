@@ -1,0 +1,278 @@
+//! `spawn_app()` and friends.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Builds the test components once per test run and returns the probe's path.
+pub fn probe_wasm() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let components = repo_root().join("components");
+        let step = bv_build::BuildStep {
+            component_id: "probe".into(),
+            command: "cargo build --target wasm32-wasip2 --release -p probe".into(),
+            workdir: components.clone(),
+        };
+        let mut progress = |m: &str| eprintln!("{m}");
+        let toolchain = bv_build::detect_toolchain().expect("detecting the wasm toolchain");
+        bv_build::ensure_toolchain(toolchain, &mut progress).expect("wasm toolchain");
+        bv_build::build(&[step], toolchain, &mut progress).expect("building the probe component");
+        let path = components.join("target/wasm32-wasip2/release/probe.wasm");
+        assert!(path.exists(), "probe component not found at {}", path.display());
+        path
+    })
+}
+
+/// Compiled code shared by every test's `bv` (the probe compiles once).
+fn shared_cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("bv-it-cache-{}", std::process::id()))
+}
+
+/// A running `bv up`.
+pub struct TestApp {
+    child: Option<Child>,
+    /// The HTTP trigger's address.
+    pub addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin: SocketAddr,
+    /// Everything `bv` wrote to stderr so far.
+    pub log: Arc<Mutex<String>>,
+    /// The application directory (manifest, .spin).
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// How to start an app.
+#[derive(Default)]
+pub struct Spawn {
+    /// Environment for the `bv` process.
+    pub env: Vec<(String, String)>,
+    /// Extra arguments to `bv up`.
+    pub args: Vec<String>,
+    /// Reuse this directory instead of a new temporary one.
+    pub dir: Option<PathBuf>,
+    /// Extra files to write into the app directory (relative path, content).
+    pub files: Vec<(String, String)>,
+}
+
+/// Starts `bv up` on `manifest`, where `{probe}` stands for the probe
+/// component's path. Panics with `bv`'s output if it does not come up.
+pub async fn spawn_app(manifest: &str) -> TestApp {
+    spawn_app_with(manifest, Spawn::default()).await
+}
+
+/// Like [`spawn_app`], with options.
+pub async fn spawn_app_with(manifest: &str, spawn: Spawn) -> TestApp {
+    match try_spawn(manifest, spawn).await {
+        Ok(app) => app,
+        Err((code, log)) => panic!("bv up failed (exit {code:?}):\n{log}"),
+    }
+}
+
+/// Starts `bv up`; on failure returns its exit code and output.
+pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<i32>, String)> {
+    let probe = probe_wasm();
+    let (tmp, dir) = match spawn.dir {
+        Some(dir) => (None, dir),
+        None => {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().to_path_buf();
+            (Some(tmp), dir)
+        }
+    };
+    let manifest = manifest.replace("{probe}", probe.to_str().unwrap());
+    std::fs::write(dir.join("spin.toml"), manifest).unwrap();
+    for (path, content) in &spawn.files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bv"));
+    cmd.arg("up")
+        .arg("--from")
+        .arg(dir.join("spin.toml"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--cache-dir")
+        .arg(shared_cache_dir())
+        .args(&spawn.args)
+        .env("RUST_LOG", "info")
+        .envs(spawn.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("starting bv");
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+    }
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut serving = None;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                log.lock().unwrap().push_str(&format!("{line}\n"));
+                if let Some(addr) = line.strip_prefix("Serving http://") {
+                    serving = Some(addr.parse::<SocketAddr>().unwrap());
+                }
+                if let Some(addr) = line.strip_prefix("Admin endpoints on http://") {
+                    let _ = tx.send((serving.unwrap(), addr.parse::<SocketAddr>().unwrap()));
+                }
+            }
+        });
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok((addr, admin)) = rx.try_recv() {
+            return Ok(TestApp {
+                child: Some(child),
+                addr,
+                admin,
+                log,
+                dir,
+                _tmp: tmp,
+            });
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            std::thread::sleep(Duration::from_millis(100));
+            return Err((status.code(), log.lock().unwrap().clone()));
+        }
+        assert!(std::time::Instant::now() < deadline, "bv did not start:\n{}", log.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A response, fully read.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends one request.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).unwrap();
+    let resp = client.request(req).await.expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("reading body").to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> Reply {
+        request(self.addr, "GET", path, &[], Bytes::new()).await
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Reply {
+        request(self.addr, method, path, &[], body).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        request(self.admin, "GET", path, &[], Bytes::new()).await
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        unsafe_kill(child.id(), "TERM");
+        tokio::task::spawn_blocking(move || child.wait().unwrap().code())
+            .await
+            .unwrap()
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A manifest with one probe component `probe` on `route`, plus `extra`
+/// TOML appended to the component table.
+pub fn probe_app(route: &str, component_extra: &str) -> String {
+    format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "test"
+
+[[trigger.http]]
+route = "{route}"
+component = "probe"
+
+[component.probe]
+source = "{{probe}}"
+{component_extra}
+"#
+    )
+}

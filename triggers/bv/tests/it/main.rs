@@ -1,0 +1,12 @@
+//! Integration tests of `bv up`: each test starts its own `bv` process on its
+//! own ports and state directory, serving the probe component built from
+//! `components/testing/probe`.
+
+mod harness;
+
+mod faults;
+mod host_interfaces;
+mod lifecycle;
+mod manifest_errors;
+mod requests;
+mod routing;

@@ -1,0 +1,267 @@
+//! `spin:variables@3.0.0` for `bv`.
+//!
+//! Variables are resolved once, when the application starts: every
+//! application variable gets its value from the first provider that knows it
+//! (environment `SPIN_VARIABLE_*` first, then the manifest default), and every
+//! component's `{{ }}` templates are rendered against those values. A missing
+//! required variable therefore stops start-up instead of failing a request
+//! later, and a guest's `get` is a map lookup.
+#![deny(missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use bv_manifest::App;
+use wasmtime::component::{HasData, Linker};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "bitvelocity:host/variables-host",
+        imports: { default: store | trappable },
+    });
+}
+
+use bindings::spin::variables::variables;
+
+/// A source of variable values other than the manifest's defaults.
+///
+/// Providers are consulted in order; the first one that knows a name wins.
+pub trait Provider: Send + Sync {
+    /// The value for the application variable `name`, if this provider has one.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// Reads `SPIN_VARIABLE_<NAME>` (upper-cased) from the process environment, as
+/// `spin up` does.
+pub struct EnvProvider {
+    prefix: String,
+    lookup: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+}
+
+impl EnvProvider {
+    /// The provider `spin up` uses: prefix `SPIN_VARIABLE`, the real environment.
+    pub fn spin_default() -> Self {
+        Self::with_lookup("SPIN_VARIABLE", |key| std::env::var(key).ok())
+    }
+
+    /// A provider reading through `lookup` instead of the process environment,
+    /// so tests need not mutate global state.
+    pub fn with_lookup(
+        prefix: &str,
+        lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            lookup: Box::new(lookup),
+        }
+    }
+}
+
+impl Provider for EnvProvider {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(&format!("{}_{}", self.prefix, name.to_ascii_uppercase()))
+    }
+}
+
+/// Errors that stop an application from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum VariablesError {
+    /// A required variable has no value from any provider.
+    #[error(
+        "variable `{name}` is required but has no value: set SPIN_VARIABLE_{upper} or give it a default in spin.toml",
+        upper = name.to_ascii_uppercase()
+    )]
+    MissingRequired {
+        /// The application variable.
+        name: String,
+    },
+    /// A component template could not be rendered.
+    #[error("component `{component}` variable `{variable}`: {message}")]
+    Template {
+        /// The component id.
+        component: String,
+        /// The component variable.
+        variable: String,
+        /// Why rendering failed.
+        message: String,
+    },
+}
+
+/// A resolved value that remembers whether it is secret, so that it can never
+/// end up in a log through `Debug`.
+#[derive(Clone)]
+pub struct Value {
+    value: String,
+    secret: bool,
+}
+
+impl Value {
+    /// The value itself.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// Whether any secret variable contributed to this value.
+    pub fn is_secret(&self) -> bool {
+        self.secret
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.secret {
+            f.write_str("<redacted>")
+        } else {
+            fmt::Debug::fmt(&self.value, f)
+        }
+    }
+}
+
+/// Per-application state: the resolved variables of every component.
+#[derive(Debug, Default)]
+pub struct VariablesApp {
+    app_values: BTreeMap<String, Value>,
+    components: HashMap<String, Arc<ComponentVariables>>,
+}
+
+/// The variables one component may read.
+#[derive(Debug, Default)]
+pub struct ComponentVariables {
+    values: HashMap<String, Value>,
+}
+
+impl ComponentVariables {
+    /// The value of a component variable, if the component declares it.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.values.get(name)
+    }
+}
+
+impl VariablesApp {
+    /// Resolves every application variable and renders every component's
+    /// templates.
+    pub fn resolve(app: &App, providers: &[Box<dyn Provider>]) -> Result<Self, VariablesError> {
+        let mut app_values = BTreeMap::new();
+        for (name, var) in &app.variables {
+            let value = providers
+                .iter()
+                .find_map(|p| p.get(name))
+                .or_else(|| var.default.clone());
+            match value {
+                Some(value) => {
+                    app_values.insert(
+                        name.clone(),
+                        Value {
+                            value,
+                            secret: var.secret,
+                        },
+                    );
+                }
+                None if var.required => {
+                    return Err(VariablesError::MissingRequired { name: name.clone() })
+                }
+                None => {}
+            }
+        }
+        let mut components = HashMap::new();
+        for (id, component) in &app.components {
+            let mut values = HashMap::new();
+            for (name, template) in &component.variables {
+                let mut secret = false;
+                let rendered = template
+                    .render(|var| {
+                        let value = app_values.get(var)?;
+                        secret |= value.secret;
+                        Some(value.value.clone())
+                    })
+                    .map_err(|e| VariablesError::Template {
+                        component: id.clone(),
+                        variable: name.clone(),
+                        message: e.to_string(),
+                    })?;
+                values.insert(
+                    name.clone(),
+                    Value {
+                        value: rendered,
+                        secret,
+                    },
+                );
+            }
+            components.insert(id.clone(), Arc::new(ComponentVariables { values }));
+        }
+        Ok(Self {
+            app_values,
+            components,
+        })
+    }
+
+    /// The value of an application variable (used to render templates in
+    /// other parts of the manifest, such as `allowed_outbound_hosts`).
+    pub fn app_value(&self, name: &str) -> Option<&Value> {
+        self.app_values.get(name)
+    }
+
+    /// The per-instance state for `component`.
+    pub fn instance(&self, component: &str) -> VariablesInstance {
+        VariablesInstance {
+            vars: self.components.get(component).cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// Per-instance state: a shared handle on the component's resolved values.
+#[derive(Clone, Default)]
+pub struct VariablesInstance {
+    vars: Arc<ComponentVariables>,
+}
+
+impl VariablesInstance {
+    fn lookup(&self, name: &str) -> Result<String, variables::Error> {
+        if !is_valid_name(name) {
+            return Err(variables::Error::InvalidName(format!(
+                "invalid variable name `{name}`: use lowercase letters, digits and underscores, starting with a letter"
+            )));
+        }
+        match self.vars.get(name) {
+            Some(value) => Ok(value.value.clone()),
+            None => Err(variables::Error::Undefined(format!(
+                "variable `{name}` is not defined for this component"
+            ))),
+        }
+    }
+}
+
+impl variables::Host for VariablesInstance {}
+
+impl<T: Send> variables::HostWithStore<T> for HasVariables {
+    async fn get(
+        accessor: &wasmtime::component::Accessor<T, Self>,
+        name: String,
+    ) -> wasmtime::Result<Result<String, variables::Error>> {
+        Ok(accessor.with(|mut access| access.get().lookup(&name)))
+    }
+}
+
+fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+struct HasVariables;
+
+impl HasData for HasVariables {
+    type Data<'a> = &'a mut VariablesInstance;
+}
+
+/// Adds `spin:variables@3.0.0` to `linker`; `get` finds the instance state in
+/// the store's data.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut VariablesInstance,
+) -> anyhow::Result<()> {
+    variables::add_to_linker::<T, HasVariables>(linker, get)?;
+    Ok(())
+}

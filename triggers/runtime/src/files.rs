@@ -1,0 +1,70 @@
+//! `files = [...]` of a component: what the guest sees under its filesystem.
+//!
+//! Glob patterns and plain paths are copied, keeping their relative paths,
+//! into a per-component directory under the state dir that is mounted
+//! read-only at `/` (as Spin does); `{ source, destination }` directory
+//! mounts are mounted in place, read-only.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use bv_manifest::FileMount;
+
+pub(crate) fn prepare(
+    base_dir: &Path,
+    state_dir: &Path,
+    component: &str,
+    mounts: &[FileMount],
+) -> anyhow::Result<(Option<PathBuf>, Vec<(PathBuf, String)>)> {
+    let mut root = None;
+    let mut dirs = Vec::new();
+    for mount in mounts {
+        match mount {
+            FileMount::Pattern(pattern) => {
+                let root = root.get_or_insert_with(|| state_dir.join("files").join(component));
+                copy_pattern(base_dir, pattern, root)?;
+            }
+            FileMount::Placement {
+                source,
+                destination,
+            } => {
+                let source = base_dir.join(source);
+                if source.is_dir() {
+                    dirs.push((source, destination.clone()));
+                } else {
+                    let root = root.get_or_insert_with(|| state_dir.join("files").join(component));
+                    let target = root.join(destination.trim_start_matches('/'));
+                    copy_file(&source, &target)?;
+                }
+            }
+        }
+    }
+    if let Some(root) = &root {
+        std::fs::create_dir_all(root)?;
+    }
+    Ok((root, dirs))
+}
+
+fn copy_pattern(base_dir: &Path, pattern: &str, root: &Path) -> anyhow::Result<()> {
+    let full = base_dir.join(pattern);
+    let full = full.to_str().context("file pattern is not UTF-8")?;
+    let mut matched = false;
+    for entry in glob::glob(full).with_context(|| format!("invalid pattern `{pattern}`"))? {
+        let path = entry?;
+        if path.is_file() {
+            let rel = path.strip_prefix(base_dir).unwrap_or(&path);
+            copy_file(&path, &root.join(rel))?;
+            matched = true;
+        }
+    }
+    anyhow::ensure!(matched, "`{pattern}` matches no file");
+    Ok(())
+}
+
+fn copy_file(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The `bv` engine, shared by every trigger.
+//!
+//! [`AppRuntime::load`] turns a parsed manifest into ready-to-run components:
+//! it configures one wasmtime [`Engine`](wasmtime::Engine) (pooling allocator,
+//! component-model-async, epoch interruption), compiles each component once
+//! (or loads it from the on-disk [`cache`]), links every capability and
+//! pre-instantiates it. Triggers then ask for a fresh
+//! [`Store`](wasmtime::Store) per instance with [`AppRuntime::new_store`].
+//!
+//! Capabilities are separate crates (`bv-factor-*`), each with per-app state
+//! held here and per-instance state held in [`InstanceState`]. Adding one means
+//! a crate, a field in [`InstanceState`] and a line in [`link`].
+#![deny(missing_docs)]
+
+pub mod cache;
+mod engine;
+mod files;
+mod state;
+
+pub use engine::{engine_config, EngineLimits};
+pub use state::InstanceState;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bv_factor_key_value::KeyValueApp;
+use bv_factor_outbound_http::{LocalService, OutboundHttp, OutboundHttpApp};
+use bv_factor_variables::{EnvProvider, Provider, VariablesApp, VariablesInstance};
+use bv_manifest::{App, BvSettings, RuntimeConfig};
+use bv_outbound_networking::AllowedHosts;
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime_wasi::WasiCtxBuilder;
+
+/// Options that come from the command line rather than the manifest.
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeOptions {
+    /// Where the runtime keeps its state (key-value data, compiled code);
+    /// defaults to `.spin/` next to the manifest.
+    pub state_dir: Option<PathBuf>,
+    /// Overrides `[application.tool.bv] instance_policy` for every component.
+    pub instance_policy: Option<bv_manifest::InstancePolicy>,
+    /// Extra variable providers consulted before the environment (tests).
+    pub extra_variables: Vec<(String, String)>,
+    /// Where compiled code is cached (default: `<state_dir>/cache`); several
+    /// applications may share one.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// One component, compiled, linked and pre-instantiated.
+pub struct ComponentRuntime {
+    /// The component id from the manifest.
+    pub id: Arc<str>,
+    /// The pre-instantiated component.
+    pub pre: InstancePre<InstanceState>,
+    /// Its effective limits and instance policy.
+    pub settings: BvSettings,
+    allowed_hosts: Arc<AllowedHosts>,
+    key_value_stores: Arc<HashSet<String>>,
+    variables: VariablesInstance,
+    environment: Vec<(String, String)>,
+    files: Option<PathBuf>,
+    dir_mounts: Vec<(PathBuf, String)>,
+}
+
+/// A loaded application.
+pub struct AppRuntime {
+    engine: Engine,
+    app: App,
+    components: HashMap<String, Arc<ComponentRuntime>>,
+    key_value: Arc<KeyValueApp>,
+    outbound_http: OutboundHttpApp,
+    local_service: OnceLock<Arc<dyn LocalService>>,
+    state_dir: PathBuf,
+}
+
+struct MapProvider(HashMap<String, String>);
+
+impl Provider for MapProvider {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+impl AppRuntime {
+    /// Loads `app`: resolves variables (a missing required one is an error),
+    /// opens the key-value stores, compiles or loads from cache every
+    /// component, and pre-instantiates them.
+    pub fn load(
+        mut app: App,
+        runtime_config: &RuntimeConfig,
+        options: &RuntimeOptions,
+    ) -> anyhow::Result<Self> {
+        app.validate_runtime_config(runtime_config)?;
+        app.check_sources()?;
+        if let Some(policy) = options.instance_policy {
+            app.bv.instance_policy = policy;
+        }
+        let state_dir = options
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| app.base_dir.join(".spin"));
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+
+        let mut providers: Vec<Box<dyn Provider>> = Vec::new();
+        if !options.extra_variables.is_empty() {
+            providers.push(Box::new(MapProvider(
+                options.extra_variables.iter().cloned().collect(),
+            )));
+        }
+        providers.push(Box::new(EnvProvider::spin_default()));
+        let variables = VariablesApp::resolve(&app, &providers)?;
+
+        let settings: HashMap<&str, BvSettings> = app
+            .components
+            .iter()
+            .map(|(id, c)| (id.as_str(), c.bv.resolve(&app.bv)))
+            .collect();
+        let limits = EngineLimits {
+            max_memory_bytes: settings
+                .values()
+                .map(|s| s.memory_limit_mb)
+                .max()
+                .unwrap_or(app.bv.memory_limit_mb)
+                * 1024
+                * 1024,
+        };
+        let engine = Engine::new(&engine_config(&limits)?)?;
+        let mut linker = Linker::new(&engine);
+        link(&mut linker)?;
+
+        let key_value = Arc::new(KeyValueApp::new(&app, runtime_config, &state_dir)?);
+        let cache = cache::CompiledCache::new(
+            options
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| state_dir.join("cache")),
+        );
+
+        let mut components = HashMap::new();
+        for (id, component) in &app.components {
+            let (compiled, outcome) = cache
+                .load_with_outcome(&engine, &component.source)
+                .with_context(|| format!("component `{id}` ({})", component.source.display()))?;
+            tracing::info!(component = %id, "compiled code: {}", match outcome {
+                cache::CacheOutcome::Hit => "loaded from cache",
+                cache::CacheOutcome::Miss => "compiled and cached",
+            });
+            let pre = linker.instantiate_pre(&compiled).map_err(anyhow::Error::from).with_context(|| {
+                format!("component `{id}` imports something bv does not provide")
+            })?;
+            let rendered: Vec<String> = component
+                .allowed_outbound_hosts
+                .iter()
+                .map(|entry| render_host_template(entry, &variables))
+                .collect::<anyhow::Result<_>>()
+                .with_context(|| format!("component.{id}.allowed_outbound_hosts"))?;
+            let allowed_hosts = AllowedHosts::parse(&rendered)
+                .with_context(|| format!("component.{id}.allowed_outbound_hosts"))?;
+            let (files, dir_mounts) = files::prepare(&app.base_dir, &state_dir, id, &component.files)
+                .with_context(|| format!("component.{id}.files"))?;
+            components.insert(
+                id.clone(),
+                Arc::new(ComponentRuntime {
+                    id: Arc::from(id.as_str()),
+                    pre,
+                    settings: settings[id.as_str()].clone(),
+                    allowed_hosts: Arc::new(allowed_hosts),
+                    key_value_stores: Arc::new(component.key_value_stores.iter().cloned().collect()),
+                    variables: variables.instance(id),
+                    environment: component
+                        .environment
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    files,
+                    dir_mounts,
+                }),
+            );
+        }
+
+        Ok(Self {
+            engine,
+            app,
+            components,
+            key_value,
+            outbound_http: OutboundHttpApp::default(),
+            local_service: OnceLock::new(),
+            state_dir,
+        })
+    }
+
+    /// The engine every component runs on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The manifest this runtime was loaded from.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Where state (key-value data, compiled code) lives.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// A loaded component by id.
+    pub fn component(&self, id: &str) -> Option<&Arc<ComponentRuntime>> {
+        self.components.get(id)
+    }
+
+    /// Registers the handler for `http://<component>.spin.internal` requests
+    /// (the HTTP trigger does this once it is built).
+    pub fn set_local_service(&self, service: Arc<dyn LocalService>) {
+        let _ = self.local_service.set(service);
+    }
+
+    /// A new store for one instance of `component`, with every capability's
+    /// per-instance state and the component's memory limit and epoch deadline
+    /// (`deadline_ticks` epochs, after which the guest yields so the trigger
+    /// can enforce its timeout).
+    pub fn new_store(&self, component: &ComponentRuntime) -> anyhow::Result<Store<InstanceState>> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.envs(&component.environment).inherit_stdout().inherit_stderr();
+        if let Some(dir) = &component.files {
+            wasi.preopened_dir(dir, "/", wasmtime_wasi::FsPerms::ReadOnly)?;
+        }
+        for (host, guest) in &component.dir_mounts {
+            wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadOnly)?;
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(component.settings.memory_limit_mb as usize * 1024 * 1024)
+            .instances(64)
+            .trap_on_grow_failure(false)
+            .build();
+        let state = InstanceState {
+            table: Default::default(),
+            wasi: wasi.build(),
+            http: Default::default(),
+            outbound_http: OutboundHttp::new(
+                component.id.clone(),
+                component.allowed_hosts.clone(),
+                self.local_service.get().cloned(),
+                self.outbound_http.clone(),
+            ),
+            variables: component.variables.clone(),
+            key_value: self.key_value.instance(component.key_value_stores.clone()),
+            limits,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        // The guest yields to the host every epoch tick; the trigger's
+        // request timeout then decides, outside the guest, when it is over.
+        store.epoch_deadline_async_yield_and_update(1);
+        Ok(store)
+    }
+}
+
+/// How often the epoch advances: the granularity of request timeouts.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Starts the thread that advances `engine`'s epoch every [`EPOCH_TICK`]; it
+/// stops when the returned guard is dropped.
+pub fn start_epoch_ticker(engine: &Engine) -> EpochTicker {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let engine = engine.clone();
+    let flag = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name("bv-epoch".into())
+        .spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .expect("spawning the epoch thread");
+    EpochTicker {
+        stop,
+        handle: Some(handle),
+    }
+}
+
+/// Guard for the epoch thread.
+pub struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn render_host_template(entry: &str, variables: &VariablesApp) -> anyhow::Result<String> {
+    let template = bv_manifest::Template::parse(entry)?;
+    Ok(template.render(|name| variables.app_value(name).map(|v| v.expose().to_string()))?)
+}
+
+/// Adds every interface `bv` provides to `linker`: WASI P2 and P3 (CLI,
+/// clocks, random, filesystem, sockets), `wasi:http` P2 and P3, and the Spin
+/// capabilities.
+pub fn link(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi::p3::add_to_linker(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(linker)?;
+    bv_factor_variables::add_to_linker(linker, |s| &mut s.variables)?;
+    bv_factor_key_value::add_to_linker(linker, |s| &mut s.key_value)?;
+    Ok(())
+}
+
+/// Compiles `wasm` for `engine` without the cache (used by benchmarks that
+/// measure compilation itself).
+pub fn compile(engine: &Engine, wasm: &[u8]) -> anyhow::Result<Component> {
+    Ok(Component::from_binary(engine, wasm)?)
+}

@@ -1,0 +1,62 @@
+//! The `spin-*` request headers Spin sets for every component.
+
+use std::net::SocketAddr;
+
+use bv_routes::RouteMatch;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// Full URL of the request as the client addressed it.
+pub const FULL_URL: &str = "spin-full-url";
+/// The path after the matched route (for `/...` routes).
+pub const PATH_INFO: &str = "spin-path-info";
+/// The matched route, with the application base.
+pub const MATCHED_ROUTE: &str = "spin-matched-route";
+/// The component's route, without a trailing `/...`.
+pub const COMPONENT_ROUTE: &str = "spin-component-route";
+/// The component's route as written in the manifest.
+pub const RAW_COMPONENT_ROUTE: &str = "spin-raw-component-route";
+/// The application base path.
+pub const BASE_PATH: &str = "spin-base-path";
+/// The client's socket address.
+pub const CLIENT_ADDR: &str = "spin-client-addr";
+/// Prefix of one header per `:name` route parameter.
+pub const PATH_MATCH_PREFIX: &str = "spin-path-match-";
+
+/// Removes any `spin-*` header the client sent (they are the runtime's to
+/// set; a client must not spoof `spin-client-addr`), then sets them.
+pub(crate) fn set<T>(
+    headers: &mut HeaderMap,
+    full_url: &str,
+    base: &str,
+    matched: &RouteMatch<'_, T>,
+    client: Option<SocketAddr>,
+) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("spin-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+    let mut put = |name: &str, value: &str| {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    };
+    put(FULL_URL, full_url);
+    put(PATH_INFO, &matched.path_info);
+    put(MATCHED_ROUTE, &matched.based_route);
+    put(COMPONENT_ROUTE, &matched.component_route);
+    put(RAW_COMPONENT_ROUTE, &matched.raw_route);
+    put(BASE_PATH, base);
+    if let Some(addr) = client {
+        put(CLIENT_ADDR, &addr.to_string());
+    }
+    for (name, value) in &matched.params {
+        put(&format!("{PATH_MATCH_PREFIX}{}", name.to_ascii_lowercase()), value);
+    }
+}

@@ -1,0 +1,162 @@
+//! How instances are made and reused: the [`HandlerState`] wasmtime-wasi-http's
+//! `ProxyHandler` calls whenever it needs a new worker for a component.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bv_manifest::InstancePolicy;
+use bv_runtime::{AppRuntime, ComponentRuntime, InstanceState};
+use wasmtime::component::GuestTaskId;
+use wasmtime::{Store, StoreContextMut};
+use wasmtime_wasi_http::handler::{
+    HandlerState, Instance, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
+};
+use wasmtime_wasi_http::WasiHttpView;
+
+use crate::metrics::Metrics;
+
+/// How many requests an instance takes, in total and at once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReusePolicy {
+    pub max_requests: usize,
+    pub max_concurrent: usize,
+    /// How long an idle instance is kept for the next request.
+    pub idle_timeout: Duration,
+}
+
+impl ReusePolicy {
+    pub(crate) fn for_component(component: &ComponentRuntime) -> Self {
+        let s = &component.settings;
+        match s.instance_policy {
+            InstancePolicy::Strict => Self {
+                max_requests: 1,
+                max_concurrent: 1,
+                idle_timeout: Duration::ZERO,
+            },
+            InstancePolicy::Reuse => Self {
+                max_requests: s.instance_max_requests as usize,
+                max_concurrent: s.instance_max_concurrent as usize,
+                idle_timeout: Duration::from_secs(1),
+            },
+        }
+    }
+}
+
+pub(crate) struct ComponentInstances {
+    pub runtime: Arc<AppRuntime>,
+    pub component: Arc<ComponentRuntime>,
+    pub pre: ProxyPre<InstanceState>,
+    pub policy: ReusePolicy,
+    pub timeout: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+impl HandlerState for ComponentInstances {
+    type StoreData = InstanceState;
+    type WorkerExpiration = Expiration;
+    type WorkerState = Worker;
+
+    async fn instantiate(&self) -> wasmtime::Result<Instance<InstanceState, Expiration, Worker>> {
+        let start = Instant::now();
+        let mut store = self
+            .runtime
+            .new_store(&self.component)
+            .map_err(wasmtime::Error::from_anyhow)?;
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        self.metrics
+            .instantiation
+            .get_or_create(&Metrics::component(&self.component.id))
+            .observe(start.elapsed().as_secs_f64());
+        Ok(Instance {
+            store,
+            proxy,
+            view: WasiHttpView::http,
+            expiration: Expiration {
+                idle_timeout: self.policy.idle_timeout,
+                request_timeout: self.timeout,
+                sleep: Box::pin(tokio::time::sleep(Duration::MAX / 4)),
+            },
+            state: Worker {
+                policy: self.policy,
+                timeout: self.timeout,
+                component: self.component.id.to_string(),
+                metrics: self.metrics.clone(),
+            },
+        })
+    }
+}
+
+/// Drops an instance that has been idle, or busy past the request timeout
+/// (a guest that never answers cannot hold its slot forever).
+pub(crate) struct Expiration {
+    idle_timeout: Duration,
+    request_timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl WorkerExpiration for Expiration {
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        status: WorkerStatus,
+        start: Instant,
+    ) -> Poll<()> {
+        let timeout = match status {
+            WorkerStatus::Idle => self.idle_timeout,
+            WorkerStatus::Requests | WorkerStatus::PostReturn => self.request_timeout,
+        };
+        let Some(deadline) = start.checked_add(timeout) else {
+            return Poll::Pending;
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if self.sleep.deadline() != deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        self.sleep.as_mut().poll(cx)
+    }
+}
+
+pub(crate) struct Worker {
+    policy: ReusePolicy,
+    timeout: Duration,
+    component: String,
+    metrics: Arc<Metrics>,
+}
+
+impl WorkerState for Worker {
+    type StoreData = InstanceState;
+    type RequestData = ();
+
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= self.policy.max_requests {
+            ShouldAccept::Never
+        } else if concurrent >= self.policy.max_concurrent {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        _store: StoreContextMut<'_, InstanceState>,
+        _data: (),
+        _task: GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        Box::pin(tokio::time::sleep(self.timeout))
+    }
+
+    fn drop(&self, store: Store<InstanceState>, result: wasmtime::Result<()>) {
+        if let Err(error) = result {
+            self.metrics
+                .traps
+                .get_or_create(&Metrics::component(&self.component))
+                .inc();
+            tracing::error!(component = %self.component, "instance trapped: {error:?}");
+        }
+        drop(store);
+    }
+}

@@ -1,0 +1,347 @@
+//! The HTTP trigger of `bv`.
+//!
+//! [`HttpTrigger`] routes each request with Spin's rules (`bv-routes`), sets
+//! the `spin-*` headers, applies the component's concurrency limit and request
+//! timeout, and hands the request, body still streaming, to wasmtime-wasi-http's
+//! `ProxyHandler`, which instantiates or reuses an instance according to the
+//! component's instance policy. Faults stay with their request: a trap is a
+//! 500, a timeout a 504, a full component a 503 with `Retry-After`. Requests to
+//! `http://<component>.spin.internal` from a guest come back in through
+//! [`HttpTrigger::handle_chained`] without a socket.
+#![deny(missing_docs)]
+
+mod body;
+pub mod headers;
+mod instance;
+mod metrics;
+mod problem;
+mod server;
+
+pub use metrics::Metrics;
+pub use server::{serve, ServeOptions};
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bv_factor_outbound_http::{BoxFuture, LocalService};
+use bv_routes::{RouteMatch, RouteSpec, Router};
+use bv_runtime::AppRuntime;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::sync::Semaphore;
+use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler, ProxyPre, TrapOrPanicError};
+use wasmtime_wasi_http::WasiBody;
+
+use instance::{ComponentInstances, ReusePolicy};
+use metrics::{RejectionLabels, RequestLabels, RouteLabels};
+
+/// Extra time past a component's request timeout before the trigger itself
+/// gives up on the handler (the handler's own expiration normally fires
+/// first).
+const TIMEOUT_GRACE: Duration = Duration::from_millis(500);
+
+struct ComponentHandler {
+    id: Arc<str>,
+    proxy: ProxyHandler<ComponentInstances>,
+    concurrency: Arc<Semaphore>,
+    timeout: Duration,
+    /// The component's own route, to compute headers for chained requests.
+    own_route: Option<Router<()>>,
+}
+
+/// The HTTP trigger for one application.
+pub struct HttpTrigger {
+    runtime: Arc<AppRuntime>,
+    router: Router<Arc<str>>,
+    base: String,
+    components: HashMap<Arc<str>, ComponentHandler>,
+    metrics: Arc<Metrics>,
+    ready: AtomicBool,
+}
+
+impl HttpTrigger {
+    /// Builds the router and one instance pool per component with an HTTP
+    /// route, and registers itself as the app's service-chaining target.
+    pub fn new(runtime: Arc<AppRuntime>) -> anyhow::Result<Arc<Self>> {
+        let app = runtime.app();
+        let base = app.application.http_base.clone();
+        let router = Router::build(
+            &base,
+            app.http_triggers
+                .iter()
+                .map(|t| (t.route.clone(), Arc::<str>::from(t.component.as_str()))),
+        )
+        .with_context(|| format!("{}: trigger.http", app.path.display()))?;
+        let metrics = Arc::new(Metrics::default());
+
+        let mut components = HashMap::new();
+        for trigger in &app.http_triggers {
+            let id: Arc<str> = Arc::from(trigger.component.as_str());
+            if components.contains_key(&id) {
+                continue;
+            }
+            let component = runtime
+                .component(&id)
+                .with_context(|| format!("component `{id}` is not loaded"))?
+                .clone();
+            let pre = match wasmtime_wasi_http::p3::bindings::ServicePre::new(
+                component.pre.clone(),
+            ) {
+                Ok(pre) => ProxyPre::P3(pre),
+                Err(p3_err) => ProxyPre::P2(
+                    wasmtime_wasi_http::p2::bindings::ProxyPre::new(component.pre.clone())
+                        .map_err(|_| anyhow::Error::from(p3_err))
+                        .with_context(|| {
+                            format!("component `{id}` does not export wasi:http/handler")
+                        })?,
+                ),
+            };
+            let timeout = Duration::from_millis(component.settings.request_timeout_ms);
+            let own_route = match &trigger.route {
+                RouteSpec::Private => None,
+                spec => Some(Router::build(&base, [(spec.clone(), ())])?),
+            };
+            let handler = ComponentHandler {
+                id: id.clone(),
+                concurrency: Arc::new(Semaphore::new(
+                    component.settings.max_concurrent_requests as usize,
+                )),
+                timeout,
+                own_route,
+                proxy: ProxyHandler::new(ComponentInstances {
+                    runtime: runtime.clone(),
+                    policy: ReusePolicy::for_component(&component),
+                    component,
+                    pre,
+                    timeout,
+                    metrics: metrics.clone(),
+                }),
+            };
+            components.insert(id, handler);
+        }
+
+        let trigger = Arc::new(Self {
+            runtime,
+            router,
+            base,
+            components,
+            metrics,
+            ready: AtomicBool::new(false),
+        });
+        trigger
+            .runtime
+            .set_local_service(Arc::new(Chaining(Arc::downgrade(&trigger))));
+        Ok(trigger)
+    }
+
+    /// The routes served, as `(route with base, component id)`, in the order
+    /// they are tried.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        self.router
+            .routes()
+            .map(|(route, id)| (route.to_string(), id.to_string()))
+            .collect()
+    }
+
+    /// The trigger's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether the trigger is accepting requests (false before start and
+    /// while draining).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Handles one request that arrived from the network.
+    pub async fn handle(
+        &self,
+        mut req: Request<WasiBody>,
+        client: Option<SocketAddr>,
+        full_url: String,
+    ) -> Response<WasiBody> {
+        let start = Instant::now();
+        let path = req.uri().path().to_string();
+        let Some(matched) = self.router.route(&path) else {
+            let response = problem::response(
+                StatusCode::NOT_FOUND,
+                "route-not-found",
+                "Not Found",
+                &format!("no route matches `{path}`"),
+            );
+            self.count("", "", &response, start);
+            return response;
+        };
+        headers::set(req.headers_mut(), &full_url, &self.base, &matched, client);
+        let component = matched.target.clone();
+        let route = matched.raw_route.clone();
+        drop(matched);
+        self.dispatch(&component, route, req, start).await
+    }
+
+    /// Handles a request a guest sent to `http://<component>.spin.internal`.
+    pub async fn handle_chained(
+        &self,
+        component: &str,
+        mut req: Request<WasiBody>,
+    ) -> Result<Response<WasiBody>, wasmtime_wasi_http::Error> {
+        let start = Instant::now();
+        let Some(handler) = self.components.get(component) else {
+            return Err(wasmtime_wasi_http::Error::DestinationNotFound);
+        };
+        let path = req.uri().path().to_string();
+        let full_url = req.uri().to_string();
+        let matched = handler.own_route.as_ref().and_then(|r| r.route(&path));
+        let route = match matched {
+            Some(m) => {
+                headers::set(req.headers_mut(), &full_url, &self.base, &m, None);
+                m.raw_route.clone()
+            }
+            None => {
+                let m = RouteMatch {
+                    target: &(),
+                    base: self.base.clone(),
+                    raw_route: "/...".to_string(),
+                    based_route: "/...".to_string(),
+                    component_route: String::new(),
+                    path_info: path,
+                    params: Vec::new(),
+                };
+                headers::set(req.headers_mut(), &full_url, &self.base, &m, None);
+                m.raw_route
+            }
+        };
+        let id = handler.id.clone();
+        Ok(self.dispatch(&id, route, req, start).await)
+    }
+
+    async fn dispatch(
+        &self,
+        component: &str,
+        route: String,
+        req: Request<WasiBody>,
+        start: Instant,
+    ) -> Response<WasiBody> {
+        let handler = &self.components[component];
+        let Ok(permit) = handler.concurrency.clone().try_acquire_owned() else {
+            self.reject(component, "concurrency");
+            let mut response = problem::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "concurrency-limit",
+                "Service Unavailable",
+                &format!("component `{component}` is at its concurrency limit"),
+            );
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            self.count(component, &route, &response, start);
+            return response;
+        };
+        let gauge = self.metrics.in_flight.get_or_create(&Metrics::component(component)).clone();
+        gauge.inc();
+        let in_flight = InFlight(gauge);
+
+        let outcome =
+            tokio::time::timeout(handler.timeout + TIMEOUT_GRACE, handler.proxy.handle((), req))
+                .await;
+        let response = match outcome {
+            Ok(Ok(response)) => response.map(|body| {
+                body::Guarded::new(body, (permit, in_flight)).boxed_unsync()
+            }),
+            Ok(Err(e)) if e.is::<ExpirationError>() => self.timed_out(component, handler),
+            Err(_) => self.timed_out(component, handler),
+            Ok(Err(e)) => {
+                if e.is::<TrapOrPanicError>() {
+                    tracing::warn!(component, "request failed: the instance trapped");
+                } else {
+                    tracing::error!(component, "request failed: {e:?}");
+                }
+                problem::response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "component-failed",
+                    "Internal Server Error",
+                    &format!("component `{component}` failed to handle the request"),
+                )
+            }
+        };
+        self.count(component, &route, &response, start);
+        response
+    }
+
+    fn timed_out(&self, component: &str, handler: &ComponentHandler) -> Response<WasiBody> {
+        self.reject(component, "timeout");
+        problem::response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "request-timeout",
+            "Gateway Timeout",
+            &format!(
+                "component `{component}` did not answer within {} ms",
+                handler.timeout.as_millis()
+            ),
+        )
+    }
+
+    fn reject(&self, component: &str, limit: &'static str) {
+        self.metrics
+            .rejections
+            .get_or_create(&RejectionLabels {
+                component: component.to_string(),
+                limit,
+            })
+            .inc();
+    }
+
+    fn count(&self, component: &str, route: &str, response: &Response<WasiBody>, start: Instant) {
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                component: component.to_string(),
+                route: route.to_string(),
+                status: response.status().as_u16(),
+            })
+            .inc();
+        self.metrics
+            .duration
+            .get_or_create(&RouteLabels {
+                component: component.to_string(),
+                route: route.to_string(),
+            })
+            .observe(start.elapsed().as_secs_f64());
+    }
+}
+
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The service-chaining entry point the runtime hands to every instance; weak
+/// so the trigger and the runtime do not keep each other alive.
+struct Chaining(Weak<HttpTrigger>);
+
+impl LocalService for Chaining {
+    fn handle(
+        &self,
+        component: &str,
+        request: Request<WasiBody>,
+    ) -> BoxFuture<Result<Response<WasiBody>, wasmtime_wasi_http::Error>> {
+        let trigger = self.0.upgrade();
+        let component = component.to_string();
+        Box::pin(async move {
+            let trigger = trigger.ok_or(wasmtime_wasi_http::Error::DestinationUnavailable)?;
+            trigger.handle_chained(&component, request).await
+        })
+    }
+}

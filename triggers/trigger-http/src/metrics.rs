@@ -1,0 +1,130 @@
+//! Prometheus metrics of the HTTP trigger and the instances behind it.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub component: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    pub component: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ComponentLabels {
+    pub component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RejectionLabels {
+    pub component: String,
+    /// `concurrency`, `timeout` or `memory`.
+    pub limit: &'static str,
+}
+
+/// Every metric the HTTP trigger exports on the admin listener's `/metrics`.
+pub struct Metrics {
+    registry: Registry,
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) duration: Family<RouteLabels, Histogram>,
+    pub(crate) instantiation: Family<ComponentLabels, Histogram>,
+    pub(crate) traps: Family<ComponentLabels, Counter>,
+    pub(crate) rejections: Family<RejectionLabels, Counter>,
+    pub(crate) in_flight: Family<ComponentLabels, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. 10 s: the SLOs are stated in tens and hundreds of milliseconds.
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+fn instantiation_histogram() -> Histogram {
+    // 5 µs .. 50 ms: instantiation from the pool is tens of microseconds.
+    Histogram::new([
+        0.000005, 0.00001, 0.00002, 0.00003, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005,
+        0.05,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("bv");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = Family::<RouteLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let instantiation = Family::<ComponentLabels, Histogram>::new_with_constructor(
+            instantiation_histogram as fn() -> Histogram,
+        );
+        let traps = Family::<ComponentLabels, Counter>::default();
+        let rejections = Family::<RejectionLabels, Counter>::default();
+        let in_flight = Family::<ComponentLabels, Gauge>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by component, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response headers, by component and route",
+            duration.clone(),
+        );
+        registry.register(
+            "instantiation_duration_seconds",
+            "Time to instantiate a component from its pre-instance",
+            instantiation.clone(),
+        );
+        registry.register(
+            "instance_traps",
+            "Instances that trapped or panicked",
+            traps.clone(),
+        );
+        registry.register(
+            "limit_rejections",
+            "Requests refused or cut short by a limit (concurrency, timeout, memory)",
+            rejections.clone(),
+        );
+        registry.register(
+            "http_requests_in_flight",
+            "Requests being handled, by component",
+            in_flight.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            instantiation,
+            traps,
+            rejections,
+            in_flight,
+        }
+    }
+}
+
+impl Metrics {
+    /// The metrics in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub(crate) fn component(id: &str) -> ComponentLabels {
+        ComponentLabels {
+            component: id.to_string(),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! RFC 9457 problem details for the errors the runtime itself answers.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use wasmtime_wasi_http::WasiBody;
+
+/// Prefix of the stable `type` of every runtime problem.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:bitvelocity:problem:";
+
+pub(crate) fn response(
+    status: StatusCode,
+    kind: &str,
+    title: &str,
+    detail: &str,
+) -> Response<WasiBody> {
+    let body = problem_json(kind, title, status.as_u16(), detail);
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/problem+json")
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .expect("static response parts are valid")
+}
+
+fn problem_json(kind: &str, title: &str, status: u16, detail: &str) -> String {
+    serde_json::json!({
+        "type": format!("{PROBLEM_TYPE_PREFIX}{kind}"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    })
+    .to_string()
+}
