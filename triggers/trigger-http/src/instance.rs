@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use bv_runtime::{AppRuntime, ComponentRuntime, InstanceState};
 use wasmtime::component::GuestTaskId;
 use wasmtime::{Store, StoreContextMut};
 use wasmtime_wasi_http::handler::{
-    HandlerState, Instance, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
+    ExpirationError, HandlerState, Instance, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
 };
 use wasmtime_wasi_http::WasiHttpView;
 
@@ -70,6 +71,7 @@ impl HandlerState for ComponentInstances {
             .instantiation
             .get_or_create(&Metrics::component(&self.component.id))
             .observe(start.elapsed().as_secs_f64());
+        let expired = Arc::new(AtomicBool::new(false));
         Ok(Instance {
             store,
             proxy,
@@ -77,9 +79,11 @@ impl HandlerState for ComponentInstances {
             expiration: Expiration {
                 idle_timeout: self.policy.idle_timeout,
                 request_timeout: self.timeout,
-                sleep: Box::pin(tokio::time::sleep(Duration::MAX / 4)),
+                sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86400 * 365))),
+                expired: expired.clone(),
             },
             state: Worker {
+                expired,
                 policy: self.policy,
                 timeout: self.timeout,
                 component: self.component.id.to_string(),
@@ -89,12 +93,18 @@ impl HandlerState for ComponentInstances {
     }
 }
 
+/// How long past the request timeout a busy instance is kept before it is
+/// dropped.
+const INSTANCE_EXPIRY_GRACE: Duration = Duration::from_millis(200);
+
 /// Drops an instance that has been idle, or busy past the request timeout
 /// (a guest that never answers cannot hold its slot forever).
 pub(crate) struct Expiration {
     idle_timeout: Duration,
     request_timeout: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Set when a busy instance is expired, so its drop is not taken for a trap.
+    expired: Arc<AtomicBool>,
 }
 
 impl WorkerExpiration for Expiration {
@@ -106,7 +116,11 @@ impl WorkerExpiration for Expiration {
     ) -> Poll<()> {
         let timeout = match status {
             WorkerStatus::Idle => self.idle_timeout,
-            WorkerStatus::Requests | WorkerStatus::PostReturn => self.request_timeout,
+            // The per-request expiration (see `on_request_start`) answers the
+            // request first; the instance goes a little later.
+            WorkerStatus::Requests | WorkerStatus::PostReturn => {
+                self.request_timeout + INSTANCE_EXPIRY_GRACE
+            }
         };
         let Some(deadline) = start.checked_add(timeout) else {
             return Poll::Pending;
@@ -115,11 +129,16 @@ impl WorkerExpiration for Expiration {
         if self.sleep.deadline() != deadline {
             self.sleep.as_mut().reset(deadline);
         }
-        self.sleep.as_mut().poll(cx)
+        let ready = self.sleep.as_mut().poll(cx);
+        if ready.is_ready() && status != WorkerStatus::Idle {
+            self.expired.store(true, Ordering::SeqCst);
+        }
+        ready
     }
 }
 
 pub(crate) struct Worker {
+    expired: Arc<AtomicBool>,
     policy: ReusePolicy,
     timeout: Duration,
     component: String,
@@ -150,7 +169,21 @@ impl WorkerState for Worker {
     }
 
     fn drop(&self, store: Store<InstanceState>, result: wasmtime::Result<()>) {
+        if crate::server::is_stopping() {
+            // The runtime is shutting down and cancels idle workers; that is
+            // not a guest fault.
+            drop(store);
+            return;
+        }
         if let Err(error) = result {
+            if error.is::<ExpirationError>() || self.expired.load(Ordering::SeqCst) {
+                tracing::warn!(
+                    component = %self.component,
+                    "instance dropped: busy past the request timeout"
+                );
+                drop(store);
+                return;
+            }
             self.metrics
                 .traps
                 .get_or_create(&Metrics::component(&self.component))

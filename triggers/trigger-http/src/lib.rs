@@ -39,11 +39,6 @@ use wasmtime_wasi_http::WasiBody;
 use instance::{ComponentInstances, ReusePolicy};
 use metrics::{RejectionLabels, RequestLabels, RouteLabels};
 
-/// Extra time past a component's request timeout before the trigger itself
-/// gives up on the handler (the handler's own expiration normally fires
-/// first).
-const TIMEOUT_GRACE: Duration = Duration::from_millis(500);
-
 struct ComponentHandler {
     id: Arc<str>,
     proxy: ProxyHandler<ComponentInstances>,
@@ -251,7 +246,7 @@ impl HttpTrigger {
         let in_flight = InFlight(gauge);
 
         let outcome =
-            tokio::time::timeout(handler.timeout + TIMEOUT_GRACE, handler.proxy.handle((), req))
+            tokio::time::timeout(handler.timeout, handler.proxy.handle((), req))
                 .await;
         let response = match outcome {
             Ok(Ok(response)) => response.map(|body| {

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::HttpTrigger;
+
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Whether the process has finished draining and is about to exit.
+pub(crate) fn is_stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
 
 /// How the trigger serves.
 #[derive(Clone, Debug)]
@@ -100,6 +108,7 @@ pub async fn serve(
     if let Some(task) = admin_task {
         task.abort();
     }
+    STOPPING.store(true, Ordering::SeqCst);
     Ok(())
 }
 

@@ -51,8 +51,6 @@ pub struct TestApp {
     pub admin: SocketAddr,
     /// Everything `bv` wrote to stderr so far.
     pub log: Arc<Mutex<String>>,
-    /// The application directory (manifest, .spin).
-    pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -67,6 +65,8 @@ pub struct Spawn {
     pub dir: Option<PathBuf>,
     /// Extra files to write into the app directory (relative path, content).
     pub files: Vec<(String, String)>,
+    /// Use a compiled-code cache of this app's own instead of the shared one.
+    pub own_cache: bool,
 }
 
 /// Starts `bv up` on `manifest`, where `{probe}` stands for the probe
@@ -107,8 +107,17 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
         .arg(dir.join("spin.toml"))
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .arg("--cache-dir")
-        .arg(shared_cache_dir())
-        .args(&spawn.args)
+        .arg(if spawn.own_cache {
+            dir.join("own-cache")
+        } else {
+            shared_cache_dir()
+        })
+        .args(
+            spawn
+                .args
+                .iter()
+                .map(|a| a.replace("{dir}", dir.to_str().unwrap())),
+        )
         .env("RUST_LOG", "info")
         .envs(spawn.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -152,7 +161,6 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
                 addr,
                 admin,
                 log,
-                dir,
                 _tmp: tmp,
             });
         }
@@ -226,10 +234,6 @@ impl TestApp {
         self.log.lock().unwrap().clone()
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
     /// Sends SIGTERM and waits for the exit code.
     pub async fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take().unwrap();
@@ -275,4 +279,15 @@ source = "{{probe}}"
 {component_extra}
 "#
     )
+}
+
+/// Waits (up to 5 s) until `bv`'s output contains `needle`.
+pub async fn wait_for_log(app: &TestApp, needle: &str) {
+    for _ in 0..100 {
+        if app.log().contains(needle) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("`{needle}` never appeared in the log:\n{}", app.log());
 }

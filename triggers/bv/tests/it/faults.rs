@@ -1,0 +1,115 @@
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+fn metric(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_panic_fails_only_its_own_request() {
+    let app = spawn_app(&probe_app("/p/...", "")).await;
+    assert_eq!(app.get("/p/headers").await.status, 200);
+    let failed = app.get("/p/panic").await;
+    assert_eq!(failed.status, 500);
+    assert_eq!(failed.headers["content-type"], "application/problem+json");
+    for _ in 0..3 {
+        assert_eq!(app.get("/p/headers").await.status, 200, "later requests must not fail");
+    }
+    let metrics = app.admin_get("/metrics").await.text();
+    assert_eq!(metric(&metrics, r#"bv_instance_traps_total{component="probe"}"#), 1.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn a_guest_that_never_answers_gets_504() {
+    let app = spawn_app(&probe_app(
+        "/p/...",
+        "[component.probe.tool.bv]\nrequest_timeout_ms = 300\n",
+    ))
+    .await;
+    let start = Instant::now();
+    let reply = app.get("/p/loop").await;
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert!(start.elapsed() < Duration::from_secs(5), "timeout took {:?}", start.elapsed());
+    assert_eq!(app.get("/p/headers").await.status, 200);
+    let metrics = app.admin_get("/metrics").await.text();
+    assert_eq!(
+        metric(&metrics, r#"bv_limit_rejections_total{component="probe",limit="timeout"}"#),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn memory_is_capped_per_instance() {
+    let app = spawn_app(&probe_app(
+        "/p/...",
+        "[component.probe.tool.bv]\nmemory_limit_mb = 32\n",
+    ))
+    .await;
+    assert_eq!(app.get("/p/alloc?mb=4").await.status, 200);
+    assert_eq!(app.get("/p/alloc?mb=64").await.status, 500, "allocation past the cap must fail");
+    assert_eq!(app.get("/p/alloc?mb=4").await.status, 200, "next request must succeed");
+}
+
+#[tokio::test]
+async fn concurrency_limit_answers_503_with_retry_after() {
+    let app = spawn_app(&probe_app(
+        "/p/...",
+        "[component.probe.tool.bv]\nmax_concurrent_requests = 2\n",
+    ))
+    .await;
+    let addr = app.addr;
+    let slow = |_| tokio::spawn(async move { request(addr, "GET", "/p/sleep?ms=1500", &[], "").await });
+    let first: Vec<_> = (0..2).map(slow).collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let rejected = app.get("/p/headers").await;
+    assert_eq!(rejected.status, 503, "{}", rejected.text());
+    assert_eq!(rejected.headers["retry-after"], "1");
+    for task in first {
+        assert_eq!(task.await.unwrap().status, 200);
+    }
+    assert_eq!(app.get("/p/headers").await.status, 200, "capacity must come back");
+    let metrics = app.admin_get("/metrics").await.text();
+    assert_eq!(
+        metric(&metrics, r#"bv_limit_rejections_total{component="probe",limit="concurrency"}"#),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn strict_policy_gives_every_request_a_fresh_instance() {
+    let app = spawn_app_with(
+        &probe_app("/p/...", ""),
+        Spawn {
+            args: vec!["--instance-policy".into(), "strict".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/p/counter").await.text(), "1", "state leaked between requests");
+    }
+}
+
+#[tokio::test]
+async fn reuse_policy_keeps_instances_for_a_bounded_number_of_requests() {
+    let app = spawn_app(&probe_app(
+        "/p/...",
+        "[component.probe.tool.bv]\ninstance_policy = \"reuse\"\ninstance_max_requests = 3\n",
+    ))
+    .await;
+    let counts: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            v.push(app.get("/p/counter").await.text());
+        }
+        v
+    };
+    assert_eq!(counts, ["1", "2", "3", "1", "2"], "instance should serve exactly 3 requests");
+}
