@@ -8,7 +8,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "bv", version, about = "Runs a Spin application (spin.toml) on wasmtime")]
+#[command(
+    name = "bv",
+    version,
+    about = "Runs a Spin application (spin.toml) on wasmtime"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -139,7 +143,11 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         cache_dir: args.cache_dir.clone(),
     };
     let started = std::time::Instant::now();
-    let runtime = Arc::new(bv_runtime::AppRuntime::load(app, &runtime_config, &options)?);
+    let runtime = Arc::new(bv_runtime::AppRuntime::load(
+        app,
+        &runtime_config,
+        &options,
+    )?);
     tracing::info!(
         "loaded {} component(s) in {:?}",
         runtime.app().components.len(),
@@ -149,9 +157,19 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
-        let _epoch = bv_runtime::start_epoch_ticker(runtime.engine());
-        let trigger = bv_trigger_http::HttpTrigger::new(runtime)?;
+    rt.block_on(run_triggers(runtime, args))
+}
+
+/// Starts every trigger the manifest uses and runs them until SIGTERM or
+/// Ctrl-C; then each drains and the process exits 0.
+async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> anyhow::Result<()> {
+    let _epoch = bv_runtime::start_epoch_ticker(runtime.engine());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut triggers = tokio::task::JoinSet::new();
+
+    // HTTP: always started (it also serves the admin endpoints).
+    {
+        let trigger = bv_trigger_http::HttpTrigger::new(runtime.clone())?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -165,17 +183,37 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         for (route, component) in trigger.routes() {
             println!("  {component}: http://{addr}{route}");
         }
-        bv_trigger_http::serve(
-            trigger,
-            listener,
-            Some(admin),
-            bv_trigger_http::ServeOptions::default(),
-            shutdown_signal(),
-        )
-        .await?;
-        println!("Stopped.");
-        anyhow::Ok(())
-    })
+        let stop = shutdown.clone();
+        triggers.spawn(async move {
+            bv_trigger_http::serve(
+                trigger,
+                listener,
+                Some(admin),
+                bv_trigger_http::ServeOptions::default(),
+                stop.cancelled_owned(),
+            )
+            .await
+            .context("http trigger")
+        });
+    }
+
+    // Other triggers: each starts only when the manifest has entries for it.
+
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        Some(result) = triggers.join_next() => {
+            // A trigger stopped on its own: that is an error; stop the rest.
+            shutdown.cancel();
+            result??;
+            anyhow::bail!("a trigger stopped unexpectedly");
+        }
+    }
+    shutdown.cancel();
+    while let Some(result) = triggers.join_next().await {
+        result??;
+    }
+    println!("Stopped.");
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -224,7 +224,10 @@ impl<T: Send> key_value::HostStoreWithStore<T> for HasKeyValue {
         })
     }
 
-    fn drop(mut access: wasmtime::component::Access<'_, T, Self>, this: Resource<OpenStore>) -> wasmtime::Result<()> {
+    fn drop(
+        mut access: wasmtime::component::Access<'_, T, Self>,
+        this: Resource<OpenStore>,
+    ) -> wasmtime::Result<()> {
         let state = access.get();
         state.table.delete(this)?;
         state.open -= 1;

@@ -83,7 +83,13 @@ fn denied(component: &str, target: &str, why: &str) -> Error {
     Error::HttpRequestDenied
 }
 
-type SendResult = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>;
+type SendResult = Result<
+    (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ),
+    Error,
+>;
 
 impl WasiHttpHooks for OutboundHttp {
     fn send_request(
@@ -119,19 +125,27 @@ impl WasiHttpHooks for OutboundHttp {
             });
         }
 
-        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
         let url = OutboundUrl {
             scheme: scheme.clone(),
             host,
             port,
         };
         if !self.allowed.allows(&url) {
-            let err = denied(&self.component, &uri.to_string(), "not in allowed_outbound_hosts");
+            let err = denied(
+                &self.component,
+                &uri.to_string(),
+                "not in allowed_outbound_hosts",
+            );
             return Box::new(async move { Err(err) });
         }
 
         let mut options = options.unwrap_or_default();
-        options.connect_timeout.get_or_insert(self.app.connect_timeout);
+        options
+            .connect_timeout
+            .get_or_insert(self.app.connect_timeout);
         options
             .first_byte_timeout
             .get_or_insert(self.app.first_byte_timeout);

@@ -37,8 +37,10 @@ pub trait Provider: Send + Sync {
 /// `spin up` does.
 pub struct EnvProvider {
     prefix: String,
-    lookup: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    lookup: Box<Lookup>,
 }
+
+type Lookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 impl EnvProvider {
     /// The provider `spin up` uses: prefix `SPIN_VARIABLE`, the real environment.

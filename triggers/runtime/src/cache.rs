@@ -44,7 +44,8 @@ impl CompiledCache {
         engine: &Engine,
         source: &Path,
     ) -> anyhow::Result<(Component, CacheOutcome)> {
-        let wasm = std::fs::read(source).with_context(|| format!("reading {}", source.display()))?;
+        let wasm =
+            std::fs::read(source).with_context(|| format!("reading {}", source.display()))?;
         let path = self.dir.join(format!("{}.cwasm", key(engine, &wasm)));
         if path.exists() {
             // SAFETY: the file was written by `Component::serialize` of an
@@ -52,7 +53,9 @@ impl CompiledCache {
             // name), in a directory only this runtime writes.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable cache entry: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable cache entry: {e}")
+                }
             }
         }
         let component = Component::from_binary(engine, &wasm)?;
@@ -74,7 +77,9 @@ impl CompiledCache {
 
 fn key(engine: &Engine, wasm: &[u8]) -> String {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
     let mut sha = Sha256::new();
     sha.update(wasm);
     sha.update(engine_hash.finish().to_le_bytes());

@@ -10,12 +10,21 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use bv_manifest::FileMount;
 
+/// What a component's instances get to see of the host filesystem.
+#[derive(Default)]
+pub(crate) struct Mounts {
+    /// Copied files, mounted at `/`.
+    pub root: Option<PathBuf>,
+    /// Directories mounted in place: (host path, guest path).
+    pub dirs: Vec<(PathBuf, String)>,
+}
+
 pub(crate) fn prepare(
     base_dir: &Path,
     state_dir: &Path,
     component: &str,
     mounts: &[FileMount],
-) -> anyhow::Result<(Option<PathBuf>, Vec<(PathBuf, String)>)> {
+) -> anyhow::Result<Mounts> {
     let mut root = None;
     let mut dirs = Vec::new();
     for mount in mounts {
@@ -42,7 +51,7 @@ pub(crate) fn prepare(
     if let Some(root) = &root {
         std::fs::create_dir_all(root)?;
     }
-    Ok((root, dirs))
+    Ok(Mounts { root, dirs })
 }
 
 fn copy_pattern(base_dir: &Path, pattern: &str, root: &Path) -> anyhow::Result<()> {

@@ -62,8 +62,7 @@ pub struct ComponentRuntime {
     key_value_stores: Arc<HashSet<String>>,
     variables: VariablesInstance,
     environment: Vec<(String, String)>,
-    files: Option<PathBuf>,
-    dir_mounts: Vec<(PathBuf, String)>,
+    mounts: files::Mounts,
 }
 
 /// A loaded application.
@@ -150,9 +149,12 @@ impl AppRuntime {
                 cache::CacheOutcome::Hit => "loaded from cache",
                 cache::CacheOutcome::Miss => "compiled and cached",
             });
-            let pre = linker.instantiate_pre(&compiled).map_err(anyhow::Error::from).with_context(|| {
-                format!("component `{id}` imports something bv does not provide")
-            })?;
+            let pre = linker
+                .instantiate_pre(&compiled)
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!("component `{id}` imports something bv does not provide")
+                })?;
             let rendered: Vec<String> = component
                 .allowed_outbound_hosts
                 .iter()
@@ -161,7 +163,7 @@ impl AppRuntime {
                 .with_context(|| format!("component.{id}.allowed_outbound_hosts"))?;
             let allowed_hosts = AllowedHosts::parse(&rendered)
                 .with_context(|| format!("component.{id}.allowed_outbound_hosts"))?;
-            let (files, dir_mounts) = files::prepare(&app.base_dir, &state_dir, id, &component.files)
+            let mounts = files::prepare(&app.base_dir, &state_dir, id, &component.files)
                 .with_context(|| format!("component.{id}.files"))?;
             components.insert(
                 id.clone(),
@@ -170,15 +172,16 @@ impl AppRuntime {
                     pre,
                     settings: settings[id.as_str()].clone(),
                     allowed_hosts: Arc::new(allowed_hosts),
-                    key_value_stores: Arc::new(component.key_value_stores.iter().cloned().collect()),
+                    key_value_stores: Arc::new(
+                        component.key_value_stores.iter().cloned().collect(),
+                    ),
                     variables: variables.instance(id),
                     environment: component
                         .environment
                         .iter()
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
-                    files,
-                    dir_mounts,
+                    mounts,
                 }),
             );
         }
@@ -226,11 +229,13 @@ impl AppRuntime {
     /// can enforce its timeout).
     pub fn new_store(&self, component: &ComponentRuntime) -> anyhow::Result<Store<InstanceState>> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.envs(&component.environment).inherit_stdout().inherit_stderr();
-        if let Some(dir) = &component.files {
+        wasi.envs(&component.environment)
+            .inherit_stdout()
+            .inherit_stderr();
+        if let Some(dir) = &component.mounts.root {
             wasi.preopened_dir(dir, "/", wasmtime_wasi::FsPerms::ReadOnly)?;
         }
-        for (host, guest) in &component.dir_mounts {
+        for (host, guest) in &component.mounts.dirs {
             wasi.preopened_dir(host, guest, wasmtime_wasi::FsPerms::ReadOnly)?;
         }
         let limits = StoreLimitsBuilder::new()

@@ -57,6 +57,9 @@ pub(crate) fn set<T>(
         put(CLIENT_ADDR, &addr.to_string());
     }
     for (name, value) in &matched.params {
-        put(&format!("{PATH_MATCH_PREFIX}{}", name.to_ascii_lowercase()), value);
+        put(
+            &format!("{PATH_MATCH_PREFIX}{}", name.to_ascii_lowercase()),
+            value,
+        );
     }
 }

@@ -83,9 +83,8 @@ impl HttpTrigger {
                 .component(&id)
                 .with_context(|| format!("component `{id}` is not loaded"))?
                 .clone();
-            let pre = match wasmtime_wasi_http::p3::bindings::ServicePre::new(
-                component.pre.clone(),
-            ) {
+            let pre = match wasmtime_wasi_http::p3::bindings::ServicePre::new(component.pre.clone())
+            {
                 Ok(pre) => ProxyPre::P3(pre),
                 Err(p3_err) => ProxyPre::P2(
                     wasmtime_wasi_http::p2::bindings::ProxyPre::new(component.pre.clone())
@@ -235,23 +234,26 @@ impl HttpTrigger {
                 "Service Unavailable",
                 &format!("component `{component}` is at its concurrency limit"),
             );
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
             self.count(component, &route, &response, start);
             return response;
         };
-        let gauge = self.metrics.in_flight.get_or_create(&Metrics::component(component)).clone();
+        let gauge = self
+            .metrics
+            .in_flight
+            .get_or_create(&Metrics::component(component))
+            .clone();
         gauge.inc();
         let in_flight = InFlight(gauge);
 
-        let outcome =
-            tokio::time::timeout(handler.timeout, handler.proxy.handle((), req))
-                .await;
+        let outcome = tokio::time::timeout(handler.timeout, handler.proxy.handle((), req)).await;
         let response = match outcome {
-            Ok(Ok(response)) => response.map(|body| {
-                body::Guarded::new(body, (permit, in_flight)).boxed_unsync()
-            }),
+            Ok(Ok(response)) => {
+                response.map(|body| body::Guarded::new(body, (permit, in_flight)).boxed_unsync())
+            }
             Ok(Err(e)) if e.is::<ExpirationError>() => self.timed_out(component, handler),
             Err(_) => self.timed_out(component, handler),
             Ok(Err(e)) => {

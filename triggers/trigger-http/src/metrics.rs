@@ -53,8 +53,7 @@ fn latency_histogram() -> Histogram {
 fn instantiation_histogram() -> Histogram {
     // 5 µs .. 50 ms: instantiation from the pool is tens of microseconds.
     Histogram::new([
-        0.000005, 0.00001, 0.00002, 0.00003, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005,
-        0.05,
+        0.000005, 0.00001, 0.00002, 0.00003, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.05,
     ])
 }
 

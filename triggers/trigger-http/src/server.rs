@@ -78,7 +78,8 @@ pub async fn serve(
             let trigger = trigger.clone();
             async move {
                 let full_url = full_url(&req, local_addr);
-                let req = req.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+                let req =
+                    req.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
                 Ok::<_, Infallible>(trigger.handle(req, Some(client), full_url).await)
             }
         });
@@ -159,7 +160,11 @@ fn admin_response(trigger: &HttpTrigger, path: &str) -> Response<Full<Bytes>> {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             trigger.metrics().encode(),
         ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
     };
     Response::builder()
         .status(status)

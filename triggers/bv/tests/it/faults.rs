@@ -19,10 +19,18 @@ async fn a_panic_fails_only_its_own_request() {
     assert_eq!(failed.status, 500);
     assert_eq!(failed.headers["content-type"], "application/problem+json");
     for _ in 0..3 {
-        assert_eq!(app.get("/p/headers").await.status, 200, "later requests must not fail");
+        assert_eq!(
+            app.get("/p/headers").await.status,
+            200,
+            "later requests must not fail"
+        );
     }
     let metrics = app.admin_get("/metrics").await.text();
-    assert_eq!(metric(&metrics, r#"bv_instance_traps_total{component="probe"}"#), 1.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, r#"bv_instance_traps_total{component="probe"}"#),
+        1.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -35,11 +43,18 @@ async fn a_guest_that_never_answers_gets_504() {
     let start = Instant::now();
     let reply = app.get("/p/loop").await;
     assert_eq!(reply.status, 504, "{}", reply.text());
-    assert!(start.elapsed() < Duration::from_secs(5), "timeout took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "timeout took {:?}",
+        start.elapsed()
+    );
     assert_eq!(app.get("/p/headers").await.status, 200);
     let metrics = app.admin_get("/metrics").await.text();
     assert_eq!(
-        metric(&metrics, r#"bv_limit_rejections_total{component="probe",limit="timeout"}"#),
+        metric(
+            &metrics,
+            r#"bv_limit_rejections_total{component="probe",limit="timeout"}"#
+        ),
         1.0,
         "{metrics}"
     );
@@ -53,8 +68,16 @@ async fn memory_is_capped_per_instance() {
     ))
     .await;
     assert_eq!(app.get("/p/alloc?mb=4").await.status, 200);
-    assert_eq!(app.get("/p/alloc?mb=64").await.status, 500, "allocation past the cap must fail");
-    assert_eq!(app.get("/p/alloc?mb=4").await.status, 200, "next request must succeed");
+    assert_eq!(
+        app.get("/p/alloc?mb=64").await.status,
+        500,
+        "allocation past the cap must fail"
+    );
+    assert_eq!(
+        app.get("/p/alloc?mb=4").await.status,
+        200,
+        "next request must succeed"
+    );
 }
 
 #[tokio::test]
@@ -65,7 +88,8 @@ async fn concurrency_limit_answers_503_with_retry_after() {
     ))
     .await;
     let addr = app.addr;
-    let slow = |_| tokio::spawn(async move { request(addr, "GET", "/p/sleep?ms=1500", &[], "").await });
+    let slow =
+        |_| tokio::spawn(async move { request(addr, "GET", "/p/sleep?ms=1500", &[], "").await });
     let first: Vec<_> = (0..2).map(slow).collect();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let rejected = app.get("/p/headers").await;
@@ -74,10 +98,17 @@ async fn concurrency_limit_answers_503_with_retry_after() {
     for task in first {
         assert_eq!(task.await.unwrap().status, 200);
     }
-    assert_eq!(app.get("/p/headers").await.status, 200, "capacity must come back");
+    assert_eq!(
+        app.get("/p/headers").await.status,
+        200,
+        "capacity must come back"
+    );
     let metrics = app.admin_get("/metrics").await.text();
     assert_eq!(
-        metric(&metrics, r#"bv_limit_rejections_total{component="probe",limit="concurrency"}"#),
+        metric(
+            &metrics,
+            r#"bv_limit_rejections_total{component="probe",limit="concurrency"}"#
+        ),
         1.0
     );
 }
@@ -93,7 +124,11 @@ async fn strict_policy_gives_every_request_a_fresh_instance() {
     )
     .await;
     for _ in 0..3 {
-        assert_eq!(app.get("/p/counter").await.text(), "1", "state leaked between requests");
+        assert_eq!(
+            app.get("/p/counter").await.text(),
+            "1",
+            "state leaked between requests"
+        );
     }
 }
 
@@ -111,5 +146,9 @@ async fn reuse_policy_keeps_instances_for_a_bounded_number_of_requests() {
         }
         v
     };
-    assert_eq!(counts, ["1", "2", "3", "1", "2"], "instance should serve exactly 3 requests");
+    assert_eq!(
+        counts,
+        ["1", "2", "3", "1", "2"],
+        "instance should serve exactly 3 requests"
+    );
 }

@@ -14,27 +14,53 @@ use hyper_util::rt::TokioExecutor;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
-/// Builds the test components once per test run and returns the probe's path.
-pub fn probe_wasm() -> &'static Path {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE.get_or_init(|| {
+/// Builds every component of `components/` once per test run (the probe and
+/// the other test components included).
+fn build_components() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
         let components = repo_root().join("components");
         let step = bv_build::BuildStep {
-            component_id: "probe".into(),
-            command: "cargo build --target wasm32-wasip2 --release -p probe".into(),
+            component_id: "test components".into(),
+            command: "cargo build --target wasm32-wasip2 --release --workspace".into(),
             workdir: components.clone(),
         };
         let mut progress = |m: &str| eprintln!("{m}");
         let toolchain = bv_build::detect_toolchain().expect("detecting the wasm toolchain");
         bv_build::ensure_toolchain(toolchain, &mut progress).expect("wasm toolchain");
-        bv_build::build(&[step], toolchain, &mut progress).expect("building the probe component");
-        let path = components.join("target/wasm32-wasip2/release/probe.wasm");
-        assert!(path.exists(), "probe component not found at {}", path.display());
-        path
+        bv_build::build(&[step], toolchain, &mut progress).expect("building the components");
+        components.join("target/wasm32-wasip2/release")
     })
+}
+
+/// The path of the built component whose crate is `name` (e.g. `probe`).
+pub fn component_wasm(name: &str) -> PathBuf {
+    let path = build_components().join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "component not found at {}", path.display());
+    path
+}
+
+/// The probe component's path.
+pub fn probe_wasm() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| component_wasm("probe"))
+}
+
+/// Replaces `{probe}` and `{wasm:<crate>}` in a manifest with component paths.
+fn resolve_sources(manifest: &str) -> String {
+    let mut out = manifest.replace("{probe}", probe_wasm().to_str().unwrap());
+    while let Some(start) = out.find("{wasm:") {
+        let end = start + out[start..].find('}').expect("unclosed {wasm:");
+        let name = out[start + 6..end].to_string();
+        out.replace_range(start..=end, component_wasm(&name).to_str().unwrap());
+    }
+    out
 }
 
 /// Compiled code shared by every test's `bv` (the probe compiles once).
@@ -70,7 +96,7 @@ pub struct Spawn {
 }
 
 /// Starts `bv up` on `manifest`, where `{probe}` stands for the probe
-/// component's path. Panics with `bv`'s output if it does not come up.
+/// component's path and `{wasm:<crate>}` for any other test component's. Panics with `bv`'s output if it does not come up.
 pub async fn spawn_app(manifest: &str) -> TestApp {
     spawn_app_with(manifest, Spawn::default()).await
 }
@@ -85,7 +111,6 @@ pub async fn spawn_app_with(manifest: &str, spawn: Spawn) -> TestApp {
 
 /// Starts `bv up`; on failure returns its exit code and output.
 pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<i32>, String)> {
-    let probe = probe_wasm();
     let (tmp, dir) = match spawn.dir {
         Some(dir) => (None, dir),
         None => {
@@ -94,7 +119,7 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
             (Some(tmp), dir)
         }
     };
-    let manifest = manifest.replace("{probe}", probe.to_str().unwrap());
+    let manifest = resolve_sources(manifest);
     std::fs::write(dir.join("spin.toml"), manifest).unwrap();
     for (path, content) in &spawn.files {
         let path = dir.join(path);
@@ -168,7 +193,11 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
             std::thread::sleep(Duration::from_millis(100));
             return Err((status.code(), log.lock().unwrap().clone()));
         }
-        assert!(std::time::Instant::now() < deadline, "bv did not start:\n{}", log.lock().unwrap());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bv did not start:\n{}",
+            log.lock().unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

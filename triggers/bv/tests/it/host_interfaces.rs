@@ -39,14 +39,29 @@ async fn variables_defaults_overrides_and_secrets() {
     )
     .await;
     assert_eq!(app.get("/p/var/message").await.text(), "hello, world");
-    assert_eq!(app.get("/p/var/where").await.text(), "us", "SPIN_VARIABLE_* overrides the default");
+    assert_eq!(
+        app.get("/p/var/where").await.text(),
+        "us",
+        "SPIN_VARIABLE_* overrides the default"
+    );
     assert_eq!(app.get("/p/var/key").await.text(), secret);
     let undefined = app.get("/p/var/greeting").await;
-    assert_eq!(undefined.status, 500, "app variables are only visible through component variables");
-    assert!(undefined.text().contains("Undefined"), "{}", undefined.text());
+    assert_eq!(
+        undefined.status, 500,
+        "app variables are only visible through component variables"
+    );
+    assert!(
+        undefined.text().contains("Undefined"),
+        "{}",
+        undefined.text()
+    );
     let invalid = app.get("/p/var/Bad-Name").await;
     assert!(invalid.text().contains("InvalidName"), "{}", invalid.text());
-    assert!(!app.log().contains(secret), "secret value logged:\n{}", app.log());
+    assert!(
+        !app.log().contains(secret),
+        "secret value logged:\n{}",
+        app.log()
+    );
 }
 
 #[tokio::test]
@@ -56,7 +71,10 @@ async fn missing_required_variable_stops_start_up() {
     };
     assert_eq!(code, Some(1));
     assert!(log.contains("api_key") && log.contains("required"), "{log}");
-    assert!(log.contains("SPIN_VARIABLE_API_KEY"), "message should say how to fix it: {log}");
+    assert!(
+        log.contains("SPIN_VARIABLE_API_KEY"),
+        "message should say how to fix it: {log}"
+    );
 }
 
 #[tokio::test]
@@ -76,11 +94,18 @@ async fn default_key_value_store_persists_across_restarts() {
         assert_eq!(app.get("/p/kv/default/a?exists").await.text(), "true");
         assert_eq!(app.send("DELETE", "/p/kv/default/b", "").await.status, 204);
         assert_eq!(app.get("/p/kv/default/b?exists").await.text(), "false");
-        assert_eq!(app.get("/p/kv/default").await.json(), serde_json::json!(["a"]));
+        assert_eq!(
+            app.get("/p/kv/default").await.json(),
+            serde_json::json!(["a"])
+        );
     }
     assert!(dir.path().join(".spin/sqlite_key_value.db").exists());
     let app = spawn_app_with(&manifest, spawn()).await;
-    assert_eq!(app.get("/p/kv/default/a").await.text(), "one", "value lost on restart");
+    assert_eq!(
+        app.get("/p/kv/default/a").await.text(),
+        "one",
+        "value lost on restart"
+    );
 }
 
 #[tokio::test]
@@ -99,23 +124,52 @@ async fn redis_key_value_store_from_runtime_config() {
         Spawn {
             files: vec![(
                 "runtime-config.toml".into(),
-                "[key_value_store.cache]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n".into(),
+                "[key_value_store.cache]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n"
+                    .into(),
             )],
-            args: vec!["--runtime-config-file".into(), "{dir}/runtime-config.toml".into()],
+            args: vec![
+                "--runtime-config-file".into(),
+                "{dir}/runtime-config.toml".into(),
+            ],
             ..Default::default()
         },
     )
     .await;
     let key = format!("bv-it-{}-{}", std::process::id(), app.addr.port());
-    assert_eq!(app.send("PUT", &format!("/p/kv/cache/{key}"), "in redis").await.status, 204);
+    assert_eq!(
+        app.send("PUT", &format!("/p/kv/cache/{key}"), "in redis")
+            .await
+            .status,
+        204
+    );
     let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let stored: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(stored.as_deref(), Some("in redis"), "value not in Redis");
-    assert_eq!(app.get(&format!("/p/kv/cache/{key}")).await.text(), "in redis");
-    assert_eq!(app.get(&format!("/p/kv/default/{key}")).await.status, 404, "stores are separate");
-    assert_eq!(app.send("DELETE", &format!("/p/kv/cache/{key}"), "").await.status, 204);
-    let gone: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+    assert_eq!(
+        app.get(&format!("/p/kv/cache/{key}")).await.text(),
+        "in redis"
+    );
+    assert_eq!(
+        app.get(&format!("/p/kv/default/{key}")).await.status,
+        404,
+        "stores are separate"
+    );
+    assert_eq!(
+        app.send("DELETE", &format!("/p/kv/cache/{key}"), "")
+            .await
+            .status,
+        204
+    );
+    let gone: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(gone, None);
 }
 
@@ -127,12 +181,14 @@ async fn upstream() -> SocketAddr {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(format!(
-                        "upstream {}",
-                        req.uri().path()
-                    )))))
-                });
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(format!(
+                            "upstream {}",
+                            req.uri().path()
+                        )))))
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
@@ -159,7 +215,10 @@ async fn outbound_http_is_limited_to_allowed_hosts() {
     let other = upstream().await;
     let app = spawn_app(&probe_app(
         "/p/...",
-        &format!(r#"allowed_outbound_hosts = ["http://127.0.0.1:{}"]"#, allowed.port()),
+        &format!(
+            r#"allowed_outbound_hosts = ["http://127.0.0.1:{}"]"#,
+            allowed.port()
+        ),
     ))
     .await;
     let ok = app.get(&fetch(&format!("http://{allowed}/x"))).await;
@@ -167,31 +226,36 @@ async fn outbound_http_is_limited_to_allowed_hosts() {
     assert_eq!(ok.json()["body"], "upstream /x");
     let denied = app.get(&fetch(&format!("http://{other}/x"))).await;
     assert_eq!(denied.status, 502);
-    assert!(denied.text().contains("HttpRequestDenied"), "{}", denied.text());
+    assert!(
+        denied.text().contains("HttpRequestDenied"),
+        "{}",
+        denied.text()
+    );
     wait_for_log(&app, "outbound request denied").await;
 }
 
 #[tokio::test]
 async fn outbound_hosts_can_use_variables() {
     let allowed = upstream().await;
-    let manifest = format!(
-        r#"spin_manifest_version = 2
+    let manifest = r#"spin_manifest_version = 2
 [application]
 name = "templated"
 [variables]
-upstream_port = {{ default = "1" }}
+upstream_port = { default = "1" }
 [[trigger.http]]
 route = "/p/..."
 component = "probe"
 [component.probe]
-source = "{{probe}}"
-allowed_outbound_hosts = ["http://127.0.0.1:{{{{ upstream_port }}}}"]
-"#
-    );
+source = "{probe}"
+allowed_outbound_hosts = ["http://127.0.0.1:{{ upstream_port }}"]
+"#;
     let app = spawn_app_with(
-        &manifest,
+        manifest,
         Spawn {
-            env: vec![("SPIN_VARIABLE_UPSTREAM_PORT".into(), allowed.port().to_string())],
+            env: vec![(
+                "SPIN_VARIABLE_UPSTREAM_PORT".into(),
+                allowed.port().to_string(),
+            )],
             ..Default::default()
         },
     )
@@ -238,6 +302,15 @@ async fn service_chaining_reaches_private_components_in_process() {
     let denied = app
         .get("/closed/fetch?url=http%3A%2F%2Fback.spin.internal%2Fheaders")
         .await;
-    assert_eq!(denied.status, 502, "chaining without permission: {}", denied.text());
-    assert!(denied.text().contains("HttpRequestDenied"), "{}", denied.text());
+    assert_eq!(
+        denied.status,
+        502,
+        "chaining without permission: {}",
+        denied.text()
+    );
+    assert!(
+        denied.text().contains("HttpRequestDenied"),
+        "{}",
+        denied.text()
+    );
 }

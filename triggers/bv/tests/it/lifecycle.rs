@@ -33,7 +33,10 @@ async fn admin_endpoints_report_health_and_metrics() {
         r#"bv_http_requests_total{component="",route="",status="404"} 1"#,
         r#"bv_http_request_duration_seconds_count{component="probe",route="/p/..."} 4"#,
     ] {
-        assert!(metrics.contains(expected), "missing `{expected}` in:\n{metrics}");
+        assert!(
+            metrics.contains(expected),
+            "missing `{expected}` in:\n{metrics}"
+        );
     }
     assert!(metrics.contains("bv_instantiation_duration_seconds_count{component=\"probe\"}"));
     assert_eq!(app.admin_get("/nothing").await.status, 404);
@@ -49,12 +52,22 @@ async fn compiled_code_is_cached_on_disk() {
         ..Default::default()
     };
     let first = spawn_app_with(&manifest, spawn()).await;
-    assert!(first.log().contains("compiled and cached"), "{}", first.log());
+    assert!(
+        first.log().contains("compiled and cached"),
+        "{}",
+        first.log()
+    );
     drop(first);
-    let cached: Vec<_> = std::fs::read_dir(dir.path().join("own-cache")).unwrap().collect();
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join("own-cache"))
+        .unwrap()
+        .collect();
     assert_eq!(cached.len(), 1);
     let second = spawn_app_with(&manifest, spawn()).await;
-    assert!(second.log().contains("loaded from cache"), "{}", second.log());
+    assert!(
+        second.log().contains("loaded from cache"),
+        "{}",
+        second.log()
+    );
     assert_eq!(second.get("/p/headers").await.status, 200);
 }
 
@@ -67,12 +80,21 @@ async fn listen_address_in_use_is_a_clear_error() {
     let manifest = probe_app("/p/...", "").replace("{probe}", probe_wasm().to_str().unwrap());
     std::fs::write(dir.path().join("spin.toml"), manifest).unwrap();
     let out = cmd
-        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "up",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--from")
         .arg(dir.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
 }

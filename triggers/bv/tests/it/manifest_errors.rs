@@ -23,7 +23,10 @@ fn assert_mentions(log: &str, parts: &[&str]) {
 #[tokio::test]
 async fn unknown_field() {
     let log = start_error(&probe_app("/p/...", "sorce = \"x\""), Spawn::default()).await;
-    assert_mentions(&log, &["spin.toml", "component.probe.sorce", "unknown field"]);
+    assert_mentions(
+        &log,
+        &["spin.toml", "component.probe.sorce", "unknown field"],
+    );
 }
 
 #[tokio::test]
@@ -45,7 +48,8 @@ async fn duplicate_route() {
 
 #[tokio::test]
 async fn trigger_names_an_unknown_component() {
-    let manifest = probe_app("/p/...", "").replace("component = \"probe\"", "component = \"ghost\"");
+    let manifest =
+        probe_app("/p/...", "").replace("component = \"probe\"", "component = \"ghost\"");
     let log = start_error(&manifest, Spawn::default()).await;
     assert_mentions(&log, &["spin.toml", "trigger.http[0]", "ghost"]);
 }
@@ -73,22 +77,33 @@ async fn key_value_store_missing_from_runtime_config() {
 #[tokio::test]
 async fn bad_outbound_host() {
     let log = start_error(
-        &probe_app("/p/...", "allowed_outbound_hosts = [\"http://example.com/path\"]"),
+        &probe_app(
+            "/p/...",
+            "allowed_outbound_hosts = [\"http://example.com/path\"]",
+        ),
         Spawn::default(),
     )
     .await;
-    assert_mentions(&log, &["component.probe.allowed_outbound_hosts", "example.com/path"]);
+    assert_mentions(
+        &log,
+        &["component.probe.allowed_outbound_hosts", "example.com/path"],
+    );
 }
 
 #[tokio::test]
 async fn wrong_manifest_version() {
-    let manifest = probe_app("/p/...", "").replace("spin_manifest_version = 2", "spin_manifest_version = 3");
+    let manifest =
+        probe_app("/p/...", "").replace("spin_manifest_version = 2", "spin_manifest_version = 3");
     let log = start_error(&manifest, Spawn::default()).await;
     assert_mentions(&log, &["spin.toml", "spin_manifest_version"]);
 }
 
 #[tokio::test]
 async fn toml_syntax_error_has_a_position() {
-    let log = start_error("spin_manifest_version = 2\n[application\nname = 'x'\n", Spawn::default()).await;
+    let log = start_error(
+        "spin_manifest_version = 2\n[application\nname = 'x'\n",
+        Spawn::default(),
+    )
+    .await;
     assert_mentions(&log, &["spin.toml", "line 2"]);
 }

@@ -11,13 +11,22 @@ async fn spin_headers_describe_the_request() {
         app.addr,
         "GET",
         "/p/headers?x=1",
-        &[("spin-client-addr", "6.6.6.6:666"), ("spin-path-info", "/spoofed")],
+        &[
+            ("spin-client-addr", "6.6.6.6:666"),
+            ("spin-path-info", "/spoofed"),
+        ],
         "",
     )
     .await;
     let h = &reply.json()["headers"];
-    assert_eq!(h["spin-full-url"], format!("http://{}/p/headers?x=1", app.addr));
-    assert_eq!(h["spin-path-info"], "/headers", "client-sent spin-* headers must be replaced");
+    assert_eq!(
+        h["spin-full-url"],
+        format!("http://{}/p/headers?x=1", app.addr)
+    );
+    assert_eq!(
+        h["spin-path-info"], "/headers",
+        "client-sent spin-* headers must be replaced"
+    );
     let client = h["spin-client-addr"].as_str().unwrap();
     assert!(client.starts_with("127.0.0.1:"), "client addr {client}");
     assert_eq!(h["spin-matched-route"], "/p/...");
@@ -86,10 +95,23 @@ files = ["assets/**/*.txt", { source = "data", destination = "/data" }]
     )
     .await;
     assert_eq!(app.get("/p/env/GREETING").await.text(), "hi there");
-    assert_eq!(app.get("/p/env/HOME").await.status, 404, "host environment leaked");
-    assert_eq!(app.get("/p/file?path=/assets/a.txt").await.text(), "asset a");
-    assert_eq!(app.get("/p/file?path=/assets/sub/b.txt").await.text(), "asset b");
-    assert_eq!(app.get("/p/file?path=/data/c.json").await.text(), "{\"c\":1}");
+    assert_eq!(
+        app.get("/p/env/HOME").await.status,
+        404,
+        "host environment leaked"
+    );
+    assert_eq!(
+        app.get("/p/file?path=/assets/a.txt").await.text(),
+        "asset a"
+    );
+    assert_eq!(
+        app.get("/p/file?path=/assets/sub/b.txt").await.text(),
+        "asset b"
+    );
+    assert_eq!(
+        app.get("/p/file?path=/data/c.json").await.text(),
+        "{\"c\":1}"
+    );
     assert_eq!(app.get("/p/file?path=/secret.txt").await.status, 404);
     assert_eq!(app.get("/p/file?path=/etc/passwd").await.status, 404);
 }

@@ -45,9 +45,21 @@ fn name(reply: &Reply) -> String {
 #[tokio::test]
 async fn most_specific_route_wins() {
     let app = spawn_app(ROUTED).await;
-    assert_eq!(name(&app.get("/api/users/me").await), "me", "exact beats :param");
-    assert_eq!(name(&app.get("/api/users/42").await), "user", ":param beats wildcard");
-    assert_eq!(name(&app.get("/api/headers").await), "api", "longer prefix beats /...");
+    assert_eq!(
+        name(&app.get("/api/users/me").await),
+        "me",
+        "exact beats :param"
+    );
+    assert_eq!(
+        name(&app.get("/api/users/42").await),
+        "user",
+        ":param beats wildcard"
+    );
+    assert_eq!(
+        name(&app.get("/api/headers").await),
+        "api",
+        "longer prefix beats /..."
+    );
     assert_eq!(app.get("/env/PROBE_NAME").await.text(), "fallback");
     assert_eq!(name(&app.get("/headers").await), "fallback");
 }
@@ -59,7 +71,10 @@ async fn routes_are_printed_at_start() {
     for line in ["api: http://", "/api/...", "me: http://", "/api/users/me"] {
         assert!(log.contains(line), "missing `{line}` in:\n{log}");
     }
-    assert!(!log.contains("hidden: http://"), "private route printed:\n{log}");
+    assert!(
+        !log.contains("hidden: http://"),
+        "private route printed:\n{log}"
+    );
 }
 
 #[tokio::test]
@@ -86,7 +101,11 @@ async fn private_route_is_not_reachable_from_outside() {
     for path in ["/hidden", "/hidden/headers", "/"] {
         let reply = app.get(path).await;
         if reply.status == 200 {
-            assert_ne!(reply.json()["name"], "hidden", "{path} reached the private component");
+            assert_ne!(
+                reply.json()["name"],
+                "hidden",
+                "{path} reached the private component"
+            );
         }
     }
 }
