@@ -174,6 +174,18 @@ P50=()
 P99=()
 ERRS=()
 INST_NOTES=()
+IDLE=()
+
+# cpu_idle: percentage of CPU time idle over the next second (other load on the machine
+# skews every figure: check this before trusting a run).
+cpu_idle() {
+    local a b
+    a="$(awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)"
+    sleep 1
+    b="$(awk '/^cpu / { print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat)"
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        t = y[2] - x[2]; printf "%.0f", (t > 0 ? 100 * (y[1] - x[1]) / t : 0) }'
+}
 
 # run_peer NAME URL ADMIN_URL -- COMMAND...
 run_peer() {
@@ -186,7 +198,14 @@ run_peer() {
         wrk_cmd=(taskset -c 0 wrk)
     fi
     log "== $name: ${server_cmd[*]}"
-    "${server_cmd[@]}" >"$logfile" 2>&1 &
+    local idle
+    idle="$(cpu_idle)"
+    IDLE+=("$idle")
+    log "   CPU idle in the second before start: $idle%"
+    # RUST_BACKTRACE=1 in a developer's shell makes every error wasmtime creates
+    # capture a backtrace (with strict instances: one per request, when the store is
+    # dropped); servers run without it, as in production.
+    env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "${server_cmd[@]}" >"$logfile" 2>&1 &
     SERVER_PID=$!
     wait_ready "$url" "$logfile"
     log "   warm-up ${WARMUP}s"
@@ -280,8 +299,15 @@ native_rps="${RPS[0]}"
     echo "- Machine: $(nproc) cores ($CPU_MODEL), $MEM RAM, $(uname -sr)"
     echo "- Client and server share the machine ($PIN_NOTE)."
     echo "- Load: \`wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency\` after a ${WARMUP}s warm-up, same for every peer; one server at a time."
-    echo "- Command: \`DURATION=$DURATION bash loadtest/http-hello.sh\`; bv at $COMMIT, release build."
+    envs="DURATION=$DURATION"
+    [[ "$WARMUP" != 2 ]] && envs="$envs WARMUP=$WARMUP"
+    [[ "$PIN" == 1 ]] && envs="$envs PIN=1"
+    echo "- Command: \`$envs bash loadtest/http-hello.sh\`; bv at $COMMIT, release build."
     echo "- wasmtime: $WASMTIME_NOTE"
+    echo "- Servers run with RUST_BACKTRACE and RUST_LIB_BACKTRACE unset (as in production); RUST_LOG for bv: \`${RUST_LOG:-info,wasmtime=warn,cranelift=warn}\`."
+    idle_line="- CPU idle in the second before each peer started (other load skews the figures):"
+    for i in "${!NAMES[@]}"; do idle_line="$idle_line ${NAMES[$i]} ${IDLE[$i]}%;"; done
+    echo "${idle_line%;}."
     echo
     echo "| peer | req/s | p50 | p99 | ratio to native | errors |"
     echo "|---|---:|---:|---:|---:|---|"

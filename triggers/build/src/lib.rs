@@ -317,6 +317,8 @@ fn plan(steps: &[BuildStep]) -> Vec<Job<'_>> {
 ///
 /// Each command runs as `sh -c <command>` in its workdir, with the standard
 /// streams inherited; `progress` is told which components each one builds.
+/// A `CARGO_TARGET_DIR` meant for the host build is not passed on: the
+/// manifest's `source` paths point into the components' own target dir.
 pub fn build(
     steps: &[BuildStep],
     toolchain: Toolchain,
@@ -347,6 +349,8 @@ pub fn build(
             .arg("-c")
             .arg(job.command)
             .current_dir(job.workdir)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET_DIR")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .status()
             .with_context(|| {

@@ -7,19 +7,19 @@ use std::time::Instant;
 
 #[test]
 fn builds_the_hello_component() {
-    // `cargo test` may run with a CARGO_TARGET_DIR meant for the host crates; the
-    // component must land in its own workspace's target dir, where manifests expect it.
-    std::env::remove_var("CARGO_TARGET_DIR");
-    std::env::remove_var("CARGO_BUILD_TARGET_DIR");
-
+    // `cargo test` may run with a CARGO_TARGET_DIR meant for the host crates;
+    // `build` must not pass it on: the component lands in its own workspace's
+    // target dir, where manifests expect it.
     let components = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../components")
         .canonicalize()
         .unwrap();
     let steps = [bv_build::BuildStep {
         component_id: "hello".into(),
-        command: "cargo build --target wasm32-wasip2 --release".into(),
-        workdir: components.join("hello"),
+        // The same command spin.toml uses, so this test and `bv build` share
+        // build outputs instead of relinking each other's.
+        command: "cargo build --target wasm32-wasip2 --release --workspace".into(),
+        workdir: components.clone(),
     }];
     let mut progress = |msg: &str| eprintln!("{msg}");
     let toolchain = bv_build::detect_toolchain().unwrap();
@@ -31,6 +31,17 @@ fn builds_the_hello_component() {
     eprintln!("built in {:?}", started.elapsed());
 
     let wasm = components.join("target/wasm32-wasip2/release/hello.wasm");
+    let modified = std::fs::metadata(&wasm).unwrap().modified().unwrap();
+
+    // Idempotent: building again with nothing changed leaves the output as it is.
+    bv_build::build(&steps, toolchain, &mut progress).unwrap();
+    assert_eq!(
+        std::fs::metadata(&wasm).unwrap().modified().unwrap(),
+        modified,
+        "a rebuild with nothing changed rewrote {}",
+        wasm.display()
+    );
+
     let bytes = std::fs::read(&wasm).unwrap_or_else(|e| panic!("{}: {e}", wasm.display()));
     // A component (not a core module): `\0asm`, version 0x0d, layer 1.
     assert_eq!(

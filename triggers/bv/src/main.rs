@@ -70,6 +70,13 @@ struct UpArgs {
 }
 
 fn main() {
+    // wasmtime creates errors on hot paths (an instance dropped after its
+    // last request is one); with RUST_BACKTRACE=1 each would capture a
+    // backtrace and cost more than the request. Panics keep their backtraces.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // Nothing else runs yet, so no other thread reads the environment.
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -167,37 +174,60 @@ async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> any
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut triggers = tokio::task::JoinSet::new();
 
-    // HTTP: always started (it also serves the admin endpoints).
-    {
-        let trigger = bv_trigger_http::HttpTrigger::new(runtime.clone())?;
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let admin = tokio::net::TcpListener::bind(args.admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
-        let addr = listener.local_addr()?;
-        println!("Serving http://{addr}");
-        println!("Admin endpoints on http://{}", admin.local_addr()?);
-        println!("Available Routes:");
-        for (route, component) in trigger.routes() {
-            println!("  {component}: http://{addr}{route}");
+    // Build every trigger first, so a bad trigger table stops start-up before
+    // anything listens. HTTP always runs (it also serves the admin endpoints);
+    // the others only when the manifest has entries for them.
+    let http = bv_trigger_http::HttpTrigger::new(runtime.clone())?;
+    let redis = match runtime.app().other_triggers.contains_key("redis") {
+        true => {
+            Some(bv_trigger_redis::RedisTrigger::new(runtime.clone()).context("redis trigger")?)
+        }
+        false => None,
+    };
+    let mqtt = match runtime.app().other_triggers.contains_key("mqtt") {
+        true => Some(bv_trigger_mqtt::MqttTrigger::new(runtime.clone()).context("mqtt trigger")?),
+        false => None,
+    };
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let admin = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
+    let addr = listener.local_addr()?;
+    println!("Serving http://{addr}");
+    println!("Admin endpoints on http://{}", admin.local_addr()?);
+    println!("Available Routes:");
+    for (route, component) in http.routes() {
+        println!("  {component}: http://{addr}{route}");
+    }
+    let stop = shutdown.clone();
+    triggers.spawn(async move {
+        bv_trigger_http::serve(
+            http,
+            listener,
+            Some(admin),
+            bv_trigger_http::ServeOptions::default(),
+            stop.cancelled_owned(),
+        )
+        .await
+        .context("http trigger")
+    });
+    if let Some(trigger) = redis {
+        for (channel, component) in trigger.channels() {
+            println!("  {component}: redis channel {channel}");
         }
         let stop = shutdown.clone();
-        triggers.spawn(async move {
-            bv_trigger_http::serve(
-                trigger,
-                listener,
-                Some(admin),
-                bv_trigger_http::ServeOptions::default(),
-                stop.cancelled_owned(),
-            )
-            .await
-            .context("http trigger")
-        });
+        triggers.spawn(async move { trigger.run(stop).await.context("redis trigger") });
     }
-
-    // Other triggers: each starts only when the manifest has entries for it.
+    if let Some(trigger) = mqtt {
+        for (topic, component) in trigger.topics() {
+            println!("  {component}: mqtt topic {topic}");
+        }
+        let stop = shutdown.clone();
+        triggers.spawn(async move { trigger.run(stop).await.context("mqtt trigger") });
+    }
 
     tokio::select! {
         _ = shutdown_signal() => {}

@@ -16,6 +16,7 @@ pub mod cache;
 mod engine;
 mod files;
 mod state;
+pub mod trigger;
 
 pub use engine::{engine_config, EngineLimits};
 pub use state::InstanceState;
@@ -28,6 +29,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bv_factor_key_value::KeyValueApp;
 use bv_factor_outbound_http::{LocalService, OutboundHttp, OutboundHttpApp};
+use bv_factor_outbound_mqtt::MqttApp;
+use bv_factor_outbound_pg::PostgresApp;
+use bv_factor_outbound_redis::RedisApp;
+use bv_factor_sqlite::SqliteApp;
 use bv_factor_variables::{EnvProvider, Provider, VariablesApp, VariablesInstance};
 use bv_manifest::{App, BvSettings, RuntimeConfig};
 use bv_outbound_networking::AllowedHosts;
@@ -60,6 +65,7 @@ pub struct ComponentRuntime {
     pub settings: BvSettings,
     allowed_hosts: Arc<AllowedHosts>,
     key_value_stores: Arc<HashSet<String>>,
+    sqlite_databases: Arc<HashSet<String>>,
     variables: VariablesInstance,
     environment: Vec<(String, String)>,
     mounts: files::Mounts,
@@ -71,9 +77,15 @@ pub struct AppRuntime {
     app: App,
     components: HashMap<String, Arc<ComponentRuntime>>,
     key_value: Arc<KeyValueApp>,
+    postgres: Arc<PostgresApp>,
+    mqtt: Arc<MqttApp>,
+    redis: Arc<RedisApp>,
+    sqlite: Arc<SqliteApp>,
+    app_variables: HashMap<String, String>,
     outbound_http: OutboundHttpApp,
     local_service: OnceLock<Arc<dyn LocalService>>,
     state_dir: PathBuf,
+    metrics: std::sync::Mutex<prometheus_client::registry::Registry>,
 }
 
 struct MapProvider(HashMap<String, String>);
@@ -133,6 +145,7 @@ impl AppRuntime {
         link(&mut linker)?;
 
         let key_value = Arc::new(KeyValueApp::new(&app, runtime_config, &state_dir)?);
+        let sqlite = Arc::new(SqliteApp::new(&app, runtime_config, &state_dir)?);
         let cache = cache::CompiledCache::new(
             options
                 .cache_dir
@@ -175,6 +188,9 @@ impl AppRuntime {
                     key_value_stores: Arc::new(
                         component.key_value_stores.iter().cloned().collect(),
                     ),
+                    sqlite_databases: Arc::new(
+                        component.sqlite_databases.iter().cloned().collect(),
+                    ),
                     variables: variables.instance(id),
                     environment: component
                         .environment
@@ -186,15 +202,49 @@ impl AppRuntime {
             );
         }
 
+        let app_variables = app
+            .variables
+            .keys()
+            .filter_map(|name| {
+                let value = variables.app_value(name)?;
+                Some((name.clone(), value.expose().to_string()))
+            })
+            .collect();
         Ok(Self {
             engine,
             app,
             components,
             key_value,
+            postgres: Arc::new(PostgresApp::default()),
+            mqtt: Arc::new(MqttApp::default()),
+            redis: Arc::new(RedisApp::default()),
+            sqlite,
+            app_variables,
             outbound_http: OutboundHttpApp::default(),
             local_service: OnceLock::new(),
             state_dir,
+            metrics: std::sync::Mutex::new(prometheus_client::registry::Registry::with_prefix(
+                "bv",
+            )),
         })
+    }
+
+    /// Registers metrics in the application's registry (every trigger adds
+    /// its own; the admin `/metrics` serves them all).
+    pub fn register_metrics<R>(
+        &self,
+        register: impl FnOnce(&mut prometheus_client::registry::Registry) -> R,
+    ) -> R {
+        register(&mut self.metrics.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Every registered metric, in the OpenMetrics text format.
+    pub fn encode_metrics(&self) -> String {
+        let mut out = String::new();
+        let registry = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
     }
 
     /// The engine every component runs on.
@@ -210,6 +260,13 @@ impl AppRuntime {
     /// Where state (key-value data, compiled code) lives.
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// The resolved value of the application variable `name` (for triggers
+    /// whose settings are `{{ variable }}` templates, such as the Redis
+    /// trigger's address).
+    pub fn app_variable(&self, name: &str) -> Option<String> {
+        self.app_variables.get(name).cloned()
     }
 
     /// A loaded component by id.
@@ -255,6 +312,14 @@ impl AppRuntime {
             ),
             variables: component.variables.clone(),
             key_value: self.key_value.instance(component.key_value_stores.clone()),
+            postgres: self
+                .postgres
+                .instance(component.id.clone(), component.allowed_hosts.clone()),
+            mqtt: self
+                .mqtt
+                .instance(component.id.clone(), component.allowed_hosts.clone()),
+            redis: self.redis.instance(component.allowed_hosts.clone()),
+            sqlite: self.sqlite.instance(component.sqlite_databases.clone()),
             limits,
         };
         let mut store = Store::new(&self.engine, state);
@@ -320,6 +385,10 @@ pub fn link(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
     wasmtime_wasi_http::p3::add_to_linker(linker)?;
     bv_factor_variables::add_to_linker(linker, |s| &mut s.variables)?;
     bv_factor_key_value::add_to_linker(linker, |s| &mut s.key_value)?;
+    bv_factor_outbound_pg::add_to_linker(linker, |s| &mut s.postgres)?;
+    bv_factor_outbound_mqtt::add_to_linker(linker, |s| &mut s.mqtt)?;
+    bv_factor_outbound_redis::add_to_linker(linker, |s| &mut s.redis)?;
+    bv_factor_sqlite::add_to_linker(linker, |s| &mut s.sqlite)?;
     Ok(())
 }
 

@@ -1,5 +1,9 @@
 use bv_factor_key_value::KeyValueInstance;
 use bv_factor_outbound_http::OutboundHttp;
+use bv_factor_outbound_mqtt::MqttInstance;
+use bv_factor_outbound_pg::PostgresInstance;
+use bv_factor_outbound_redis::RedisInstance;
+use bv_factor_sqlite::SqliteInstance;
 use bv_factor_variables::VariablesInstance;
 use wasmtime::component::ResourceTable;
 use wasmtime::StoreLimits;
@@ -22,6 +26,14 @@ pub struct InstanceState {
     pub variables: VariablesInstance,
     /// spin:key-value.
     pub key_value: KeyValueInstance,
+    /// spin:postgres (outbound).
+    pub postgres: PostgresInstance,
+    /// spin:redis (outbound).
+    pub redis: RedisInstance,
+    /// spin:sqlite.
+    pub sqlite: SqliteInstance,
+    /// spin:mqtt (outbound).
+    pub mqtt: MqttInstance,
     /// Memory and instance limits.
     pub limits: StoreLimits,
 }

@@ -71,7 +71,7 @@ impl HttpTrigger {
                 .map(|t| (t.route.clone(), Arc::<str>::from(t.component.as_str()))),
         )
         .with_context(|| format!("{}: trigger.http", app.path.display()))?;
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(runtime.register_metrics(Metrics::register));
 
         let mut components = HashMap::new();
         for trigger in &app.http_triggers {
@@ -141,9 +141,10 @@ impl HttpTrigger {
             .collect()
     }
 
-    /// The trigger's metrics.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+    /// Every metric of the application (all triggers), in the OpenMetrics
+    /// text format.
+    pub fn encode_metrics(&self) -> String {
+        self.runtime.encode_metrics()
     }
 
     /// Whether the trigger is accepting requests (false before start and

@@ -34,7 +34,6 @@ pub(crate) struct RejectionLabels {
 
 /// Every metric the HTTP trigger exports on the admin listener's `/metrics`.
 pub struct Metrics {
-    registry: Registry,
     pub(crate) requests: Family<RequestLabels, Counter>,
     pub(crate) duration: Family<RouteLabels, Histogram>,
     pub(crate) instantiation: Family<ComponentLabels, Histogram>,
@@ -57,9 +56,9 @@ fn instantiation_histogram() -> Histogram {
     ])
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("bv");
+impl Metrics {
+    /// Creates the HTTP trigger's metrics in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         let duration = Family::<RouteLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
@@ -101,7 +100,6 @@ impl Default for Metrics {
             in_flight.clone(),
         );
         Self {
-            registry,
             requests,
             duration,
             instantiation,
@@ -113,14 +111,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The metrics in the Prometheus/OpenMetrics text format.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
-    }
-
     pub(crate) fn component(id: &str) -> ComponentLabels {
         ComponentLabels {
             component: id.to_string(),

@@ -158,7 +158,7 @@ fn admin_response(trigger: &HttpTrigger, path: &str) -> Response<Full<Bytes>> {
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            trigger.metrics().encode(),
+            trigger.encode_metrics(),
         ),
         _ => (
             StatusCode::NOT_FOUND,

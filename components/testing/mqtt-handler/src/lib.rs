@@ -1,0 +1,32 @@
+//! `mqtt-handler`: an MQTT trigger handler for the runtime's tests, written
+//! with `bv-mqtt-trigger`.
+//!
+//! It records every message it receives by publishing a copy, at QoS 1, to
+//! `<topic>/seen` through outbound MQTT (broker in the component variable
+//! `mqtt_address`). Then a payload starting with `fail` makes it return an
+//! error; any other payload succeeds.
+
+use bv_mqtt_trigger::Metadata;
+use spin_sdk::mqtt::{Connection, Qos};
+
+async fn on_message(payload: Vec<u8>, metadata: Metadata) -> anyhow::Result<()> {
+    let address = spin_sdk::variables::get("mqtt_address")
+        .await
+        .map_err(|e| anyhow::anyhow!("mqtt_address: {e:?}"))?;
+    let conn = Connection::open(address, "", "", 30)
+        .await
+        .map_err(|e| anyhow::anyhow!("open: {e:?}"))?;
+    conn.publish(
+        format!("{}/seen", metadata.topic),
+        payload.clone(),
+        Qos::AtLeastOnce,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("publish: {e:?}"))?;
+    if payload.starts_with(b"fail") {
+        anyhow::bail!("refusing message `{}`", String::from_utf8_lossy(&payload));
+    }
+    Ok(())
+}
+
+bv_mqtt_trigger::mqtt_handler!(on_message);

@@ -1,0 +1,335 @@
+//! `spin:postgres/postgres@4.2.0` for `bv`.
+//!
+//! Shape: [`PostgresApp`] is per-application state and owns one connection
+//! pool per address (deadpool-postgres over tokio-postgres), so connections
+//! are reused across requests and instances; [`PostgresInstance`] is the
+//! per-instance state (the component's allow-list and its open connection
+//! resources). The real I/O sits in [`session`]: a `connection` resource holds
+//! one pooled server session for its whole life, so `BEGIN … COMMIT` works,
+//! and hands it back to the pool clean when it is dropped.
+//!
+//! Addresses are checked against `allowed_outbound_hosts` before any socket is
+//! opened ([`address`]); parameters are always bound by the type the server
+//! infers for each placeholder, never spliced into the SQL ([`convert`]);
+//! server errors reach the guest as `query-failed(db-error)` with the
+//! server's SQLSTATE and message.
+#![deny(missing_docs)]
+// The WIT's error carries a whole server error record (SQLSTATE, message,
+// detail, extras); it is returned by value as the generated bindings do.
+#![allow(clippy::result_large_err)]
+
+pub mod address;
+pub mod convert;
+pub mod session;
+
+use std::sync::Arc;
+
+use bv_outbound_networking::AllowedHosts;
+use wasmtime::component::{
+    Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
+};
+
+pub use session::{PoolSettings, PostgresApp, Session};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "bitvelocity:host/postgres-host",
+        // Sync WIT functions are `async` on the host (the calling guest
+        // blocks, the host does not); WIT `async func`s get the store.
+        imports: { default: async | trappable },
+        with: {
+            "spin:postgres/postgres.connection": crate::PgConnection,
+            "spin:postgres/postgres.connection-builder": crate::PgConnectionBuilder,
+        },
+    });
+}
+
+use bindings::spin::postgres::postgres::{self as pg, Column, DbValue, Error as PgError, RowSet};
+
+/// A `connection` resource as the guest holds it: one pooled server session.
+pub struct PgConnection(Arc<Session>);
+
+/// A `connection-builder` resource: an address waiting for `build`.
+pub struct PgConnectionBuilder {
+    address: String,
+    ca_root: Option<String>,
+}
+
+/// Most connection and builder resources one instance may hold at once.
+const MAX_OPEN: usize = 64;
+
+/// Per-instance state.
+pub struct PostgresInstance {
+    app: Arc<PostgresApp>,
+    component: Arc<str>,
+    allowed: Arc<AllowedHosts>,
+    table: ResourceTable,
+    open: usize,
+}
+
+impl PostgresApp {
+    /// The per-instance state for `component`, which may connect to what
+    /// `allowed` lists.
+    pub fn instance(
+        self: &Arc<Self>,
+        component: Arc<str>,
+        allowed: Arc<AllowedHosts>,
+    ) -> PostgresInstance {
+        PostgresInstance {
+            app: self.clone(),
+            component,
+            allowed,
+            table: ResourceTable::new(),
+            open: 0,
+        }
+    }
+}
+
+struct HasPg;
+
+impl HasData for HasPg {
+    type Data<'a> = &'a mut PostgresInstance;
+}
+
+type Acc<'a, T> = &'a Accessor<T, HasPg>;
+
+fn session<T>(
+    accessor: Acc<'_, T>,
+    handle: &Resource<PgConnection>,
+) -> wasmtime::Result<Arc<Session>> {
+    accessor.with(|mut access| Ok(access.get().table.get(handle)?.0.clone()))
+}
+
+/// Opens a pooled session for `address` on behalf of the accessor's instance
+/// (allow-list checked first) and stores it as a resource.
+async fn open<T>(
+    accessor: Acc<'_, T>,
+    address: String,
+) -> wasmtime::Result<Result<Resource<PgConnection>, PgError>> {
+    let (app, component, allowed, full) = accessor.with(|mut access| {
+        let state = access.get();
+        (
+            state.app.clone(),
+            state.component.clone(),
+            state.allowed.clone(),
+            state.open >= MAX_OPEN,
+        )
+    });
+    if full {
+        return Ok(Err(too_many()));
+    }
+    let session = match app.open(&component, &address, &allowed).await {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    accessor.with(|mut access| {
+        let state = access.get();
+        let handle = state.table.push(PgConnection(Arc::new(session)))?;
+        state.open += 1;
+        Ok(Ok(handle))
+    })
+}
+
+impl PostgresInstance {
+    /// `open`, for the blocking WIT functions that hold `&mut self`.
+    async fn open_blocking(
+        &mut self,
+        address: String,
+    ) -> wasmtime::Result<Result<Resource<PgConnection>, PgError>> {
+        if self.open >= MAX_OPEN {
+            return Ok(Err(too_many()));
+        }
+        let session = match self
+            .app
+            .open(&self.component, &address, &self.allowed)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let handle = self.table.push(PgConnection(Arc::new(session)))?;
+        self.open += 1;
+        Ok(Ok(handle))
+    }
+
+    fn session(&self, handle: &Resource<PgConnection>) -> wasmtime::Result<Arc<Session>> {
+        Ok(self.table.get(handle)?.0.clone())
+    }
+}
+
+fn too_many() -> PgError {
+    PgError::ConnectionFailed(format!(
+        "this instance already holds {MAX_OPEN} open postgres resources"
+    ))
+}
+
+impl pg::HostConnection for PostgresInstance {
+    async fn open(
+        &mut self,
+        address: String,
+    ) -> wasmtime::Result<Result<Resource<PgConnection>, PgError>> {
+        self.open_blocking(address).await
+    }
+
+    async fn query(
+        &mut self,
+        this: Resource<PgConnection>,
+        statement: String,
+        params: Vec<pg::ParameterValue>,
+    ) -> wasmtime::Result<Result<RowSet, PgError>> {
+        let session = self.session(&this)?;
+        Ok(session
+            .query(&statement, &params)
+            .await
+            .map(|(columns, rows)| RowSet { columns, rows }))
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<PgConnection>,
+        statement: String,
+        params: Vec<pg::ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, PgError>> {
+        let session = self.session(&this)?;
+        Ok(session.execute(&statement, &params).await)
+    }
+
+    async fn drop(&mut self, this: Resource<PgConnection>) -> wasmtime::Result<()> {
+        // Dropping the last reference hands the session back to its pool
+        // (rolled back first when it may hold a transaction; see `Session`).
+        self.table.delete(this)?;
+        self.open -= 1;
+        Ok(())
+    }
+}
+
+impl<T: Send> pg::HostConnectionWithStore<T> for HasPg {
+    async fn open_async(
+        accessor: Acc<'_, T>,
+        address: String,
+    ) -> wasmtime::Result<Result<Resource<PgConnection>, PgError>> {
+        open(accessor, address).await
+    }
+
+    async fn query_async(
+        accessor: Acc<'_, T>,
+        this: Resource<PgConnection>,
+        statement: String,
+        params: Vec<pg::ParameterValue>,
+    ) -> wasmtime::Result<
+        Result<
+            (
+                Vec<Column>,
+                StreamReader<Vec<DbValue>>,
+                FutureReader<Result<(), PgError>>,
+            ),
+            PgError,
+        >,
+    > {
+        let session = session(accessor, &this)?;
+        // Rows are read in full before the stream opens: errors that happen
+        // while reading (a conversion, a server error mid-result) then reach
+        // the guest as the immediate error rather than a truncated stream.
+        let (columns, rows) = match session.query(&statement, &params).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        accessor.with(|mut access| {
+            let stream = StreamReader::new(&mut access, rows)?;
+            let done = FutureReader::new(&mut access, async { Ok::<_, wasmtime::Error>(Ok(())) })?;
+            Ok(Ok((columns, stream, done)))
+        })
+    }
+
+    async fn execute_async(
+        accessor: Acc<'_, T>,
+        this: Resource<PgConnection>,
+        statement: String,
+        params: Vec<pg::ParameterValue>,
+    ) -> wasmtime::Result<Result<u64, PgError>> {
+        let session = session(accessor, &this)?;
+        Ok(session.execute(&statement, &params).await)
+    }
+}
+
+fn build_checks(builder: &PgConnectionBuilder) -> Result<(), PgError> {
+    if builder.ca_root.is_some() {
+        // A CA root only matters for TLS, which this host does not offer;
+        // say so now rather than connect in plain text to a server the
+        // guest meant to verify.
+        return Err(PgError::ConnectionFailed(
+            "a CA root was set but this host connects without TLS; use sslmode=disable".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl pg::HostConnectionBuilder for PostgresInstance {
+    async fn new(&mut self, address: String) -> wasmtime::Result<Resource<PgConnectionBuilder>> {
+        if self.open >= MAX_OPEN {
+            wasmtime::bail!("this instance already holds {MAX_OPEN} open postgres resources");
+        }
+        let handle = self.table.push(PgConnectionBuilder {
+            address,
+            ca_root: None,
+        })?;
+        self.open += 1;
+        Ok(handle)
+    }
+
+    async fn set_ca_root(
+        &mut self,
+        this: Resource<PgConnectionBuilder>,
+        certificate: String,
+    ) -> wasmtime::Result<Result<(), PgError>> {
+        self.table.get_mut(&this)?.ca_root = Some(certificate);
+        Ok(Ok(()))
+    }
+
+    async fn build(
+        &mut self,
+        this: Resource<PgConnectionBuilder>,
+    ) -> wasmtime::Result<Result<Resource<PgConnection>, PgError>> {
+        match build_checks(self.table.get(&this)?) {
+            Ok(()) => {
+                let address = self.table.get(&this)?.address.clone();
+                self.open_blocking(address).await
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    async fn drop(&mut self, this: Resource<PgConnectionBuilder>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        self.open -= 1;
+        Ok(())
+    }
+}
+
+impl<T: Send> pg::HostConnectionBuilderWithStore<T> for HasPg {
+    async fn build_async(
+        accessor: Acc<'_, T>,
+        this: Resource<PgConnectionBuilder>,
+    ) -> wasmtime::Result<Result<Resource<PgConnection>, PgError>> {
+        let checked = accessor.with(|mut access| -> wasmtime::Result<_> {
+            let b = access.get().table.get(&this)?;
+            Ok(build_checks(b).map(|()| b.address.clone()))
+        })?;
+        match checked {
+            Ok(address) => open(accessor, address).await,
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}
+
+impl pg::Host for PostgresInstance {}
+
+/// Adds `spin:postgres/postgres@4.2.0` to `linker`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut PostgresInstance,
+) -> anyhow::Result<()> {
+    pg::add_to_linker::<T, HasPg>(linker, get)?;
+    Ok(())
+}

@@ -1,0 +1,436 @@
+//! `spin:redis/redis@3.0.0` (outbound Redis) for `bv`.
+//!
+//! Spin opens a new TCP connection for every `connection.open`, so a request
+//! that touches Redis pays a connect (and the server accumulates short-lived
+//! clients). Here [`RedisApp`] keeps one multiplexed
+//! [`ConnectionManager`](redis::aio::ConnectionManager) per address, made on
+//! first use and shared by every request and instance of the application; it
+//! pipelines concurrent commands over one socket and reconnects by itself
+//! after the server restarts. A guest's `connection` is only a handle on it.
+//!
+//! Every `open` is checked against the component's `allowed_outbound_hosts`
+//! (`redis://` / `rediss://` entries); a denied address is reported to the
+//! guest as `error::invalid-address`, as Spin does, and logged. The first
+//! connect to an address is bounded by a timeout so that a dead server fails
+//! the request instead of hanging it.
+#![deny(missing_docs)]
+
+mod convert;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bv_outbound_networking::{AllowedHosts, OutboundUrl};
+use redis::aio::ConnectionManager;
+use tokio::sync::OnceCell;
+use wasmtime::component::{Accessor, HasData, Linker, Resource, ResourceTable};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "bitvelocity:host/redis-host",
+        imports: { default: store | trappable },
+        with: { "spin:redis/redis.connection": crate::Connection },
+    });
+}
+
+use bindings::spin::redis::redis as wit;
+use wit::{Error as WitError, RedisParameter, RedisResult};
+
+/// How long the first connection to an address may take by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one command may wait for its reply by default.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connection handles one instance may hold at once.
+const MAX_OPEN_CONNECTIONS: usize = 256;
+
+type Slot = Arc<OnceCell<ConnectionManager>>;
+
+/// Per-application state: the shared connection of every address used so far.
+pub struct RedisApp {
+    pool: Mutex<HashMap<String, Slot>>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl Default for RedisApp {
+    fn default() -> Self {
+        Self::new(DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT)
+    }
+}
+
+impl RedisApp {
+    /// An empty pool whose connects give up after `connect_timeout` and whose
+    /// commands give up after `response_timeout`.
+    pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Self {
+        Self {
+            pool: Mutex::new(HashMap::new()),
+            connect_timeout,
+            response_timeout,
+        }
+    }
+
+    /// The per-instance state for a component limited to `allowed_hosts`.
+    pub fn instance(self: &Arc<Self>, allowed_hosts: Arc<AllowedHosts>) -> RedisInstance {
+        RedisInstance {
+            app: self.clone(),
+            allowed_hosts,
+            table: ResourceTable::new(),
+            open: 0,
+        }
+    }
+
+    /// Number of addresses with a live shared connection (for tests and
+    /// diagnostics).
+    pub fn pooled(&self) -> usize {
+        self.pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|slot| slot.initialized())
+            .count()
+    }
+
+    /// The shared connection to `address`, connecting on first use. A failed
+    /// connect is not remembered: the next `open` tries again.
+    pub async fn connection(&self, address: &str) -> Result<ConnectionManager, WitErrorKind> {
+        let client = redis::Client::open(address)
+            .map_err(|e| WitErrorKind::InvalidAddress(format!("invalid redis address: {e}")))?;
+        let slot = self
+            .pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(address.to_string())
+            .or_default()
+            .clone();
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(self.connect_timeout)
+            .set_response_timeout(self.response_timeout)
+            .set_number_of_retries(0);
+        let timeout = self.connect_timeout;
+        slot.get_or_try_init(|| async move {
+            // The outer timeout also bounds DNS and the handshake.
+            match tokio::time::timeout(
+                timeout + Duration::from_millis(500),
+                ConnectionManager::new_with_config(client, config),
+            )
+            .await
+            {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => Err(WitErrorKind::Other(format!("redis connect: {e}"))),
+                Err(_) => Err(WitErrorKind::Other(format!(
+                    "redis connect: timed out after {timeout:?}"
+                ))),
+            }
+        })
+        .await
+        .cloned()
+    }
+}
+
+/// Why a connection could not be had, before it becomes the WIT error.
+#[derive(Debug, Clone)]
+pub enum WitErrorKind {
+    /// The address does not parse or is not allowed.
+    InvalidAddress(String),
+    /// Anything else (connect refused, timed out, ...).
+    Other(String),
+}
+
+/// A guest's `connection`: a handle on the shared connection of its address.
+pub struct Connection {
+    conn: ConnectionManager,
+}
+
+/// Per-instance state: the component's allow-list and its open handles.
+pub struct RedisInstance {
+    app: Arc<RedisApp>,
+    allowed_hosts: Arc<AllowedHosts>,
+    table: ResourceTable,
+    open: usize,
+}
+
+impl RedisInstance {
+    fn check_allowed(&self, address: &str) -> Result<(), WitError> {
+        let url = OutboundUrl::parse(address).map_err(|e| {
+            tracing::warn!(address = %redact(address), error = %e, "outbound redis: invalid address");
+            WitError::InvalidAddress
+        })?;
+        if !matches!(url.scheme.as_str(), "redis" | "rediss") {
+            tracing::warn!(address = %redact(address), "outbound redis: not a redis:// or rediss:// address");
+            return Err(WitError::InvalidAddress);
+        }
+        if !self.allowed_hosts.allows(&url) {
+            tracing::warn!(
+                address = %url,
+                "outbound redis: destination not allowed by allowed_outbound_hosts"
+            );
+            return Err(WitError::InvalidAddress);
+        }
+        Ok(())
+    }
+}
+
+/// `address` without any password, for logs.
+fn redact(address: &str) -> String {
+    match address.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => address.to_string(),
+        },
+        None => address.to_string(),
+    }
+}
+
+struct HasRedis;
+
+impl HasData for HasRedis {
+    type Data<'a> = &'a mut RedisInstance;
+}
+
+type Acc<'a, T> = &'a Accessor<T, HasRedis>;
+
+fn conn<T>(
+    accessor: Acc<'_, T>,
+    this: &Resource<Connection>,
+) -> wasmtime::Result<ConnectionManager> {
+    accessor.with(|mut access| Ok(access.get().table.get(this)?.conn.clone()))
+}
+
+/// Runs one command on the shared connection and converts its reply.
+///
+/// When the shared connection turns out to be dead (the server restarted
+/// since it was last used), the manager starts reconnecting and the command
+/// is tried once more, so that a request after a restart does not fail just
+/// because it was the first to notice. Only errors that mean the command
+/// could not be written (the connection was already gone) are retried.
+async fn query<R: redis::FromRedisValue>(
+    mut conn: ConnectionManager,
+    cmd: redis::Cmd,
+) -> Result<R, WitError> {
+    match cmd.query_async(&mut conn).await {
+        Err(e) if e.is_connection_dropped() || e.is_connection_refusal() => {
+            tracing::debug!(error = %e, "outbound redis: connection lost; retrying once");
+            cmd.query_async(&mut conn).await.map_err(convert::error)
+        }
+        result => result.map_err(convert::error),
+    }
+}
+
+impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
+    async fn open(
+        accessor: Acc<'_, T>,
+        address: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, WitError>> {
+        let (app, checked) = accessor.with(|mut access| {
+            let state = access.get();
+            (state.app.clone(), state.check_allowed(&address))
+        });
+        if let Err(e) = checked {
+            return Ok(Err(e));
+        }
+        let conn = match app.connection(&address).await {
+            Ok(conn) => conn,
+            Err(WitErrorKind::InvalidAddress(message)) => {
+                tracing::warn!(address = %redact(&address), "outbound redis: {message}");
+                return Ok(Err(WitError::InvalidAddress));
+            }
+            Err(WitErrorKind::Other(message)) => {
+                tracing::warn!(address = %redact(&address), "outbound redis: {message}");
+                return Ok(Err(WitError::Other(message)));
+            }
+        };
+        accessor.with(|mut access| {
+            let state = access.get();
+            if state.open >= MAX_OPEN_CONNECTIONS {
+                return Ok(Err(WitError::TooManyConnections));
+            }
+            let handle = state.table.push(Connection { conn })?;
+            state.open += 1;
+            Ok(Ok(handle))
+        })
+    }
+
+    async fn publish(
+        accessor: Acc<'_, T>,
+        this: Resource<Connection>,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        let conn = conn(accessor, &this)?;
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload);
+        Ok(query::<i64>(conn, cmd).await.map(drop))
+    }
+
+    async fn get(
+        accessor: Acc<'_, T>,
+        this: Resource<Connection>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, WitError>> {
+        let conn = conn(accessor, &this)?;
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        Ok(query(conn, cmd).await)
+    }
+
+    async fn set(
+        accessor: Acc<'_, T>,
+        this: Resource<Connection>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), WitError>> {
+        let conn = conn(accessor, &this)?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        Ok(query::<()>(conn, cmd).await)
+    }
+
+    async fn incr(
+        accessor: Acc<'_, T>,
+        this: Resource<Connection>,
+        key: String,
+    ) -> wasmtime::Result<Result<i64, WitError>> {
+        let conn = conn(accessor, &this)?;
+        let mut cmd = redis::cmd("INCR");
+        cmd.arg(key);
+        Ok(query(conn, cmd).await)
+    }
+
+    async fn del(
+        accessor: Acc<'_, T>,
+        this: Resource<Connection>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<u32, WitError>> {
+        if keys.is_empty() {
+            return Ok(Ok(0));
+        }
+        let conn = conn(accessor, &this)?;
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(keys);
+        Ok(query(conn, cmd).await)
+    }
+
+    async fn sadd(
+        accessor: Acc<'_, T>,
+        this: Resource<Connection>,
+        key: String,
+        values: Vec<String>,
+    ) -> wasmtime::Result<Result<u32, WitError>> {
+        if values.is_empty() {
+            return Ok(Ok(0));
+        }
+        let conn = conn(accessor, &this)?;
+        let mut cmd = redis::cmd("SADD");
+        cmd.arg(key).arg(values);
+        Ok(query(conn, cmd).await)
+    }
+
+    async fn smembers(
+        accessor: Acc<'_, T>,
+        this: Resource<Connection>,
+        key: String,
+    ) -> wasmtime::Result<Result<Vec<String>, WitError>> {
+        let conn = conn(accessor, &this)?;
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(key);
+        Ok(query(conn, cmd).await)
+    }
+
+    async fn srem(
+        accessor: Acc<'_, T>,
+        this: Resource<Connection>,
+        key: String,
+        values: Vec<String>,
+    ) -> wasmtime::Result<Result<u32, WitError>> {
+        if values.is_empty() {
+            return Ok(Ok(0));
+        }
+        let conn = conn(accessor, &this)?;
+        let mut cmd = redis::cmd("SREM");
+        cmd.arg(key).arg(values);
+        Ok(query(conn, cmd).await)
+    }
+
+    async fn execute(
+        accessor: Acc<'_, T>,
+        this: Resource<Connection>,
+        command: String,
+        arguments: Vec<RedisParameter>,
+    ) -> wasmtime::Result<Result<Vec<RedisResult>, WitError>> {
+        let conn = conn(accessor, &this)?;
+        let mut cmd = redis::cmd(&command);
+        for argument in arguments {
+            match argument {
+                RedisParameter::Int64(i) => cmd.arg(i),
+                RedisParameter::Binary(b) => cmd.arg(b),
+            };
+        }
+        let value: redis::Value = match query(conn, cmd).await {
+            Ok(value) => value,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(convert::results(value))
+    }
+
+    fn drop(
+        mut access: wasmtime::component::Access<'_, T, Self>,
+        this: Resource<Connection>,
+    ) -> wasmtime::Result<()> {
+        let state = access.get();
+        state.table.delete(this)?;
+        state.open -= 1;
+        Ok(())
+    }
+}
+
+impl wit::HostConnection for RedisInstance {}
+impl wit::Host for RedisInstance {}
+
+/// Adds `spin:redis/redis@3.0.0` to `linker`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut RedisInstance,
+) -> anyhow::Result<()> {
+    wit::add_to_linker::<T, HasRedis>(linker, get)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(entries: &[&str]) -> RedisInstance {
+        let hosts = AllowedHosts::parse(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        Arc::new(RedisApp::default()).instance(Arc::new(hosts))
+    }
+
+    #[test]
+    fn allow_list_is_checked_per_address() {
+        let i = instance(&["redis://127.0.0.1:6379"]);
+        assert!(i.check_allowed("redis://127.0.0.1:6379").is_ok());
+        assert!(i.check_allowed("redis://127.0.0.1").is_ok(), "default port");
+        assert!(matches!(
+            i.check_allowed("redis://127.0.0.1:6380"),
+            Err(WitError::InvalidAddress)
+        ));
+        assert!(matches!(
+            i.check_allowed("http://127.0.0.1:6379"),
+            Err(WitError::InvalidAddress)
+        ));
+        assert!(matches!(
+            i.check_allowed("not a url"),
+            Err(WitError::InvalidAddress)
+        ));
+        let none = instance(&[]);
+        assert!(none.check_allowed("redis://127.0.0.1:6379").is_err());
+    }
+
+    #[test]
+    fn passwords_are_not_logged() {
+        assert_eq!(redact("redis://user:pw@host:1/0"), "redis://***@host:1/0");
+        assert_eq!(redact("redis://host"), "redis://host");
+    }
+}

@@ -1,0 +1,493 @@
+//! The MQTT trigger, compatible with the spin-trigger-mqtt plugin's manifest
+//! and guest interface:
+//!
+//! ```toml
+//! [application.trigger.mqtt]
+//! address = "mqtt://localhost:1883"   # each may be a "{{ variable }}"
+//! username = ""
+//! password = ""
+//! keep_alive_interval = "30"
+//!
+//! [[trigger.mqtt]]
+//! component = "handler"
+//! topic = "orders/#"
+//! qos = "1"
+//! ```
+//!
+//! Each `[[trigger.mqtt]]` entry has its own MQTT session, and each message
+//! it receives is one call of the component's `handle-message` export
+//! (`spin:mqtt-trigger@3.0.0`, world `spin-mqtt`) in a fresh instance,
+//! within the component's request timeout. Messages of one subscription are
+//! handled one at a time, in arrival order. A handler that fails (error,
+//! trap, timeout) is logged and counted in [`Metrics`], and the next message
+//! is handled as usual.
+//!
+//! # Acknowledgements and redelivery
+//!
+//! Sessions are persistent (`clean_session = false`) under a client id that
+//! is stable across restarts (`bv-` and a hash of the application name, the
+//! entry's position, component, topic and broker address), and
+//! acknowledgements are manual: a QoS 1 message is acknowledged (PUBACK) only
+//! after its handler succeeded; a QoS 2 message is acknowledged (PUBREC) at
+//! the same point.
+//!
+//! A message whose handler failed is not acknowledged. Mosquitto (as MQTT
+//! 3.1.1 requires) does not send it again on the same connection: it stays
+//! in the client's session as an in-flight message, and Mosquitto resends
+//! it, with the DUP flag set, right after the client next connects with the
+//! same client id and `clean_session = false`: after a `bv` restart, a
+//! network failure, or a broker restart when the broker persists sessions
+//! (`persistence true`, and a shut-down that saves them). Each such message
+//! holds one of the session's in-flight slots (Mosquitto's
+//! `max_inflight_messages`, 20 by default) until then; with every slot taken
+//! Mosquitto stops sending, queueing newer messages instead. So that
+//! failures cannot stall a subscription, the trigger reconnects on its own
+//! once [`MAX_UNACKED`] failed messages are outstanding: the reconnect is
+//! the "negative acknowledgement" MQTT 3.1.1 lacks, and the broker then
+//! redelivers them. A message whose handler always fails is therefore
+//! retried at every reconnect; MQTT has no dead-letter mechanism.
+//!
+//! Stopping the trigger (the `CancellationToken`) abandons the message in
+//! hand unacknowledged and disconnects; the broker redelivers it to the
+//! next `bv` that starts with the same manifest.
+//!
+//! # Reconnecting
+//!
+//! When the connection fails (broker restarted, network error), the trigger
+//! retries with a capped exponential backoff, logging each attempt. On each
+//! CONNACK it subscribes again unless the broker reports that the session
+//! (and with it the subscription) survived.
+#![deny(missing_docs)]
+
+mod config;
+
+use std::hash::Hasher as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bv_factor_outbound_mqtt::{mqtt_options, Address};
+use bv_runtime::{AppRuntime, ComponentRuntime, InstanceState};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+pub use bv_runtime::trigger::{Failure, MessageMetrics as Metrics, Outcome};
+pub use config::{BrokerSettings, MqttTriggerConfig, StringOrInt, Subscription};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "bitvelocity:host/mqtt-trigger-host",
+        exports: { default: async | store },
+    });
+}
+
+use bindings::spin::mqtt_trigger::spin_mqtt_types::Metadata;
+use bindings::MqttTriggerHostPre;
+
+/// Messages a subscription may have waiting for its handler before the
+/// trigger stops reading from the broker.
+const QUEUE_DEPTH: usize = 256;
+/// First wait before reconnecting; doubled after each failure.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest wait between reconnect attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long TCP connect plus CONNECT/CONNACK may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Failed, unacknowledged QoS 1/2 messages after which the trigger
+/// reconnects so that the broker redelivers them (below Mosquitto's default
+/// in-flight window of 20, see the crate docs).
+pub const MAX_UNACKED: usize = 10;
+
+/// One `[[trigger.mqtt]]` entry, resolved.
+struct Sub {
+    index: usize,
+    component: Arc<ComponentRuntime>,
+    pre: MqttTriggerHostPre<InstanceState>,
+    timeout: Duration,
+    topic: String,
+    qos: QoS,
+    options: MqttOptions,
+    shown: String,
+}
+
+/// The MQTT trigger of one application.
+pub struct MqttTrigger {
+    runtime: Arc<AppRuntime>,
+    subs: Vec<Arc<Sub>>,
+    metrics: Arc<Metrics>,
+}
+
+fn render(
+    runtime: &AppRuntime,
+    template: &bv_manifest::Template,
+    field: &str,
+) -> anyhow::Result<String> {
+    template
+        .render(|name| runtime.app_variable(name))
+        .with_context(|| field.to_string())
+}
+
+fn number(runtime: &AppRuntime, value: &StringOrInt, field: &str) -> anyhow::Result<i64> {
+    match value {
+        StringOrInt::Int(n) => Ok(*n),
+        StringOrInt::String(t) => {
+            let s = render(runtime, t, field)?;
+            s.trim()
+                .parse()
+                .with_context(|| format!("{field}: `{s}` is not a number"))
+        }
+    }
+}
+
+/// A stable 64-bit FNV-1a hash: client ids must not change between builds.
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x100000001b3);
+        }
+    }
+}
+
+impl MqttTrigger {
+    /// Reads `[application.trigger.mqtt]` and `[[trigger.mqtt]]` from the
+    /// runtime's manifest, renders templates against the application
+    /// variables, and checks that every component exports `handle-message`.
+    pub fn new(runtime: Arc<AppRuntime>) -> anyhow::Result<Self> {
+        let app = runtime.app();
+        let config = MqttTriggerConfig::from_app(app)?;
+        let b = &config.broker;
+        let at = "application.trigger.mqtt";
+        let address_text = render(&runtime, &b.address, &format!("{at}.address"))?;
+        let address = Address::parse(&address_text).with_context(|| {
+            format!("{at}.address: `{address_text}` is not an mqtt:// or mqtts:// URL with a host")
+        })?;
+        let username = render(&runtime, &b.username, &format!("{at}.username"))?;
+        let password = render(&runtime, &b.password, &format!("{at}.password"))?;
+        let keep_alive = number(
+            &runtime,
+            &b.keep_alive_interval,
+            &format!("{at}.keep_alive_interval"),
+        )?;
+        let keep_alive = u64::try_from(keep_alive)
+            .ok()
+            .with_context(|| format!("{at}.keep_alive_interval: must not be negative"))?;
+
+        let mut subs = Vec::new();
+        for (i, sub) in config.subscriptions.iter().enumerate() {
+            let field = |f: &str| format!("trigger.mqtt[{i}].{f}");
+            let topic = render(&runtime, &sub.topic, &field("topic"))?;
+            let qos = match number(&runtime, &sub.qos, &field("qos"))? {
+                0 => QoS::AtMostOnce,
+                1 => QoS::AtLeastOnce,
+                2 => QoS::ExactlyOnce,
+                n => anyhow::bail!("{}: {n} is not a QoS level (0, 1 or 2)", field("qos")),
+            };
+            let component = runtime.component(&sub.component).with_context(|| {
+                format!("{}: no component `{}`", field("component"), sub.component)
+            })?;
+            let pre = MqttTriggerHostPre::new(component.pre.clone()).map_err(|e| {
+                anyhow::anyhow!(
+                    "trigger.mqtt[{i}]: component `{}` does not export `handle-message` of spin:mqtt-trigger@3.0.0: {e}",
+                    sub.component
+                )
+            })?;
+            let mut hash = Fnv(0xcbf29ce484222325);
+            for part in [
+                app.application.name.as_str(),
+                &i.to_string(),
+                &sub.component,
+                &topic,
+                &address_text,
+            ] {
+                hash.write(part.as_bytes());
+                hash.write(&[0]);
+            }
+            let client_id = match &address.client_id {
+                // An explicit id can serve only one session.
+                Some(id) if config.subscriptions.len() == 1 => id.clone(),
+                Some(id) => format!("{id}-{i}"),
+                None => format!("bv-{:016x}", hash.finish()),
+            };
+            let mut options = mqtt_options(
+                &address,
+                &client_id,
+                &username,
+                &password,
+                Duration::from_secs(keep_alive),
+            )
+            .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+            options.set_clean_session(false);
+            options.set_manual_acks(true);
+            subs.push(Arc::new(Sub {
+                index: i,
+                component: component.clone(),
+                pre,
+                timeout: Duration::from_millis(component.settings.request_timeout_ms),
+                topic,
+                qos,
+                options,
+                shown: address.to_string(),
+            }));
+        }
+        let metrics = runtime.register_metrics(|r| Metrics::register(r, "mqtt", "topic"));
+        Ok(Self {
+            runtime,
+            subs,
+            metrics: Arc::new(metrics),
+        })
+    }
+
+    /// The trigger's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// `(topic, component)` pairs, for the start-up banner.
+    pub fn topics(&self) -> Vec<(String, String)> {
+        self.subs
+            .iter()
+            .map(|s| (s.topic.clone(), s.component.id.to_string()))
+            .collect()
+    }
+
+    /// Subscribes and handles messages until `stop` is cancelled. Lost
+    /// connections are retried for ever, so this only returns on `stop`.
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for sub in self.subs {
+            tasks.spawn(subscription(
+                self.runtime.clone(),
+                sub,
+                self.metrics.clone(),
+                stop.clone(),
+            ));
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// Keeps one subscription's session alive and feeds its worker.
+async fn subscription(
+    runtime: Arc<AppRuntime>,
+    sub: Arc<Sub>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let (client, mut eventloop) = AsyncClient::new(sub.options.clone(), 64);
+    let mut network = eventloop.network_options();
+    network.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
+    eventloop.set_network_options(network);
+
+    let (queue, messages) = mpsc::channel(QUEUE_DEPTH);
+    let unacked = Arc::new(AtomicUsize::new(0));
+    let redeliver = Arc::new(Notify::new());
+    let worker = tokio::spawn(worker(
+        runtime,
+        sub.clone(),
+        client.clone(),
+        messages,
+        metrics.clone(),
+        unacked.clone(),
+        redeliver.clone(),
+    ));
+
+    let component = sub.component.id.clone();
+    let mut backoff = BACKOFF_START;
+    let mut attempt: u32 = 0;
+    let mut subscribed = false;
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = redeliver.notified() => {
+                tracing::info!(
+                    component = %component,
+                    topic = %sub.topic,
+                    "mqtt trigger: {MAX_UNACKED} failed messages unacknowledged; reconnecting so the broker redelivers them"
+                );
+                // Drops the connection; the next poll reconnects with the
+                // same persistent session.
+                eventloop.clean();
+                unacked.store(0, Ordering::SeqCst);
+                continue;
+            }
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                tracing::info!(
+                    component = %component,
+                    topic = %sub.topic,
+                    address = %sub.shown,
+                    session_present = ack.session_present,
+                    "mqtt trigger: connected"
+                );
+                backoff = BACKOFF_START;
+                attempt = 0;
+                if !ack.session_present || !subscribed {
+                    match client.try_subscribe(sub.topic.clone(), sub.qos) {
+                        Ok(()) => subscribed = true,
+                        Err(e) => tracing::error!(
+                            component = %component,
+                            topic = %sub.topic,
+                            "mqtt trigger: cannot subscribe: {e}"
+                        ),
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    tracing::error!(
+                        component = %component,
+                        topic = %sub.topic,
+                        "mqtt trigger: the broker refused the subscription"
+                    );
+                } else {
+                    tracing::info!(component = %component, topic = %sub.topic, "mqtt trigger: subscribed");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                // Waits while the handler is `QUEUE_DEPTH` messages behind,
+                // which pushes back on the broker rather than dropping.
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = queue.send(publish) => {}
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                attempt += 1;
+                metrics.disconnected();
+                // Unacknowledged messages come back with the next session.
+                unacked.store(0, Ordering::SeqCst);
+                tracing::warn!(
+                    component = %component,
+                    topic = %sub.topic,
+                    address = %sub.shown,
+                    attempt,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "mqtt trigger: connection failed: {e}"
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    worker.abort();
+    // A clean DISCONNECT; the session (and unacknowledged messages) stays.
+    if client.try_disconnect().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+    tracing::info!(component = %component, topic = %sub.topic, index = sub.index, "mqtt trigger: stopped");
+}
+
+/// Handles one subscription's messages in order, acknowledging each QoS 1/2
+/// message only after its handler succeeded.
+async fn worker(
+    runtime: Arc<AppRuntime>,
+    sub: Arc<Sub>,
+    client: AsyncClient,
+    mut messages: mpsc::Receiver<Publish>,
+    metrics: Arc<Metrics>,
+    unacked: Arc<AtomicUsize>,
+    redeliver: Arc<Notify>,
+) {
+    let component = sub.component.id.clone();
+    while let Some(publish) = messages.recv().await {
+        let started = std::time::Instant::now();
+        let outcome = handle(
+            &runtime,
+            &sub,
+            publish.payload.to_vec(),
+            publish.topic.clone(),
+        )
+        .await;
+        let kind = Outcome::of(&outcome);
+        let failures = metrics.record(&component, &sub.topic, kind);
+        match outcome {
+            Ok(()) => {
+                tracing::debug!(
+                    component = %component,
+                    topic = %publish.topic,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "mqtt message handled"
+                );
+                if publish.qos != QoS::AtMostOnce {
+                    if let Err(e) = client.ack(&publish).await {
+                        tracing::warn!(component = %component, "mqtt trigger: cannot acknowledge: {e}");
+                    }
+                }
+            }
+            Err(failure) => {
+                tracing::error!(
+                    component = %component,
+                    topic = %publish.topic,
+                    qos = publish.qos as u8,
+                    dup = publish.dup,
+                    failures,
+                    "mqtt handler failed: {failure}"
+                );
+                if publish.qos != QoS::AtMostOnce
+                    && unacked.fetch_add(1, Ordering::SeqCst) + 1 >= MAX_UNACKED
+                {
+                    redeliver.notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// One message in a fresh instance.
+async fn handle(
+    runtime: &AppRuntime,
+    sub: &Sub,
+    payload: Vec<u8>,
+    topic: String,
+) -> Result<(), Failure> {
+    let call = async {
+        let mut store = runtime.new_store(&sub.component).map_err(Failure::trap)?;
+        let instance = sub
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(Failure::trap)?;
+        let result = store
+            .run_concurrent(async move |accessor| {
+                instance
+                    .call_handle_message(accessor, payload, Metadata { topic })
+                    .await
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(Failure::trap)?;
+        result.map_err(|e| Failure::Handler(format!("{e:?}")))
+    };
+    match tokio::time::timeout(sub.timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::Timeout),
+    }
+}
