@@ -51,7 +51,9 @@ fn walk(schema: &Schema, path: &str, shape: &mut Shape) {
         Type::Array => {
             if let Some(items) = &schema.items {
                 let p = format!("{path}[]");
-                shape.fields.insert(p.clone(), items.ty().name().to_string());
+                shape
+                    .fields
+                    .insert(p.clone(), items.ty().name().to_string());
                 walk(items, &p, shape);
             }
         }
@@ -76,7 +78,9 @@ pub fn incompatibilities(old: &Shape, new: &Shape) -> Vec<String> {
         if old.fields.contains_key(path) {
             problems.push(format!("optional field `{path}` became required"));
         } else {
-            problems.push(format!("new field `{path}` is required (new fields must be optional)"));
+            problems.push(format!(
+                "new field `{path}` is required (new fields must be optional)"
+            ));
         }
     }
     for path in old.required.difference(&new.required) {

@@ -231,7 +231,9 @@ fn optional_string(
 fn check_traceparent(t: &str) -> Result<(), EnvelopeError> {
     let parts: Vec<&str> = t.split('-').collect();
     let hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     let ok = parts.len() == 4
         && parts[0] == "00"
@@ -277,7 +279,10 @@ mod tests {
     #[test]
     fn new_events_parse() {
         let event = CloudEvent::new("t.v1", "/s", "x", serde_json::json!({"a": 1}));
-        assert_eq!(uuid::Uuid::parse_str(event.id()).unwrap().get_version_num(), 4);
+        assert_eq!(
+            uuid::Uuid::parse_str(event.id()).unwrap().get_version_num(),
+            4
+        );
         assert_eq!(CloudEvent::parse(&event.to_json()).unwrap(), event);
         let other = CloudEvent::new("t.v1", "/s", "x", Value::Null);
         assert_ne!(event.id(), other.id());
@@ -300,7 +305,15 @@ mod tests {
             let e = CloudEvent::from_value(v).unwrap_err();
             assert_eq!(&e.field, named, "{e}");
         }
-        for field in ["specversion", "id", "source", "type", "time", "datacontenttype", "data"] {
+        for field in [
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "time",
+            "datacontenttype",
+            "data",
+        ] {
             let mut v = sample();
             v.as_object_mut().unwrap().remove(field);
             let e = CloudEvent::from_value(v).unwrap_err();

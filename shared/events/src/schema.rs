@@ -99,7 +99,9 @@ impl Type {
             Type::Object => v.is_object(),
             Type::Array => v.is_array(),
             Type::String => v.is_string(),
-            Type::Integer => v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
+            Type::Integer => {
+                v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0)
+            }
             Type::Number => v.is_number(),
             Type::Boolean => v.is_boolean(),
             Type::Null => v.is_null(),
@@ -164,7 +166,11 @@ impl Schema {
 
     fn compile_at(doc: &Value, at: &str) -> Result<Self, InvalidSchema> {
         let bad = |key: &str, message: &str| InvalidSchema {
-            at: if at.is_empty() { key.to_string() } else { join(at, key) },
+            at: if at.is_empty() {
+                key.to_string()
+            } else {
+                join(at, key)
+            },
             message: message.to_string(),
         };
         let Value::Object(map) = doc else {
@@ -185,7 +191,10 @@ impl Schema {
         let number = |key: &str| -> Result<Option<f64>, InvalidSchema> {
             match map.get(key) {
                 None => Ok(None),
-                Some(v) => v.as_f64().map(Some).ok_or_else(|| bad(key, "must be a number")),
+                Some(v) => v
+                    .as_f64()
+                    .map(Some)
+                    .ok_or_else(|| bad(key, "must be a number")),
             }
         };
         let mut schema = Schema {
@@ -208,12 +217,16 @@ impl Schema {
                 "$schema" | "$id" | "title" | "description" | "examples" => {}
                 "minItems" | "maxItems" | "minLength" | "maxLength" | "minimum" | "maximum" => {}
                 "type" => {
-                    let name = value.as_str().ok_or_else(|| bad(key, "must be one type name"))?;
+                    let name = value
+                        .as_str()
+                        .ok_or_else(|| bad(key, "must be one type name"))?;
                     schema.ty =
                         Some(Type::parse(name).ok_or_else(|| bad(key, "unknown type name"))?);
                 }
                 "properties" => {
-                    let props = value.as_object().ok_or_else(|| bad(key, "must be an object"))?;
+                    let props = value
+                        .as_object()
+                        .ok_or_else(|| bad(key, "must be an object"))?;
                     for (name, sub) in props {
                         let sub_at = join(&join(at, "properties"), name);
                         schema
@@ -222,7 +235,9 @@ impl Schema {
                     }
                 }
                 "required" => {
-                    let names = value.as_array().ok_or_else(|| bad(key, "must be an array"))?;
+                    let names = value
+                        .as_array()
+                        .ok_or_else(|| bad(key, "must be an array"))?;
                     for name in names {
                         let name = name
                             .as_str()
@@ -239,15 +254,16 @@ impl Schema {
                         .ok_or_else(|| bad(key, "only a boolean is supported"))?;
                 }
                 "items" => {
-                    schema.items =
-                        Some(Box::new(Self::compile_at(value, &join(at, "items"))?));
+                    schema.items = Some(Box::new(Self::compile_at(value, &join(at, "items"))?));
                 }
                 "format" => match value.as_str() {
                     Some("date-time") => schema.date_time = true,
                     _ => return Err(bad(key, "only \"date-time\" is supported")),
                 },
                 "enum" => {
-                    let values = value.as_array().ok_or_else(|| bad(key, "must be an array"))?;
+                    let values = value
+                        .as_array()
+                        .ok_or_else(|| bad(key, "must be an array"))?;
                     if values.is_empty() {
                         return Err(bad(key, "must not be empty"));
                     }
@@ -273,7 +289,9 @@ impl Schema {
             }
         };
         needs(
-            !schema.properties.is_empty() || !schema.required.is_empty() || !schema.additional_properties,
+            !schema.properties.is_empty()
+                || !schema.required.is_empty()
+                || !schema.additional_properties,
             "properties",
             &[Type::Object],
         )?;

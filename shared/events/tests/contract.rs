@@ -58,10 +58,21 @@ fn every_schema_is_valid_and_named_after_its_file() {
     for s in SCHEMAS {
         let doc: Value = serde_json::from_str(s.text)
             .unwrap_or_else(|e| panic!("{}/{}.json is not JSON: {e}", s.name, s.version));
-        let schema = Schema::compile(&doc)
-            .unwrap_or_else(|e| panic!("{}/{}.json: {e}", s.name, s.version));
-        assert_eq!(schema.ty().name(), "object", "{}: data must be an object", s.name);
-        assert_eq!(doc["title"], s.event_type(), "{}/{}.json: title", s.name, s.version);
+        let schema =
+            Schema::compile(&doc).unwrap_or_else(|e| panic!("{}/{}.json: {e}", s.name, s.version));
+        assert_eq!(
+            schema.ty().name(),
+            "object",
+            "{}: data must be an object",
+            s.name
+        );
+        assert_eq!(
+            doc["title"],
+            s.event_type(),
+            "{}/{}.json: title",
+            s.name,
+            s.version
+        );
         let ty = s.event_type();
         let parsed = EventType::parse(&ty).unwrap();
         assert_eq!((parsed.name, parsed.version), (s.name, s.version));
@@ -85,7 +96,9 @@ fn every_schema_file_is_registered() {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| panic!("schemas/{name}/{file}: expected <version>.json"));
             assert!(
-                SCHEMAS.iter().any(|s| s.name == name && s.version == version),
+                SCHEMAS
+                    .iter()
+                    .any(|s| s.name == name && s.version == version),
                 "schemas/{name}/{file} is not listed in src/registry.rs `schemas!`"
             );
         }
@@ -114,7 +127,8 @@ fn order_error(edit: impl FnOnce(&mut Value)) -> String {
 
 #[test]
 fn each_kind_of_violation_names_its_field() {
-    let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|d| d["total"]["amount"] = json!(-5)),
             "data.total.amount: must be an integer ≥ 0",
@@ -169,7 +183,10 @@ fn each_kind_of_violation_names_its_field() {
     data["authorizedAt"] = json!("02/01/2026");
     let e = encode(&event(ty, data)).unwrap_err();
     assert_eq!(e.field(), "data.authorizedAt");
-    assert_eq!(e.to_string(), "data.authorizedAt: must be an RFC 3339 date-time");
+    assert_eq!(
+        e.to_string(),
+        "data.authorizedAt: must be an RFC 3339 date-time"
+    );
     let ty = "com.bitvelocity.product.created.v1";
     let mut data = sample(ty);
     data["sku"] = json!("X".repeat(65));
@@ -193,7 +210,10 @@ fn unknown_types_and_bad_envelopes_are_refused_on_both_sides() {
     let json = event(ty, data).to_json();
     let e = decode(&json).unwrap_err();
     assert!(matches!(e, EventError::Schema(_)));
-    assert_eq!(e.to_string(), "data.items[0].quantity: must be an integer ≥ 1");
+    assert_eq!(
+        e.to_string(),
+        "data.items[0].quantity: must be an integer ≥ 1"
+    );
 
     // …and a malformed envelope.
     let mut v: Value = serde_json::from_str(&event(ty, sample(ty)).to_json()).unwrap();

@@ -7,6 +7,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Every request allocates (headers, bodies, per-instance state) across
+/// threads; under load glibc's malloc shows up in profiles (`_int_free`,
+/// `malloc_consolidate`), which mimalloc's thread-local free lists avoid.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "bv",
@@ -188,6 +194,10 @@ async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> any
         true => Some(bv_trigger_mqtt::MqttTrigger::new(runtime.clone()).context("mqtt trigger")?),
         false => None,
     };
+    let cron = match runtime.app().other_triggers.contains_key("cron") {
+        true => Some(bv_trigger_cron::CronTrigger::new(runtime.clone()).context("cron trigger")?),
+        false => None,
+    };
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -227,6 +237,13 @@ async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> any
         }
         let stop = shutdown.clone();
         triggers.spawn(async move { trigger.run(stop).await.context("mqtt trigger") });
+    }
+    if let Some(trigger) = cron {
+        for (schedule, component) in trigger.schedules() {
+            println!("  {component}: cron {schedule}");
+        }
+        let stop = shutdown.clone();
+        triggers.spawn(async move { trigger.run(stop).await.context("cron trigger") });
     }
 
     tokio::select! {

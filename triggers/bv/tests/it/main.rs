@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod cron;
 mod faults;
 mod host_interfaces;
 mod lifecycle;
