@@ -35,10 +35,10 @@ pub fn engine_config(limits: &EngineLimits) -> anyhow::Result<Config> {
         .total_stacks(POOL_INSTANCES)
         .max_memory_size(usize::try_from(limits.max_memory_bytes)?)
         .max_unused_warm_slots(100)
-        // Reset the first pages of a reused slot with memset instead of
-        // handing them back to the kernel: a fresh instance then starts
-        // without page faults on its stack and hot data.
-        .linear_memory_keep_resident(1 << 20)
+        // Linear memory is handed back to the kernel on reuse: keeping even
+        // 1 MiB resident made its memset the hottest symbol of strict mode
+        // (see benches/instantiation.rs). Tables and async stacks are small
+        // enough to reset in place.
         .table_keep_resident(64 << 10)
         .async_stack_keep_resident(64 << 10);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
