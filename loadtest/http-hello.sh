@@ -329,6 +329,12 @@ native_rps="${RPS[0]}"
             echo "- ${NAMES[$i]}: median instantiation ≈ ${med} µs over $count instantiations in the measured run (estimate: linear interpolation inside the bucket of \`bv_instantiation_duration_seconds\` holding the median)."
         fi
     done
+    echo
+    echo "Instantiation of the hello component without load (\`cargo bench -p bv-runtime --bench instantiation\`, 5000 samples):"
+    echo
+    echo '```'
+    cargo bench -q -p bv-runtime --bench instantiation 2>/dev/null | grep -E "new_store|drop"
+    echo '```'
 } >"$RESULTS"
 
 echo

@@ -14,7 +14,6 @@ wit_bindgen::generate!({
     path: "../../../wit/deps/spin-cron@2.0.0",
 });
 
-
 struct Probe;
 
 impl Guest for Probe {

@@ -57,7 +57,11 @@ fn str_of<'a>(c: &'a Json, name: &str) -> &'a str {
 fn strings(c: &Json, name: &str) -> Vec<String> {
     c[name]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -114,13 +118,12 @@ async fn redis(c: &Json) -> Result<Json, String> {
                 .map(|a| match a.get("int").and_then(Json::as_i64) {
                     Some(i) => RedisParameter::Int64(i),
                     None => RedisParameter::Binary(bytes_of(
-                        a.get("bin").or_else(|| a.get("bytes")).unwrap_or(&Json::Null),
+                        a.get("bin")
+                            .or_else(|| a.get("bytes"))
+                            .unwrap_or(&Json::Null),
                     )),
                 });
-            let results = conn
-                .execute(str_of(c, "command"), args)
-                .await
-                .map_err(e)?;
+            let results = conn.execute(str_of(c, "command"), args).await.map_err(e)?;
             Json::Array(
                 results
                     .into_iter()
