@@ -17,8 +17,7 @@
 # Environment:
 #   DURATION=8     seconds of each measured wrk run
 #   WARMUP=2       seconds of the warm-up run (not measured)
-#   PIN=1          pin wrk to CPU 0 and the server to CPU 1 (default: no pinning,
-#                  the way the reference figures in /work/shared/TOOLCHAIN.md were taken)
+#   PIN=1          pin wrk to CPU 0 and the server to CPU 1 (default: no pinning)
 #   CARGO_TARGET_DIR  default $HOME/.cache/bitvelocity/target (keep it warm: a cold
 #                  wasmtime build takes 10+ minutes on 2 cores)
 set -euo pipefail
