@@ -754,6 +754,52 @@ const SNAKE_RULE: &str =
 const KEBAB_RULE: &str = "use lowercase letters, digits and single hyphens, starting with a letter";
 
 impl App {
+    /// `[application.trigger.<kind>]` parsed strictly into `T` (`None` when
+    /// the manifest has no such table). Trigger crates own their settings'
+    /// types; errors name this manifest and the field.
+    pub fn trigger_settings<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+    ) -> Result<Option<T>, ManifestError> {
+        self.application
+            .trigger_settings
+            .get(kind)
+            .map(|table| self.parse_table(table, &format!("application.trigger.{kind}")))
+            .transpose()
+    }
+
+    /// Every `[[trigger.<kind>]]` entry parsed strictly into `T`, in manifest
+    /// order; errors name this manifest and the field (`trigger.<kind>[i]...`).
+    pub fn trigger_entries<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+    ) -> Result<Vec<T>, ManifestError> {
+        self.other_triggers
+            .get(kind)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, table)| self.parse_table(table, &format!("trigger.{kind}[{i}]")))
+            .collect()
+    }
+
+    fn parse_table<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &toml::Table,
+        at: &str,
+    ) -> Result<T, ManifestError> {
+        serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                at.to_string()
+            } else {
+                format!("{at}.{path}")
+            };
+            ManifestError::new(&self.path, field, e.into_inner().to_string().trim())
+        })
+    }
+
     /// Reports the first component whose source file does not exist. Kept
     /// out of [`parse`] because `bv build` loads the manifest before the
     /// sources exist.

@@ -40,15 +40,11 @@ pub fn from_app(app: &App) -> anyhow::Result<Vec<Job>> {
         }
     }
     let mut jobs = Vec::new();
-    for (i, table) in app
-        .other_triggers
-        .get("cron")
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
+    for (i, entry) in app
+        .trigger_entries::<CronEntry>("cron")?
+        .into_iter()
         .enumerate()
     {
-        let entry: CronEntry = parse(table, &format!("trigger.cron[{i}]"))?;
         let schedule = parse_expression(&entry.cron_expression)
             .map_err(|e| anyhow::anyhow!("trigger.cron[{i}].cron_expression: {e}"))?;
         jobs.push(Job { entry, schedule });
@@ -68,19 +64,6 @@ pub fn parse_expression(expression: &str) -> Result<cron::Schedule, String> {
     }
     cron::Schedule::from_str(expression)
         .map_err(|e| format!("invalid cron expression `{expression}`: {e}"))
-}
-
-fn parse<T: serde::de::DeserializeOwned>(table: &toml::Table, at: &str) -> anyhow::Result<T> {
-    serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        let message = message.trim();
-        if path == "." {
-            anyhow::anyhow!("{at}: {message}")
-        } else {
-            anyhow::anyhow!("{at}.{path}: {message}")
-        }
-    })
 }
 
 #[cfg(test)]

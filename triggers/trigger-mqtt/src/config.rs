@@ -68,45 +68,22 @@ pub struct MqttTriggerConfig {
 impl MqttTriggerConfig {
     /// Reads the MQTT trigger's tables from `app`; errors name the field.
     pub fn from_app(app: &App) -> anyhow::Result<Self> {
-        let Some(table) = app.application.trigger_settings.get("mqtt") else {
+        let Some(broker) = app.trigger_settings::<BrokerSettings>("mqtt")? else {
             anyhow::bail!(
                 "application.trigger.mqtt: missing; [[trigger.mqtt]] needs [application.trigger.mqtt] with at least `address`"
             );
         };
-        let broker: BrokerSettings = parse(table, "application.trigger.mqtt")?;
-        let mut subscriptions = Vec::new();
-        for (i, table) in app
-            .other_triggers
-            .get("mqtt")
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            let sub: Subscription = parse(table, &format!("trigger.mqtt[{i}]"))?;
+        let subscriptions: Vec<Subscription> = app.trigger_entries("mqtt")?;
+        for (i, sub) in subscriptions.iter().enumerate() {
             if sub.topic.as_str().is_empty() {
                 anyhow::bail!("trigger.mqtt[{i}].topic: must not be empty");
             }
-            subscriptions.push(sub);
         }
         Ok(Self {
             broker,
             subscriptions,
         })
     }
-}
-
-fn parse<T: serde::de::DeserializeOwned>(table: &toml::Table, at: &str) -> anyhow::Result<T> {
-    serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        let message = message.trim();
-        if path == "." {
-            anyhow::anyhow!("{at}: {message}")
-        } else {
-            anyhow::anyhow!("{at}.{path}: {message}")
-        }
-    })
 }
 
 #[cfg(test)]

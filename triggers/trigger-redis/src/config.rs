@@ -38,41 +38,18 @@ struct AppSettings {
 impl RedisTriggerConfig {
     /// Reads the Redis trigger's tables from `app`; errors name the field.
     pub fn from_app(app: &App) -> anyhow::Result<Self> {
-        let address = match app.application.trigger_settings.get("redis") {
-            Some(table) => parse::<AppSettings>(table, "application.trigger.redis")?.address,
-            None => None,
-        };
-        let mut subscriptions = Vec::new();
-        for (i, table) in app
-            .other_triggers
-            .get("redis")
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            let sub: Subscription = parse(table, &format!("trigger.redis[{i}]"))?;
+        let address = app
+            .trigger_settings::<AppSettings>("redis")?
+            .and_then(|settings| settings.address);
+        let subscriptions: Vec<Subscription> = app.trigger_entries("redis")?;
+        for (i, sub) in subscriptions.iter().enumerate() {
             if sub.channel.is_empty() {
                 anyhow::bail!("trigger.redis[{i}].channel: must not be empty");
             }
-            subscriptions.push(sub);
         }
         Ok(Self {
             address,
             subscriptions,
         })
     }
-}
-
-fn parse<T: serde::de::DeserializeOwned>(table: &toml::Table, at: &str) -> anyhow::Result<T> {
-    serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        let message = message.trim();
-        if path == "." {
-            anyhow::anyhow!("{at}: {message}")
-        } else {
-            anyhow::anyhow!("{at}.{path}: {message}")
-        }
-    })
 }
