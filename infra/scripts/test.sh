@@ -14,5 +14,5 @@ cargo build --release -p bv
 say "clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
 say "tests"
-cargo test --release --workspace
+cargo test --release --workspace --no-fail-fast
 say "all tests passed"
