@@ -138,7 +138,10 @@ chanel = "x"
 "#
         ));
         let e = MqttTriggerConfig::from_app(&a).unwrap_err().to_string();
-        assert!(e.contains("spin.toml: trigger.mqtt[0].chanel: unknown field"), "{e}");
+        assert!(
+            e.contains("spin.toml: trigger.mqtt[0].chanel: unknown field"),
+            "{e}"
+        );
     }
 
     #[test]
