@@ -61,6 +61,10 @@ pub mod schema;
 pub use envelope::{CloudEvent, EnvelopeError, DATA_CONTENT_TYPE, SPEC_VERSION};
 pub use registry::{schema, validate, EventType, SchemaError, SchemaSource, SCHEMAS, TYPE_PREFIX};
 
+/// The SQL that creates a database's durable event log (schema `bv_events`:
+/// `outbox`, `subscriptions`, `dead_letters`, `processed`). Idempotent.
+pub const POSTGRES_SCHEMA: &str = include_str!("../postgres/schema.sql");
+
 /// Why an event cannot be published or consumed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventError {

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod events;
+
 /// Every request allocates (headers, bodies, per-instance state) across
 /// threads; under load glibc's malloc shows up in profiles (`_int_free`,
 /// `malloc_consolidate`), which mimalloc's thread-local free lists avoid.
@@ -30,6 +32,8 @@ enum Command {
     Up(UpArgs),
     /// Build every component the manifest lists, for wasm32-wasip2.
     Build(BuildArgs),
+    /// Operate durable events: subscriptions, replay, dead letters.
+    Events(events::EventsArgs),
 }
 
 #[derive(Parser)]
@@ -86,7 +90,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn,tokio_postgres=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -94,6 +98,7 @@ fn main() {
     let result = match cli.command {
         Command::Up(args) => up(args),
         Command::Build(args) => build(&manifest_path(&args.from)),
+        Command::Events(args) => events::run(args),
     };
     if let Err(e) = result {
         eprintln!("Error: {e:#}");
@@ -194,10 +199,21 @@ async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> any
         true => Some(bv_trigger_mqtt::MqttTrigger::new(runtime.clone()).context("mqtt trigger")?),
         false => None,
     };
+    let postgres = match runtime.app().other_triggers.contains_key("postgres") {
+        true => Some(
+            bv_trigger_postgres::PostgresTrigger::new(runtime.clone())
+                .context("postgres trigger")?,
+        ),
+        false => None,
+    };
     let cron = match runtime.app().other_triggers.contains_key("cron") {
         true => Some(bv_trigger_cron::CronTrigger::new(runtime.clone()).context("cron trigger")?),
         false => None,
     };
+
+    if let Some(trigger) = &postgres {
+        trigger.prepare().await;
+    }
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -237,6 +253,13 @@ async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> any
         }
         let stop = shutdown.clone();
         triggers.spawn(async move { trigger.run(stop).await.context("mqtt trigger") });
+    }
+    if let Some(trigger) = postgres {
+        for (subscription, events, component) in trigger.subscriptions() {
+            println!("  {component}: postgres events {events} (subscription {subscription})");
+        }
+        let stop = shutdown.clone();
+        triggers.spawn(async move { trigger.run(stop).await.context("postgres trigger") });
     }
     if let Some(trigger) = cron {
         for (schedule, component) in trigger.schedules() {

@@ -263,6 +263,14 @@ impl TestApp {
         self.log.lock().unwrap().clone()
     }
 
+    /// Kills the process outright (SIGKILL): no draining, no clean-up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit code.
     pub async fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take().unwrap();

@@ -5,11 +5,14 @@
 mod harness;
 
 mod cron;
+mod events;
+mod events_cli;
 mod faults;
 mod host_interfaces;
 mod lifecycle;
 mod manifest_errors;
 mod mqtt;
+mod pg_support;
 mod postgres;
 mod redis;
 mod requests;

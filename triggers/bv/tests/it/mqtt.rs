@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::harness::{spawn_app, try_spawn, wait_for_log, Spawn, TestApp};
 
 #[path = "mqtt_support.rs"]
-mod support;
+pub mod support;
 
 use support::{drop_session, handler_app, publish, unique, Subscriber, BROKER};
 

@@ -1,0 +1,489 @@
+//! One subscription's delivery loop.
+//!
+//! A subscriber owns one connection: it LISTENs on `bv_events`, holds the
+//! subscription's advisory lock (so one `bv` delivers it at a time; others
+//! stand by), reads the outbox in position order and moves the position
+//! forward only after the events before it were handled or dead-lettered.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::Start;
+use crate::metrics::Metrics;
+use crate::schema::{ensure_schema, LOCK_CLASS};
+use crate::sink::{Attempt, OutboxEvent, Sink};
+
+/// Events read per query.
+const BATCH: i64 = 128;
+
+/// Everything one subscription needs.
+pub struct Subscriber {
+    /// The subscription's name.
+    pub name: String,
+    /// The component id, or `-` for a fan-out.
+    pub component: String,
+    /// The patterns as written.
+    pub patterns: Vec<String>,
+    /// Their `LIKE` forms.
+    pub likes: Vec<String>,
+    /// The database.
+    pub config: tokio_postgres::Config,
+    /// The database, for messages (no password).
+    pub address_display: String,
+    /// Where a new subscription starts.
+    pub start: Start,
+    /// Deliveries of one event before it is dead-lettered (or dropped).
+    pub max_attempts: u32,
+    /// Delays between attempts.
+    pub backoff: Backoff,
+    /// How often to look without a notification.
+    pub poll_interval: Duration,
+    /// Where events go.
+    pub sink: Sink,
+    /// The application.
+    pub runtime: Arc<bv_runtime::AppRuntime>,
+    /// Figures.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why a session ended.
+enum End {
+    /// `stop` was cancelled.
+    Stopped,
+}
+
+/// What became of one event.
+#[derive(PartialEq, Eq)]
+enum Fate {
+    /// The sink handled it.
+    Handled,
+    /// Dead-lettered or dropped after its attempts.
+    GivenUp,
+    /// `stop` came first; the event stays where it is.
+    Stopped,
+}
+
+impl Subscriber {
+    /// Delivers until `stop` is cancelled; reconnects after connection
+    /// failures with backoff.
+    pub async fn run(self, stop: CancellationToken) {
+        let reconnect = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        };
+        let mut failures = 0u32;
+        loop {
+            let started = Instant::now();
+            match self.session(&stop).await {
+                Ok(End::Stopped) => return,
+                Err(e) => {
+                    self.metrics.disconnected();
+                    if started.elapsed() > Duration::from_secs(10) {
+                        failures = 0;
+                    }
+                    failures += 1;
+                    let delay = reconnect.delay(failures);
+                    tracing::warn!(
+                        subscription = %self.name,
+                        "postgres trigger: subscription `{}` on {}: {e:#}; reconnecting in {delay:?}",
+                        self.name,
+                        self.address_display
+                    );
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection's worth of delivering.
+    async fn session(&self, stop: &CancellationToken) -> anyhow::Result<End> {
+        let (mut client, mut connection) =
+            tokio::time::timeout(Duration::from_secs(10), self.config.connect(NoTls))
+                .await
+                .context("connecting: timed out")?
+                .context("connecting")?;
+        let wake = Arc::new(Notify::new());
+        let closed = CancellationToken::new();
+        let driver = {
+            let (wake, closed) = (wake.clone(), closed.clone());
+            tokio::spawn(async move {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(message) = messages.next().await {
+                    match message {
+                        Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::debug!("postgres trigger connection: {e}");
+                            break;
+                        }
+                    }
+                }
+                closed.cancel();
+            })
+        };
+        let _abort = AbortOnDrop(driver);
+        ensure_schema(&mut client)
+            .await
+            .context("creating schema bv_events")?;
+        client.batch_execute("LISTEN bv_events").await?;
+
+        // Take the subscription; stand by while another process has it.
+        let mut standing_by = false;
+        loop {
+            let locked: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                    &[&LOCK_CLASS, &self.name],
+                )
+                .await?
+                .get(0);
+            if locked {
+                break;
+            }
+            if !standing_by {
+                tracing::info!(
+                    subscription = %self.name,
+                    "postgres trigger: another process delivers subscription `{}`; standing by",
+                    self.name
+                );
+                standing_by = true;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(End::Stopped),
+                _ = closed.cancelled() => anyhow::bail!("connection lost"),
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+        self.register(&client).await?;
+        tracing::info!(
+            subscription = %self.name,
+            "postgres trigger: delivering subscription `{}` ({}) to {}",
+            self.name,
+            self.patterns.join(", "),
+            self.component
+        );
+
+        let mut last_lag = Instant::now() - Duration::from_secs(60);
+        loop {
+            if stop.is_cancelled() {
+                return Ok(End::Stopped);
+            }
+            if self.sink.is_component() {
+                if let Some(end) = self.retry_dead_letters(&client, stop).await? {
+                    return Ok(end);
+                }
+            }
+            let (position, batch) = self.next_batch(&client).await?;
+            if batch.is_empty() {
+                self.update_lag(&client).await?;
+                last_lag = Instant::now();
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(End::Stopped),
+                    _ = closed.cancelled() => anyhow::bail!("connection lost"),
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(self.poll_interval) => {}
+                }
+                continue;
+            }
+            let mut count = 0usize;
+            let mut stopped = false;
+            for event in &batch {
+                if self.deliver(&client, event, 0, stop).await? == Fate::Stopped {
+                    stopped = true;
+                    break;
+                }
+                count += 1;
+            }
+            if count > 0 {
+                let last = &batch[count - 1];
+                let count = count as i64;
+                // Only if nobody moved the position meanwhile (a replay):
+                // then the replayed position wins.
+                client
+                    .execute(
+                        "UPDATE bv_events.subscriptions
+                         SET position_tx = $2::text::xid8, position_seq = $3,
+                             delivered = delivered + $4, updated_at = now()
+                         WHERE name = $1 AND position_tx = $5::text::xid8 AND position_seq = $6",
+                        &[
+                            &self.name,
+                            &last.tx,
+                            &last.seq,
+                            &count,
+                            &position.0,
+                            &position.1,
+                        ],
+                    )
+                    .await?;
+            }
+            if stopped {
+                return Ok(End::Stopped);
+            }
+            if last_lag.elapsed() > Duration::from_secs(1) {
+                self.update_lag(&client).await?;
+                last_lag = Instant::now();
+            }
+        }
+    }
+
+    /// Creates the subscription's row if it is new, and records the
+    /// manifest's component and patterns (for `bv events list`).
+    async fn register(&self, client: &Client) -> anyhow::Result<()> {
+        let start = match self.start {
+            Start::Earliest => "SELECT '0'::xid8, 0::bigint",
+            Start::Latest => {
+                "SELECT COALESCE(max(tx), '0'::xid8), COALESCE(max(seq), 0) FROM bv_events.outbox"
+            }
+        };
+        client
+            .execute(
+                &format!(
+                    "WITH start AS ({start})
+                     INSERT INTO bv_events.subscriptions (name, component, types, position_tx, position_seq)
+                     SELECT $1, $2, $3, start.* FROM start
+                     ON CONFLICT (name) DO UPDATE SET component = EXCLUDED.component, types = EXCLUDED.types"
+                ),
+                &[&self.name, &self.component, &self.patterns],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The current position and the events after it whose transactions
+    /// can no longer be overtaken by a running one.
+    async fn next_batch(
+        &self,
+        client: &Client,
+    ) -> anyhow::Result<((String, i64), Vec<OutboxEvent>)> {
+        let rows = client
+            .query(
+                "WITH s AS (
+                     SELECT position_tx, position_seq FROM bv_events.subscriptions WHERE name = $1
+                 )
+                 SELECT s.position_tx::text, s.position_seq, o.seq, o.tx::text, o.id, o.source,
+                        o.type, o.subject, o.event::text
+                 FROM s LEFT JOIN LATERAL (
+                     SELECT * FROM bv_events.outbox o
+                     WHERE (o.tx, o.seq) > (s.position_tx, s.position_seq)
+                       AND o.tx < pg_snapshot_xmin(pg_current_snapshot())
+                       AND o.type LIKE ANY($2)
+                     ORDER BY o.tx, o.seq
+                     LIMIT $3
+                 ) o ON true",
+                &[&self.name, &self.likes, &BATCH],
+            )
+            .await?;
+        let Some(first) = rows.first() else {
+            anyhow::bail!(
+                "subscription `{}` disappeared from bv_events.subscriptions",
+                self.name
+            );
+        };
+        let position = (first.get::<_, String>(0), first.get::<_, i64>(1));
+        let events = rows
+            .iter()
+            .filter(|r| r.get::<_, Option<i64>>(2).is_some())
+            .map(|r| OutboxEvent {
+                seq: r.get(2),
+                tx: r.get(3),
+                id: r.get(4),
+                source: r.get(5),
+                ty: r.get(6),
+                subject: r.get(7),
+                json: r.get(8),
+            })
+            .collect();
+        Ok((position, events))
+    }
+
+    async fn update_lag(&self, client: &Client) -> anyhow::Result<()> {
+        let lag: i64 = client
+            .query_one(
+                "SELECT count(*) FROM bv_events.outbox o, bv_events.subscriptions s
+                 WHERE s.name = $1 AND (o.tx, o.seq) > (s.position_tx, s.position_seq)
+                   AND o.type LIKE ANY($2)",
+                &[&self.name, &self.likes],
+            )
+            .await?
+            .get(0);
+        self.metrics.set_lag(&self.name, lag);
+        Ok(())
+    }
+
+    /// Delivers one event with retries.
+    async fn deliver(
+        &self,
+        client: &Client,
+        event: &OutboxEvent,
+        attempts_before: i32,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Fate> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let number = attempts_before.max(0) as u32 + attempt;
+            let result = self
+                .sink
+                .deliver(&self.runtime, &self.name, event, number)
+                .await;
+            let (error, reject) = match result {
+                Attempt::Ok => {
+                    self.metrics.delivery(&self.name, "ok");
+                    return Ok(Fate::Handled);
+                }
+                Attempt::Retry { outcome, error } => {
+                    self.metrics.delivery(&self.name, outcome);
+                    (error, false)
+                }
+                Attempt::Reject(error) => {
+                    self.metrics.delivery(&self.name, "rejected");
+                    (error, true)
+                }
+            };
+            if reject || attempt >= self.max_attempts {
+                self.give_up(
+                    client,
+                    event,
+                    attempts_before + attempt as i32,
+                    &error,
+                    reject,
+                )
+                .await?;
+                return Ok(Fate::GivenUp);
+            }
+            let delay = self.backoff.delay(attempt);
+            tracing::warn!(
+                subscription = %self.name,
+                event_id = %event.id,
+                offset = event.seq,
+                attempt = number,
+                "postgres trigger: delivery to {} failed: {error}; retrying in {delay:?}",
+                self.component
+            );
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(Fate::Stopped),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Parks `event` as a dead letter (component handlers) or drops it
+    /// (fan-out).
+    async fn give_up(
+        &self,
+        client: &Client,
+        event: &OutboxEvent,
+        attempts: i32,
+        error: &str,
+        rejected: bool,
+    ) -> anyhow::Result<()> {
+        if !self.sink.is_component() {
+            self.metrics.fanout_dropped(&self.name);
+            tracing::error!(
+                subscription = %self.name,
+                event_id = %event.id,
+                offset = event.seq,
+                "postgres trigger: fan-out dropped the event after {attempts} attempt(s): {error}"
+            );
+            return Ok(());
+        }
+        client
+            .execute(
+                "INSERT INTO bv_events.dead_letters
+                     (subscription, seq, event_id, type, subject, event, attempts, last_error)
+                 VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8)
+                 ON CONFLICT (subscription, seq) DO UPDATE
+                 SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
+                     retry_requested = false, failed_at = now()",
+                &[
+                    &self.name,
+                    &event.seq,
+                    &event.id,
+                    &event.ty,
+                    &event.subject,
+                    &event.json,
+                    &attempts,
+                    &error,
+                ],
+            )
+            .await?;
+        self.metrics.dead_lettered(&self.name);
+        tracing::error!(
+            subscription = %self.name,
+            event_id = %event.id,
+            offset = event.seq,
+            "postgres trigger: event parked as a dead letter after {attempts} attempt(s){}: {error}",
+            if rejected { " (rejected by the handler)" } else { "" }
+        );
+        Ok(())
+    }
+
+    /// Re-delivers dead letters that `bv events dead-letters retry` asked
+    /// for: a success deletes the dead letter, a failure parks it again.
+    async fn retry_dead_letters(
+        &self,
+        client: &Client,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Option<End>> {
+        let rows = client
+            .query(
+                "SELECT d.seq, d.event_id, d.type, d.subject, d.event::text, d.attempts,
+                        COALESCE(o.tx::text, '0'), COALESCE(o.source, '')
+                 FROM bv_events.dead_letters d
+                 LEFT JOIN bv_events.outbox o ON o.seq = d.seq
+                 WHERE d.subscription = $1 AND d.retry_requested
+                 ORDER BY d.seq",
+                &[&self.name],
+            )
+            .await?;
+        for row in rows {
+            let event = OutboxEvent {
+                seq: row.get(0),
+                id: row.get(1),
+                ty: row.get(2),
+                subject: row.get(3),
+                json: row.get(4),
+                tx: row.get(6),
+                source: row.get(7),
+            };
+            let attempts: i32 = row.get(5);
+            tracing::info!(
+                subscription = %self.name,
+                event_id = %event.id,
+                offset = event.seq,
+                "postgres trigger: retrying dead letter"
+            );
+            match self.deliver(client, &event, attempts, stop).await? {
+                Fate::Stopped => return Ok(Some(End::Stopped)),
+                Fate::GivenUp => {}
+                Fate::Handled => {
+                    client
+                    .execute(
+                        "DELETE FROM bv_events.dead_letters WHERE subscription = $1 AND seq = $2",
+                        &[&self.name, &event.seq],
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
