@@ -198,6 +198,11 @@ impl Subscriber {
             let mut count = 0usize;
             let mut stopped = false;
             for event in &batch {
+                // The position could not be recorded: stop delivering
+                // events that would only be delivered again.
+                if closed.is_cancelled() {
+                    anyhow::bail!("connection lost");
+                }
                 if self.deliver(&client, event, 0, stop).await? == Fate::Stopped {
                     stopped = true;
                     break;

@@ -644,3 +644,100 @@ async fn bad_postgres_trigger_tables_stop_start_up_naming_the_field() {
         err.1
     );
 }
+
+#[tokio::test]
+async fn an_event_that_breaks_its_schema_is_dead_lettered_by_the_consumer() {
+    let db = TestDb::new("ev_poison").await;
+    let app = start(&db, &manifest("", "")).await;
+    // Written around the helper, as a buggy or foreign producer might.
+    let event = json!({
+        "specversion": "1.0", "id": "poison-1", "source": "/elsewhere",
+        "type": "com.bitvelocity.product.created.v1", "subject": "x1",
+        "time": "2026-01-01T00:00:00Z", "datacontenttype": "application/json",
+        "data": { "productId": "x1", "sku": "X", "name": "X",
+                  "price": { "amount": -1, "currency": "EUR" }, "status": "active" }
+    });
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO bv_events.outbox (id, source, type, subject, time, event)
+             VALUES ('poison-1', '/elsewhere', $1, 'x1', now(), $2::text::jsonb)",
+            &[&event["type"].as_str().unwrap(), &event.to_string()],
+        )
+        .await
+        .unwrap();
+    let r = produce(&app, json!({ "products": [product("p1", "Mug")] })).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    wait_count(&db, &app, "SELECT count(*) FROM seen WHERE subject = 'p1'", 1).await;
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT attempts, last_error FROM bv_events.dead_letters WHERE event_id = 'poison-1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1, "a rejected event is not retried");
+    let error: String = row.get(1);
+    assert!(error.contains("data.price.amount"), "{error}");
+    assert_eq!(count(&db, "SELECT count(*) FROM seen WHERE subject = 'x1'").await, 0);
+}
+
+/// The trigger's connections are cut (as by a database failover) while
+/// events flow: it reconnects, and every event has its effect once.
+#[tokio::test]
+async fn lost_connections_mid_stream_lose_and_duplicate_nothing() {
+    let db = TestDb::new("ev_cut").await;
+    let app = start(&db, &manifest("", "")).await;
+    let mut published = 0i64;
+    for batch in 0..6 {
+        let products: Vec<Value> = (0..5)
+            .map(|i| {
+                let prefix = if batch < 2 { "slow" } else { "item" };
+                product(&format!("c{batch}-{i}"), &format!("{prefix}-{batch}-{i}"))
+            })
+            .collect();
+        let r = produce(&app, json!({ "products": products, "updates": 1 })).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        published += r.json()["published"].as_i64().unwrap();
+    }
+    let admin = connect(ADMIN).await;
+    for round in 0..3 {
+        // Wait for the trigger to be connected (again), then cut it.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let cut = admin
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE datname = $1 AND application_name = 'bv postgres trigger'",
+                    &[&db.name],
+                )
+                .await
+                .unwrap()
+                .len();
+            if cut > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the trigger did not reconnect:\n{}",
+                app.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    wait_count(&db, &app, "SELECT count(*) FROM seen", published).await;
+    assert_eq!(
+        count(&db, "SELECT count(DISTINCT event_id) FROM seen").await,
+        published
+    );
+    let metrics = app.admin_get("/metrics").await.text();
+    let disconnects: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("events_subscriber_disconnects_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no disconnect counter:\n{metrics}"));
+    assert!(disconnects >= 3, "{disconnects} disconnects counted");
+}
