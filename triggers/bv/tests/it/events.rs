@@ -736,7 +736,7 @@ async fn lost_connections_mid_stream_lose_and_duplicate_nothing() {
     let metrics = app.admin_get("/metrics").await.text();
     let disconnects: u64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("events_subscriber_disconnects_total "))
+        .find_map(|l| l.strip_prefix("bv_events_subscriber_disconnects_total "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no disconnect counter:\n{metrics}"));
     assert!(disconnects >= 3, "{disconnects} disconnects counted");
