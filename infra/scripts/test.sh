@@ -15,4 +15,6 @@ say "clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
 say "tests"
 cargo test --release --workspace --no-fail-fast
+say "guest library tests (on the host)"
+(cd components && cargo test -p bv-events-guest -p bv-service)
 say "all tests passed"

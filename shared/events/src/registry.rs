@@ -83,9 +83,16 @@ macro_rules! schemas {
 schemas! {
     "order.placed" / 1,
     "payment.authorized" / 1,
+    "payment.captured" / 1,
+    "payment.declined" / 1,
+    "payment.refunded" / 1,
     "product.created" / 1,
+    "product.deleted" / 1,
     "product.updated" / 1,
+    "stock.committed" / 1,
+    "stock.released" / 1,
     "stock.reserved" / 1,
+    "stock.restocked" / 1,
 }
 
 /// Why an event does not match its schema.

@@ -20,11 +20,15 @@ fn sample(ty: &str) -> Value {
     match ty {
         "com.bitvelocity.product.created.v1" => json!({
             "productId": "p-1", "sku": "MUG-RED", "name": "Red mug",
-            "description": "350 ml stoneware", "price": money(1299), "status": "active"
+            "description": "350 ml stoneware", "category": "mugs", "price": money(1299),
+            "status": "active"
         }),
         "com.bitvelocity.product.updated.v1" => json!({
             "productId": "p-1", "revision": 2,
-            "changes": { "price": money(999), "status": "discontinued" }
+            "changes": { "price": money(999), "category": "cups", "status": "discontinued" }
+        }),
+        "com.bitvelocity.product.deleted.v1" => json!({
+            "productId": "p-1", "sku": "MUG-RED", "revision": 3
         }),
         "com.bitvelocity.order.placed.v1" => json!({
             "orderId": "o-1", "customerId": "c-1",
@@ -39,10 +43,33 @@ fn sample(ty: &str) -> Value {
             "provider": "stripe", "authorizationCode": "AUTH-77",
             "authorizedAt": "2026-01-02T03:04:05Z"
         }),
+        "com.bitvelocity.payment.declined.v1" => json!({
+            "paymentId": "pay-2", "orderId": "o-2", "amount": money(250000),
+            "provider": "bitvelocity-simulator", "reason": "amount-limit",
+            "declinedAt": "2026-01-02T03:04:05.123Z"
+        }),
+        "com.bitvelocity.payment.captured.v1" => json!({
+            "paymentId": "pay-1", "orderId": "o-1", "amount": money(3048),
+            "provider": "bitvelocity-simulator", "authorizationCode": "AUTH-77",
+            "capturedAt": "2026-01-02T03:05:00Z"
+        }),
+        "com.bitvelocity.payment.refunded.v1" => json!({
+            "paymentId": "pay-1", "orderId": "o-1", "amount": money(3048),
+            "provider": "bitvelocity-simulator", "kind": "void",
+            "refundedAt": "2026-01-02T03:06:00Z"
+        }),
         "com.bitvelocity.stock.reserved.v1" => json!({
             "reservationId": "r-1", "orderId": "o-1", "warehouseId": "w-east",
             "items": [{ "sku": "MUG-RED", "quantity": 2 }],
             "expiresAt": "2026-01-02T03:19:05+00:00"
+        }),
+        "com.bitvelocity.stock.released.v1" | "com.bitvelocity.stock.committed.v1" => json!({
+            "reservationId": "r-1", "orderId": "o-1", "warehouseId": "main",
+            "items": [{ "productId": "p-1", "sku": "MUG-RED", "quantity": 2 }]
+        }),
+        "com.bitvelocity.stock.restocked.v1" => json!({
+            "productId": "p-1", "sku": "MUG-RED", "warehouseId": "main",
+            "quantity": 5, "onHand": 12
         }),
         other => panic!("no sample for {other}: add one to tests/contract.rs"),
     }

@@ -7,9 +7,11 @@
 //! - `deliveries(event_id text, attempt int, at timestamptz)`: one row per
 //!   delivery, written first and outside the claim transaction, so that
 //!   redeliveries show;
-//! - `seen(n bigserial primary key, subject text, event_id text, type text, "offset" bigint, name text)`:
+//! - `seen(n bigserial primary key, subject text, event_id text, type text, "offset" bigint, name text, at timestamptz)`:
 //!   one row per event handled, `n` in apply order (`offset` is a reserved
-//!   word: quote it);
+//!   word: quote it), `at` when it was applied (`clock_timestamp()`, so
+//!   `at - bv_events.outbox.recorded_at` is the event's end-to-end latency;
+//!   `loadtest/events.sh` reads it);
 //! - `product_view(product_id text primary key, name text, sku text, price_amount bigint, currency text, updates int)`:
 //!   the read model; `product.created` sets every column (keeping
 //!   `updates`), `product.updated` sets what changed and adds 1 to
@@ -51,7 +53,8 @@ const TABLES: &[&str] = &[
         event_id text NOT NULL,
         type     text NOT NULL,
         \"offset\" bigint NOT NULL,
-        name     text
+        name     text,
+        at       timestamptz NOT NULL DEFAULT clock_timestamp()
     )",
     "CREATE TABLE IF NOT EXISTS product_view (
         product_id   text PRIMARY KEY,

@@ -4,6 +4,10 @@
 
 mod harness;
 
+mod commerce_cart;
+mod commerce_inventory;
+mod commerce_payment;
+mod commerce_product;
 mod cron;
 mod events;
 mod events_cli;

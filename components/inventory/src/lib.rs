@@ -1,0 +1,206 @@
+//! `inventory`: how many units of each product are in the warehouse, and
+//! which of them are held for orders.
+//!
+//! A product's stock record appears when the catalogue publishes
+//! `product.created` (the `inventory-projector` component), with nothing
+//! on hand. This component is the HTTP API, mounted at `/api/inventory`:
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /{productId}` | 200 `{productId, sku, onHand, reserved, available}`; 404 |
+//! | `POST /{productId}/restock` `{quantity}` (admin) | 200 the stock after it; 403, 404, 422 |
+//! | `POST /reservations` `{reservationId, orderId, items: [{productId, quantity}]}` | 201 the reservation; 200 when replayed; 409 `insufficient-stock`; 422 `unknown-product`, `idempotency-mismatch` |
+//! | `GET /reservations/{id}` | 200 the reservation; 404 |
+//! | `POST /reservations/{id}/release` | 200, the stock is free again; 409 `illegal-transition` once committed |
+//! | `POST /reservations/{id}/commit` | 200, the stock left on-hand; 409 `illegal-transition` once released |
+//!
+//! A reservation holds all of its lines or none. Its `reservationId` is
+//! the caller's idempotency key: the same request again answers 200 with
+//! the reservation as it stands and holds nothing more; the same id with
+//! another order or other lines is 422 `idempotency-mismatch`. A refused
+//! reservation leaves no trace, so retrying it later is a new attempt.
+//! Release and commit are idempotent too. Each change publishes its event
+//! (`stock.reserved`, `stock.released`, `stock.committed`,
+//! `stock.restocked`) in its own transaction, through the outbox.
+//!
+//! Bodies are JSON: 415 otherwise, 413 when too large, 400 when not JSON,
+//! 422 `invalid-field` naming the field that breaks a rule. Errors are
+//! `application/problem+json` (RFC 9457).
+//!
+//! `expiresAt` says until when a reservation is meant to hold its stock;
+//! nothing releases it automatically yet.
+
+mod events;
+mod model;
+mod problems;
+mod schema;
+mod store;
+
+use std::sync::atomic::AtomicBool;
+
+use bv_service::{json, path_info, read_json, Problem, Reply};
+use spin_sdk::http::{Method, Request};
+use spin_sdk::http_service;
+use spin_sdk::pg::Connection;
+
+use model::{NewReservation, ProductId, ReservationId, Restock, Status};
+use store::{atomically, Reserved};
+
+/// The largest restock body: `{"quantity": n}` needs a few bytes.
+const MAX_RESTOCK_BODY: usize = 1024;
+
+/// The largest reservation body: room for [`model::MAX_LINES`] lines with
+/// long ids.
+const MAX_RESERVATION_BODY: usize = 64 * 1024;
+
+/// Set once this instance has seen the migrations applied.
+static MIGRATED: AtomicBool = AtomicBool::new(false);
+
+#[http_service]
+async fn handle(req: Request) -> Reply {
+    route(req).await.unwrap_or_else(Problem::into_response)
+}
+
+/// Where each path goes; anything else is 404, a known path with another
+/// method 405.
+async fn route(req: Request) -> Result<Reply, Problem> {
+    let path = path_info(&req);
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect::<Option<_>>()
+        .ok_or_else(|| Problem::not_found(format!("no resource at `{path}`")))?;
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+    let post = method == Method::POST;
+    let get = method == Method::GET;
+    match segments.as_slice() {
+        ["reservations"] if post => create_reservation(req).await,
+        ["reservations"] => Err(Problem::method_not_allowed("POST")),
+        ["reservations", id] if get => get_reservation(reservation_id(id)?).await,
+        ["reservations", _] => Err(Problem::method_not_allowed("GET")),
+        ["reservations", id, "release"] if post => {
+            transition(reservation_id(id)?, Status::Released).await
+        }
+        ["reservations", id, "commit"] if post => {
+            transition(reservation_id(id)?, Status::Committed).await
+        }
+        ["reservations", _, "release" | "commit"] => Err(Problem::method_not_allowed("POST")),
+        [product] if !product.is_empty() && get => get_stock(product_id(product)?).await,
+        [product] if !product.is_empty() => Err(Problem::method_not_allowed("GET")),
+        [product, "restock"] if post => restock(product_id(product)?, req).await,
+        [_, "restock"] => Err(Problem::method_not_allowed("POST")),
+        _ => Err(Problem::not_found(format!("no resource at `{path}`"))),
+    }
+}
+
+/// The one place that decides who is an administrator: for now the
+/// `x-bv-role: admin` header.
+fn require_admin(req: &Request) -> Result<(), Problem> {
+    let role = req.headers().get("x-bv-role").and_then(|v| v.to_str().ok());
+    if role == Some("admin") {
+        Ok(())
+    } else {
+        Err(problems::forbidden(
+            "restocking is for administrators (x-bv-role: admin)",
+        ))
+    }
+}
+
+/// A path segment naming a product; one that cannot be a product id names
+/// nothing.
+fn product_id(segment: &str) -> Result<ProductId, Problem> {
+    ProductId::try_from(segment.to_string())
+        .map_err(|_| Problem::not_found(format!("no stock record for product `{segment}`")))
+}
+
+fn reservation_id(segment: &str) -> Result<ReservationId, Problem> {
+    ReservationId::try_from(segment.to_string())
+        .map_err(|_| Problem::not_found(format!("no reservation `{segment}`")))
+}
+
+/// `%XX` escapes decoded; `None` for a broken escape or bytes that are not
+/// UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A connection with the inventory tables in place; 503 when the database
+/// cannot be reached.
+async fn connect() -> Result<Connection, Problem> {
+    let url = spin_sdk::variables::get("db_url")
+        .await
+        .map_err(|e| Problem::internal(format!("variable db_url: {e:?}")))?;
+    let conn = Connection::open(url)
+        .await
+        .map_err(|e| Problem::unavailable(format!("the inventory database: {e}")))?;
+    bv_service::migrate(&conn, schema::COMPONENT, schema::MIGRATIONS, &MIGRATED).await?;
+    Ok(conn)
+}
+
+async fn get_stock(product: ProductId) -> Result<Reply, Problem> {
+    let conn = connect().await?;
+    let stock = atomically(&conn, async |tx| store::stock(tx, &product).await)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no stock record for product `{product}`")))?;
+    Ok(json(200, &stock.to_json()))
+}
+
+async fn restock(product: ProductId, req: Request) -> Result<Reply, Problem> {
+    require_admin(&req)?;
+    let body: Restock = read_json(req, MAX_RESTOCK_BODY).await?;
+    let conn = connect().await?;
+    let stock = atomically(&conn, async |tx| store::restock(tx, &product, &body).await).await?;
+    Ok(json(200, &stock.to_json()))
+}
+
+async fn create_reservation(req: Request) -> Result<Reply, Problem> {
+    let body: NewReservation = read_json(req, MAX_RESERVATION_BODY).await?;
+    let conn = connect().await?;
+    match atomically(&conn, async |tx| store::reserve(tx, &body).await).await? {
+        Reserved::Created(r) => Ok(json(201, &r.to_json())),
+        Reserved::Replayed(r) => Ok(json(200, &r.to_json())),
+    }
+}
+
+async fn get_reservation(id: ReservationId) -> Result<Reply, Problem> {
+    let conn = connect().await?;
+    let r = atomically(&conn, async |tx| store::reservation(tx, &id, false).await)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no reservation `{id}`")))?;
+    Ok(json(200, &r.to_json()))
+}
+
+async fn transition(id: ReservationId, to: Status) -> Result<Reply, Problem> {
+    let conn = connect().await?;
+    let r = atomically(&conn, async |tx| store::transition(tx, &id, to).await).await?;
+    Ok(json(200, &r.to_json()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_path_segments() {
+        assert_eq!(percent_decode("p-1").as_deref(), Some("p-1"));
+        assert_eq!(percent_decode("a%2Fb%20c").as_deref(), Some("a/b c"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%FF"), None);
+    }
+}

@@ -1,0 +1,22 @@
+//! What every BitVelocity HTTP component needs, so that all of them answer
+//! the same way:
+//!
+//! - [`Problem`]: RFC 9457 `application/problem+json` errors with a stable
+//!   `type` per kind of error (`urn:bitvelocity:problem:<kind>`).
+//! - [`read_json`]: a request body parsed into a domain type, with a
+//!   specific problem for each way it can be wrong (415, 413, 400, 422
+//!   naming the field).
+//! - [`Money`]: integer minor units plus an ISO 4217 currency, never floats.
+//! - [`migrate`]: versioned SQL migrations, applied once per database under
+//!   an advisory lock.
+#![deny(missing_docs)]
+
+mod migrate;
+mod money;
+mod problem;
+mod request;
+
+pub use migrate::{migrate, Migration};
+pub use money::{Currency, Money};
+pub use problem::Problem;
+pub use request::{json, parse_json, path_info, read_json, Reply};

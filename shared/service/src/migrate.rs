@@ -1,0 +1,96 @@
+//! Versioned migrations, applied once per database.
+
+use spin_sdk::pg::{Connection, ParameterValue};
+
+use crate::Problem;
+
+/// One migration: a name that orders it (`0001_init`) and its SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Unique within the component, sorted in the order to apply.
+    pub name: &'static str,
+    /// One or more statements.
+    pub sql: &'static str,
+}
+
+/// Applies the migrations of `component` that this database has not seen,
+/// in order, in one transaction with their records in `bv_migrations`,
+/// under an advisory lock so that concurrent instances do not race (a
+/// failing migration leaves nothing behind). Cheap once applied: one query. Call it at the
+/// start of each request; `applied` (a per-instance flag) skips even that.
+pub async fn migrate(
+    conn: &Connection,
+    component: &str,
+    migrations: &[Migration],
+    applied: &std::sync::atomic::AtomicBool,
+) -> Result<(), Problem> {
+    use std::sync::atomic::Ordering;
+    if applied.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let none = Vec::<ParameterValue>::new;
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS bv_migrations (
+             component text NOT NULL, name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (component, name))",
+        none(),
+    )
+    .await
+    .or_else(|e| {
+        // Two first instances racing on CREATE TABLE IF NOT EXISTS.
+        if e.to_string().contains("23505") {
+            Ok(0)
+        } else {
+            Err(e)
+        }
+    })?;
+    conn.execute("BEGIN", none()).await?;
+    let result = async {
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(25206, hashtext($1))",
+            vec![ParameterValue::Str(format!("migrate:{component}"))],
+        )
+        .await?;
+        for m in migrations {
+            let done = conn
+                .query(
+                    "SELECT 1 FROM bv_migrations WHERE component = $1 AND name = $2",
+                    vec![
+                        ParameterValue::Str(component.to_string()),
+                        ParameterValue::Str(m.name.to_string()),
+                    ],
+                )
+                .await?
+                .collect()
+                .await?;
+            if !done.is_empty() {
+                continue;
+            }
+            for statement in m.sql.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+                conn.execute(statement, none()).await?;
+            }
+            conn.execute(
+                "INSERT INTO bv_migrations (component, name) VALUES ($1, $2)",
+                vec![
+                    ParameterValue::Str(component.to_string()),
+                    ParameterValue::Str(m.name.to_string()),
+                ],
+            )
+            .await?;
+        }
+        Ok::<(), spin_sdk::pg::Error>(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            conn.execute("COMMIT", none()).await?;
+            applied.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = conn.execute("ROLLBACK", none()).await;
+            Err(Problem::internal(format!("migrating {component}: {e}")))
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! RFC 9457 problem details.
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use spin_sdk::http::{FullBody, Response};
+
+use crate::Reply;
+
+/// An error answer: `application/problem+json` with `type`, `title`,
+/// `status`, `detail`, and any extension members.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// The HTTP status.
+    pub status: u16,
+    /// The stable kind, e.g. `invalid-field`; the `type` member is
+    /// `urn:bitvelocity:problem:<kind>`.
+    pub kind: &'static str,
+    /// A short, fixed summary of the kind.
+    pub title: &'static str,
+    /// What went wrong this time, for a human.
+    pub detail: String,
+    /// Extension members (e.g. `field`).
+    pub extensions: Map<String, Value>,
+}
+
+impl Problem {
+    /// A problem of `kind` with `status`, `title` and `detail`.
+    pub fn new(
+        status: u16,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            title,
+            detail: detail.into(),
+            extensions: Map::new(),
+        }
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.extensions.insert(name.to_string(), value.into());
+        self
+    }
+
+    /// 400 `malformed-json`.
+    pub fn malformed(detail: impl Into<String>) -> Self {
+        Self::new(400, "malformed-json", "The body is not valid JSON", detail)
+    }
+
+    /// 422 `invalid-field`, naming the field.
+    pub fn invalid_field(field: &str, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        Self::new(
+            422,
+            "invalid-field",
+            "A field has an invalid value",
+            format!("{field}: {detail}"),
+        )
+        .with("field", field)
+    }
+
+    /// 404 `not-found`.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(404, "not-found", "Not found", detail)
+    }
+
+    /// 405 `method-not-allowed`.
+    pub fn method_not_allowed(allowed: &str) -> Self {
+        Self::new(
+            405,
+            "method-not-allowed",
+            "Method not allowed",
+            format!("allowed: {allowed}"),
+        )
+    }
+
+    /// 409 `conflict`.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(409, "conflict", "Conflict", detail)
+    }
+
+    /// 500 `internal`: the detail is logged, not sent.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        eprintln!("internal error: {detail}");
+        Self::new(
+            500,
+            "internal",
+            "Internal error",
+            "the service failed; see its log",
+        )
+    }
+
+    /// 503 `unavailable`: a dependency is down.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(503, "unavailable", "A dependency is unavailable", detail)
+    }
+
+    /// The `type` member.
+    pub fn type_uri(&self) -> String {
+        format!("urn:bitvelocity:problem:{}", self.kind)
+    }
+
+    /// The response.
+    pub fn into_response(self) -> Reply {
+        let mut body = Map::new();
+        body.insert("type".into(), json!(self.type_uri()));
+        body.insert("title".into(), json!(self.title));
+        body.insert("status".into(), json!(self.status));
+        body.insert("detail".into(), json!(self.detail));
+        body.extend(self.extensions);
+        Response::builder()
+            .status(self.status)
+            .header("content-type", "application/problem+json")
+            .body(FullBody::new(Bytes::from(Value::Object(body).to_string())))
+            .expect("a valid status")
+    }
+}
+
+impl From<spin_sdk::pg::Error> for Problem {
+    fn from(e: spin_sdk::pg::Error) -> Self {
+        Problem::internal(format!("postgres: {e}"))
+    }
+}
