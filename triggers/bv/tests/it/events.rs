@@ -668,7 +668,13 @@ async fn an_event_that_breaks_its_schema_is_dead_lettered_by_the_consumer() {
         .unwrap();
     let r = produce(&app, json!({ "products": [product("p1", "Mug")] })).await;
     assert_eq!(r.status, 201, "{}", r.text());
-    wait_count(&db, &app, "SELECT count(*) FROM seen WHERE subject = 'p1'", 1).await;
+    wait_count(
+        &db,
+        &app,
+        "SELECT count(*) FROM seen WHERE subject = 'p1'",
+        1,
+    )
+    .await;
     let row = db
         .client()
         .await
@@ -681,7 +687,10 @@ async fn an_event_that_breaks_its_schema_is_dead_lettered_by_the_consumer() {
     assert_eq!(row.get::<_, i32>(0), 1, "a rejected event is not retried");
     let error: String = row.get(1);
     assert!(error.contains("data.price.amount"), "{error}");
-    assert_eq!(count(&db, "SELECT count(*) FROM seen WHERE subject = 'x1'").await, 0);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM seen WHERE subject = 'x1'").await,
+        0
+    );
 }
 
 /// The trigger's connections are cut (as by a database failover) while
