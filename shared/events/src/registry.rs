@@ -81,6 +81,12 @@ macro_rules! schemas {
 }
 
 schemas! {
+    "order.cancelled" / 1,
+    "order.confirmed" / 1,
+    "order.expired" / 1,
+    "order.failed" / 1,
+    "order.fulfilled" / 1,
+    "order.paid" / 1,
     "order.placed" / 1,
     "payment.authorized" / 1,
     "payment.captured" / 1,

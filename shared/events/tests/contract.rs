@@ -38,6 +38,25 @@ fn sample(ty: &str) -> Value {
             ],
             "total": money(3048)
         }),
+        "com.bitvelocity.order.confirmed.v1" => json!({
+            "orderId": "o-1", "customerId": "c-1", "reservationId": "o-1"
+        }),
+        "com.bitvelocity.order.paid.v1" => json!({
+            "orderId": "o-1", "customerId": "c-1", "paymentId": "o-1", "total": money(3048)
+        }),
+        "com.bitvelocity.order.failed.v1" => json!({
+            "orderId": "o-1", "customerId": "c-1", "reason": "card-declined",
+            "step": "authorize-payment"
+        }),
+        "com.bitvelocity.order.cancelled.v1" => json!({
+            "orderId": "o-1", "customerId": "c-1", "reason": "saga-timeout",
+            "previousStatus": "CONFIRMED"
+        }),
+        "com.bitvelocity.order.fulfilled.v1" => json!({ "orderId": "o-1", "customerId": "c-1" }),
+        "com.bitvelocity.order.expired.v1" => json!({
+            "orderId": "o-1", "customerId": "c-1", "status": "CONFIRMED",
+            "step": "authorize-payment", "timeoutSeconds": 30
+        }),
         "com.bitvelocity.payment.authorized.v1" => json!({
             "paymentId": "pay-1", "orderId": "o-1", "amount": money(3048),
             "provider": "stripe", "authorizationCode": "AUTH-77",

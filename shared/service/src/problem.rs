@@ -106,12 +106,15 @@ impl Problem {
 
     /// The response.
     pub fn into_response(self) -> Reply {
+        // The standard members go in last: an extension can never replace
+        // them (a `status` extension would break every client's parsing).
         let mut body = Map::new();
-        body.insert("type".into(), json!(self.type_uri()));
+        let type_uri = self.type_uri();
+        body.extend(self.extensions);
+        body.insert("type".into(), json!(type_uri));
         body.insert("title".into(), json!(self.title));
         body.insert("status".into(), json!(self.status));
         body.insert("detail".into(), json!(self.detail));
-        body.extend(self.extensions);
         Response::builder()
             .status(self.status)
             .header("content-type", "application/problem+json")

@@ -6,6 +6,7 @@ mod harness;
 
 mod commerce_cart;
 mod commerce_inventory;
+mod commerce_order;
 mod commerce_payment;
 mod commerce_product;
 mod cron;
@@ -16,6 +17,7 @@ mod host_interfaces;
 mod lifecycle;
 mod manifest_errors;
 mod mqtt;
+mod openapi;
 mod pg_support;
 mod postgres;
 mod redis;

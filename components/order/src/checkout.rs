@@ -1,0 +1,632 @@
+//! `POST /api/orders`: the checkout, idempotent per `Idempotency-Key`, and
+//! its saga.
+
+use bv_events_guest::{CloudEvent, Transaction};
+use bv_service::{read_json, Currency, Money, Problem, Reply};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use spin_sdk::http::{FullBody, Request, Response};
+use spin_sdk::pg::{Connection, ParameterValue};
+
+use crate::shared::model::Status;
+use crate::shared::services::{self, Answer, CART, INVENTORY, PAYMENT};
+use crate::shared::store::{self, Move, Order, SOURCE};
+use crate::{customer, open};
+
+/// The largest checkout body: `{"card": {"token": …}}` is small.
+const MAX_BODY: usize = 4 * 1024;
+
+/// The longest `Idempotency-Key`.
+const MAX_KEY: usize = 200;
+
+/// The checkout body.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CheckoutBody {
+    card: Card,
+}
+
+/// The card to pay with: a processor token, never a card number.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct Card {
+    token: Token,
+}
+
+/// `tok_…`, 5–64 ASCII letters, digits and `_`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(try_from = "String")]
+struct Token(String);
+
+impl TryFrom<String> for Token {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = s.starts_with("tok_")
+            && (5..=64).contains(&s.len())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err("must be a card token `tok_…` (5–64 letters, digits, `_`)".into())
+        }
+    }
+}
+
+/// A cart line as the cart service answers it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CartLine {
+    product_id: String,
+    sku: String,
+    name: String,
+    unit_price: Money,
+    quantity: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Cart {
+    items: Vec<CartLine>,
+}
+
+/// `POST /api/orders`.
+pub async fn checkout(req: Request) -> Result<Reply, Problem> {
+    let customer = customer(&req)?;
+    let key = idempotency_key(&req)?;
+    let body: CheckoutBody = read_json(req, MAX_BODY).await?;
+    let fingerprint = serde_json::to_string(&body).map_err(Problem::internal)?;
+    let conn = open().await?;
+    if let Some(reply) = replay(&conn, &customer, &key, &fingerprint).await? {
+        return Ok(reply);
+    }
+    let (items, total) = priced_cart(&customer).await?;
+    let Some(order) = create(&conn, &customer, &key, &fingerprint, items, total, &body).await?
+    else {
+        // Another request with this key created the order first.
+        return replay(&conn, &customer, &key, &fingerprint)
+            .await?
+            .ok_or_else(|| Problem::internal("idempotency record vanished"));
+    };
+    // The pool is shared with the services the saga calls: hold no
+    // connection across a call.
+    drop(conn);
+    let (status, body) = match run(&order, &body.card.token.0).await {
+        Ok(order) => (201, order.view()),
+        Err(problem) => (problem.status, problem_body(&problem)),
+    };
+    db().await?
+        .execute(
+            "UPDATE orders.idempotency SET status = $3, body = $4
+         WHERE customer_id = $1 AND key = $2",
+            vec![
+                ParameterValue::Str(customer),
+                ParameterValue::Str(key),
+                ParameterValue::Int32(i32::from(status)),
+                ParameterValue::Str(body.to_string()),
+            ],
+        )
+        .await?;
+    Ok(answer(status, &body, false))
+}
+
+fn idempotency_key(req: &Request) -> Result<String, Problem> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Err(Problem::new(
+            428,
+            "idempotency-key-required",
+            "An Idempotency-Key header is required",
+            "send a unique `Idempotency-Key` header with each checkout; repeat it to retry safely",
+        ));
+    };
+    match value.to_str() {
+        Ok(key) if !key.trim().is_empty() && key.len() <= MAX_KEY => Ok(key.to_string()),
+        _ => Err(Problem::invalid_field(
+            "Idempotency-Key",
+            format!("must be 1–{MAX_KEY} visible ASCII characters"),
+        )),
+    }
+}
+
+/// The body of a problem answer.
+fn problem_body(p: &Problem) -> Value {
+    let mut body = serde_json::Map::new();
+    body.insert("type".into(), json!(p.type_uri()));
+    body.insert("title".into(), json!(p.title));
+    body.insert("status".into(), json!(p.status));
+    body.insert("detail".into(), json!(p.detail));
+    body.extend(p.extensions.clone());
+    Value::Object(body)
+}
+
+fn answer(status: u16, body: &Value, replayed: bool) -> Reply {
+    let content_type = if status >= 400 {
+        "application/problem+json"
+    } else {
+        "application/json"
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header("content-type", content_type);
+    if replayed {
+        builder = builder.header("idempotent-replayed", "true");
+    }
+    builder
+        .body(FullBody::new(Bytes::from(body.to_string())))
+        .expect("a valid status")
+}
+
+/// The first answer to (`customer`, `key`), when there is one.
+async fn replay(
+    conn: &Connection,
+    customer: &str,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<Reply>, Problem> {
+    let rows = conn
+        .query(
+            "SELECT fingerprint, order_id, coalesce(status, 0) AS status, coalesce(body, '') AS body
+             FROM orders.idempotency WHERE customer_id = $1 AND key = $2",
+            vec![
+                ParameterValue::Str(customer.to_string()),
+                ParameterValue::Str(key.to_string()),
+            ],
+        )
+        .await?
+        .collect()
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let order_id = row.get::<String>("order_id").unwrap_or_default();
+    if row.get::<String>("fingerprint").as_deref() != Some(fingerprint) {
+        return Err(Problem::new(
+            422,
+            "idempotency-mismatch",
+            "The Idempotency-Key was used with another body",
+            format!("key `{key}` was first used for order `{order_id}` with another body"),
+        )
+        .with("orderId", order_id));
+    }
+    let status = row.get::<i32>("status").unwrap_or(0);
+    if status == 0 {
+        return Err(Problem::new(
+            409,
+            "checkout-in-progress",
+            "The first request with this Idempotency-Key is still running",
+            format!("order `{order_id}` is being checked out; fetch it or retry later"),
+        )
+        .with("orderId", order_id));
+    }
+    let body: Value =
+        serde_json::from_str(&row.get::<String>("body").unwrap_or_default()).unwrap_or(Value::Null);
+    let status = u16::try_from(status).map_err(Problem::internal)?;
+    Ok(Some(answer(status, &body, true)))
+}
+
+/// The customer's cart as order lines, with the total recomputed.
+async fn priced_cart(customer: &str) -> Result<(Value, Money), Problem> {
+    let cart = services::call("GET", CART, Some(customer), None)
+        .await
+        .map_err(|e| {
+            eprintln!("order: cart: {e}");
+            Problem::unavailable("the cart service failed")
+        })?;
+    if cart.status != 200 {
+        eprintln!("order: cart answered {} {}", cart.status, cart.body);
+        return Err(Problem::unavailable("the cart service failed"));
+    }
+    let cart: Cart = serde_json::from_value(cart.body).map_err(|e| {
+        eprintln!("order: the cart does not parse: {e}");
+        Problem::unavailable("the cart service answered something unexpected")
+    })?;
+    if cart.items.is_empty() {
+        return Err(Problem::new(
+            409,
+            "empty-cart",
+            "The cart is empty",
+            "add items to the cart before checking out",
+        ));
+    }
+    let currency: Currency = cart.items[0].unit_price.currency();
+    let mut total = Money::new(0, currency).map_err(Problem::internal)?;
+    let mut lines = Vec::new();
+    for line in &cart.items {
+        let line_total = line
+            .unit_price
+            .times(line.quantity)
+            .filter(|_| line.quantity > 0);
+        let Some(line_total) = line_total else {
+            return Err(Problem::unavailable("the cart has an invalid line"));
+        };
+        total = total.plus(line_total).ok_or_else(|| {
+            Problem::new(
+                409,
+                "currency-mismatch",
+                "The cart mixes currencies",
+                "every line of an order must be in one currency",
+            )
+        })?;
+        lines.push(json!({
+            "productId": line.product_id, "sku": line.sku, "name": line.name,
+            "unitPrice": line.unit_price, "quantity": line.quantity, "lineTotal": line_total
+        }));
+    }
+    Ok((Value::Array(lines), total))
+}
+
+/// Creates the order `PENDING` with its idempotency record, saga row, first
+/// saga log entry and `order.placed`, in one transaction; `None` when the
+/// key was taken meanwhile.
+async fn create(
+    conn: &Connection,
+    customer: &str,
+    key: &str,
+    fingerprint: &str,
+    items: Value,
+    total: Money,
+    body: &CheckoutBody,
+) -> Result<Option<Order>, Problem> {
+    let tx = Transaction::begin(conn).await.map_err(Problem::internal)?;
+    let id_rows = tx
+        .query("SELECT gen_random_uuid()::text AS id", vec![])
+        .await
+        .map_err(Problem::internal)?
+        .collect()
+        .await?;
+    let id: String = id_rows
+        .first()
+        .and_then(|r| r.get("id"))
+        .ok_or_else(|| Problem::internal("no uuid"))?;
+    let claimed = tx
+        .execute(
+            "INSERT INTO orders.idempotency (customer_id, key, fingerprint, order_id)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            vec![
+                ParameterValue::Str(customer.to_string()),
+                ParameterValue::Str(key.to_string()),
+                ParameterValue::Str(fingerprint.to_string()),
+                ParameterValue::Str(id.clone()),
+            ],
+        )
+        .await
+        .map_err(Problem::internal)?;
+    if claimed == 0 {
+        tx.rollback().await.map_err(Problem::internal)?;
+        return Ok(None);
+    }
+    let run = async {
+        tx.execute(
+            "INSERT INTO orders.orders
+                 (order_id, customer_id, status, items, total_amount, currency, card_token)
+             VALUES ($1, $2, 'PENDING', $3::text::jsonb, $4, $5, $6)",
+            vec![
+                ParameterValue::Str(id.clone()),
+                ParameterValue::Str(customer.to_string()),
+                ParameterValue::Str(items.to_string()),
+                ParameterValue::Int64(total.amount()),
+                ParameterValue::Str(total.currency().code().to_string()),
+                ParameterValue::Str(body.card.token.0.clone()),
+            ],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO orders.sagas (order_id, state, step) VALUES ($1, 'running', 'create-order')",
+            vec![ParameterValue::Str(id.clone())],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO orders.saga_log (order_id, step, phase) VALUES ($1, 'create-order', 'done')",
+            vec![ParameterValue::Str(id.clone())],
+        )
+        .await?;
+        let placed_items: Vec<Value> = items
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                json!({
+                    "productId": l["productId"], "sku": l["sku"],
+                    "quantity": l["quantity"], "unitPrice": l["unitPrice"]
+                })
+            })
+            .collect();
+        tx.publish(&CloudEvent::new(
+            "com.bitvelocity.order.placed.v1",
+            SOURCE,
+            &id,
+            json!({ "orderId": id, "customerId": customer, "items": placed_items, "total": total }),
+        ))
+        .await
+    }
+    .await;
+    if let Err(e) = run {
+        let _ = tx.rollback().await;
+        return Err(Problem::internal(e));
+    }
+    tx.commit().await.map_err(Problem::internal)?;
+    store::load(conn, &id)
+        .await?
+        .map(Some)
+        .ok_or_else(|| Problem::internal("the new order vanished"))
+}
+
+/// A failed step: what to record and answer.
+struct Failure {
+    step: &'static str,
+    reason: String,
+    status: u16,
+    detail: String,
+}
+
+/// Runs the saga of `order` to `PAID`, or to `FAILED` with its resources
+/// given back (the problem to answer).
+async fn run(order: &Order, token: &str) -> Result<Order, Problem> {
+    match steps(order, token).await? {
+        Ok(()) => {}
+        Err(failure) => return Err(fail(order, failure).await?),
+    }
+    // Paid: the saga holds nothing that must be given back any more.
+    store::log_step(&db().await?, &order.id, "clear-cart", "started", "").await?;
+    let cleared = services::call("DELETE", CART, Some(&order.customer), None).await;
+    let (phase, detail) = match cleared {
+        Ok(a) if a.status < 300 => ("done", String::new()),
+        Ok(a) => ("failed", format!("{} {}", a.status, a.body)),
+        Err(e) => ("failed", e),
+    };
+    db().await?.execute(
+        "INSERT INTO orders.saga_log (order_id, step, phase, detail) VALUES ($1, 'clear-cart', $2, NULLIF($3, ''))",
+        vec![
+            ParameterValue::Str(order.id.clone()),
+            ParameterValue::Str(phase.into()),
+            ParameterValue::Str(detail),
+        ],
+    )
+    .await?;
+    store::load(&db().await?, &order.id)
+        .await?
+        .ok_or_else(|| Problem::internal("the order vanished"))
+}
+
+/// Maps a callee's failure to a [`Failure`].
+fn failure(step: &'static str, reason: &str, status: u16, detail: impl Into<String>) -> Failure {
+    Failure {
+        step,
+        reason: reason.to_string(),
+        status,
+        detail: detail.into(),
+    }
+}
+
+fn unavailable(step: &'static str, service: &str, e: impl std::fmt::Display) -> Failure {
+    eprintln!("order saga: {step}: {e}");
+    failure(
+        step,
+        &format!("{service}-unavailable"),
+        503,
+        format!("the {service} service failed"),
+    )
+}
+
+/// The saga's steps up to `PAID`; the inner `Err` is a failed step.
+async fn steps(order: &Order, token: &str) -> Result<Result<(), Failure>, Problem> {
+    let id = order.id.as_str();
+    // 1. Reserve the stock.
+    let step = "reserve-stock";
+    store::log_step(&db().await?, id, step, "started", "").await?;
+    let lines: Vec<Value> = order
+        .items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| json!({ "productId": l["productId"], "quantity": l["quantity"] }))
+        .collect();
+    let reserved = services::call(
+        "POST",
+        &format!("{INVENTORY}/reservations"),
+        None,
+        Some(&json!({ "reservationId": id, "orderId": id, "items": lines })),
+    )
+    .await;
+    match reserved {
+        Ok(Answer {
+            status: 200 | 201, ..
+        }) => {}
+        Ok(a) if a.status == 409 || a.kind() == Some("unknown-product") => {
+            let reason = if a.status == 409 {
+                "insufficient-stock"
+            } else {
+                "unknown-product"
+            };
+            let detail = a.body["detail"]
+                .as_str()
+                .unwrap_or("not enough stock")
+                .to_string();
+            return Ok(Err(failure(step, reason, 409, detail)));
+        }
+        Ok(a) => {
+            return Ok(Err(unavailable(
+                step,
+                "inventory",
+                format!("{} {}", a.status, a.body),
+            )))
+        }
+        Err(e) => return Ok(Err(unavailable(step, "inventory", e))),
+    }
+    store::log_step(&db().await?, id, step, "done", "").await?;
+    let confirmed = store::transition(
+        &db().await?,
+        id,
+        Move {
+            from: &[Status::Pending],
+            to: Status::Confirmed,
+            reason: None,
+            saga: None,
+            event: (
+                "com.bitvelocity.order.confirmed.v1",
+                json!({ "orderId": id, "customerId": order.customer, "reservationId": id }),
+            ),
+        },
+    )
+    .await?;
+    if !confirmed {
+        return Ok(Err(moved_meanwhile(step)));
+    }
+
+    // 2. Authorize the total.
+    let step = "authorize-payment";
+    store::log_step(&db().await?, id, step, "started", "").await?;
+    let authorized = services::call(
+        "POST",
+        &format!("{PAYMENT}/authorize"),
+        None,
+        Some(&json!({
+            "paymentId": id, "orderId": id, "amount": order.total, "card": { "token": token }
+        })),
+    )
+    .await;
+    match authorized {
+        Ok(Answer {
+            status: 200 | 201, ..
+        }) => {}
+        Ok(a) if a.status == 402 => {
+            let reason = a.kind().unwrap_or("card-declined").to_string();
+            let detail = a.body["detail"].as_str().unwrap_or("declined").to_string();
+            return Ok(Err(failure(step, &reason, 402, detail)));
+        }
+        Ok(a) if (400..500).contains(&a.status) => {
+            eprintln!("order saga: {step}: {} {}", a.status, a.body);
+            return Ok(Err(failure(
+                step,
+                "payment-rejected",
+                422,
+                "the payment service refused the payment request",
+            )));
+        }
+        Ok(a) => {
+            return Ok(Err(unavailable(
+                step,
+                "payment",
+                format!("{} {}", a.status, a.body),
+            )))
+        }
+        Err(e) => return Ok(Err(unavailable(step, "payment", e))),
+    }
+    store::log_step(&db().await?, id, step, "done", "").await?;
+
+    // 3. Capture it.
+    let step = "capture-payment";
+    store::log_step(&db().await?, id, step, "started", "").await?;
+    match services::call("POST", &format!("{PAYMENT}/{id}/capture"), None, None).await {
+        Ok(Answer { status: 200, .. }) => {}
+        Ok(a) => {
+            return Ok(Err(unavailable(
+                step,
+                "payment",
+                format!("{} {}", a.status, a.body),
+            )))
+        }
+        Err(e) => return Ok(Err(unavailable(step, "payment", e))),
+    }
+    store::log_step(&db().await?, id, step, "done", "").await?;
+    let paid = store::transition(
+        &db().await?,
+        id,
+        Move {
+            from: &[Status::Confirmed],
+            to: Status::Paid,
+            reason: None,
+            saga: Some("finished"),
+            event: (
+                "com.bitvelocity.order.paid.v1",
+                json!({
+                    "orderId": id, "customerId": order.customer, "paymentId": id,
+                    "total": order.total
+                }),
+            ),
+        },
+    )
+    .await?;
+    if !paid {
+        return Ok(Err(moved_meanwhile(step)));
+    }
+    Ok(Ok(()))
+}
+
+/// The order was cancelled (by its customer or the sweeper) while the saga
+/// ran: the saga gives back what it took since.
+fn moved_meanwhile(step: &'static str) -> Failure {
+    failure(
+        step,
+        "order-cancelled",
+        409,
+        "the order was cancelled during checkout",
+    )
+}
+
+/// Gives back what the saga holds and ends the order `FAILED` (unless it
+/// moved meanwhile); the problem to answer.
+async fn fail(order: &Order, f: Failure) -> Result<Problem, Problem> {
+    let id = order.id.as_str();
+    store::log_step(&db().await?, id, f.step, "failed", &f.reason).await?;
+    store::log_step(&db().await?, id, "compensate", "started", "").await?;
+    let saga = match services::give_back(id).await {
+        Ok(()) => {
+            store::log_step(&db().await?, id, "compensate", "done", "").await?;
+            "finished"
+        }
+        Err(e) => {
+            eprintln!("order {id}: compensating: {e}");
+            store::log_step(&db().await?, id, "compensate", "failed", &e).await?;
+            // The sweeper finishes the compensation.
+            "compensating"
+        }
+    };
+    if f.reason != "order-cancelled" {
+        store::transition(
+            &db().await?,
+            id,
+            Move {
+                from: &Status::FAILABLE,
+                to: Status::Failed,
+                reason: Some(&f.reason),
+                saga: Some(saga),
+                event: (
+                    "com.bitvelocity.order.failed.v1",
+                    json!({
+                        "orderId": id, "customerId": order.customer,
+                        "reason": f.reason, "step": f.step
+                    }),
+                ),
+            },
+        )
+        .await?;
+    }
+    let title = match f.status {
+        402 => "The payment was declined",
+        409 if f.reason == "order-cancelled" => "The order was cancelled",
+        409 => "Not enough stock",
+        503 => "A dependency is unavailable",
+        _ => "The payment was refused",
+    };
+    let kind: &'static str = match f.reason.as_str() {
+        "insufficient-stock" => "insufficient-stock",
+        "unknown-product" => "unknown-product",
+        "card-declined" => "card-declined",
+        "insufficient-funds" => "insufficient-funds",
+        "card-expired" => "card-expired",
+        "amount-limit" => "amount-limit",
+        "inventory-unavailable" => "inventory-unavailable",
+        "payment-unavailable" => "payment-unavailable",
+        "order-cancelled" => "order-cancelled",
+        "payment-rejected" => "payment-rejected",
+        _ => "payment-declined",
+    };
+    Ok(Problem::new(f.status, kind, title, f.detail)
+        .with("orderId", id)
+        .with("reason", f.reason))
+}
+
+/// A connection for one database step, given back to the pool right after.
+async fn db() -> Result<Connection, Problem> {
+    open().await
+}

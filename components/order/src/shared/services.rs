@@ -1,0 +1,104 @@
+//! The calls to the services a checkout holds resources in, over service
+//! chaining (`http://<component>.spin.internal`, served in-process).
+//!
+//! Every call is idempotent on the callee's side (reservation id and
+//! payment id are the order id), so a retry, a compensation after a crash
+//! or a compensation racing the saga it undoes never holds or gives back
+//! twice.
+
+use bytes::Bytes;
+use serde_json::Value;
+use spin_sdk::http::body::IncomingBodyExt;
+use spin_sdk::http::FullBody;
+
+/// The inventory service's API.
+pub const INVENTORY: &str = "http://inventory.spin.internal/api/inventory";
+/// The payment service's API.
+pub const PAYMENT: &str = "http://payment.spin.internal/api/payments";
+/// The cart service's API.
+pub const CART: &str = "http://cart.spin.internal/api/carts/me";
+
+/// A callee's answer: its status and its body as JSON (`null` when empty
+/// or not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: Value,
+}
+
+impl Answer {
+    /// The problem kind of an error answer (`urn:bitvelocity:problem:<kind>`).
+    pub fn kind(&self) -> Option<&str> {
+        self.body
+            .get("type")
+            .and_then(Value::as_str)
+            .and_then(|t| t.strip_prefix("urn:bitvelocity:problem:"))
+    }
+}
+
+/// Calls `method url` with a JSON `body` (if any) and the `x-bv-customer`
+/// header (if any). `Err` when the call itself failed (no answer).
+pub async fn call(
+    method: &str,
+    url: &str,
+    customer: Option<&str>,
+    body: Option<&Value>,
+) -> Result<Answer, String> {
+    let mut builder = http::Request::builder().method(method).uri(url);
+    if let Some(customer) = customer {
+        builder = builder.header("x-bv-customer", customer);
+    }
+    let bytes = match body {
+        Some(body) => {
+            builder = builder.header("content-type", "application/json");
+            Bytes::from(body.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let request = builder
+        .body(FullBody::new(bytes))
+        .map_err(|e| format!("{method} {url}: {e}"))?;
+    let response = spin_sdk::http::send(request)
+        .await
+        .map_err(|e| format!("{method} {url}: {e:?}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .bytes()
+        .await
+        .map_err(|e| format!("{method} {url}: reading the answer: {e:?}"))?;
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Ok(Answer { status, body })
+}
+
+/// Gives back everything a checkout of `order_id` may hold: the stock
+/// reservation and the payment (voided when only authorized, refunded when
+/// captured). Both are idempotent and answer 404 when there is nothing to
+/// give back, so this is safe whatever step the saga reached. `Err` names
+/// the call that failed; compensating again later is the remedy.
+pub async fn give_back(order_id: &str) -> Result<(), String> {
+    let released = call(
+        "POST",
+        &format!("{INVENTORY}/reservations/{order_id}/release"),
+        None,
+        None,
+    )
+    .await?;
+    if !matches!(released.status, 200 | 404) {
+        return Err(format!(
+            "releasing reservation {order_id}: {} {}",
+            released.status, released.body
+        ));
+    }
+    let refunded = call("POST", &format!("{PAYMENT}/{order_id}/refund"), None, None).await?;
+    // 409: the payment was declined, so there is nothing to give back.
+    if !matches!(refunded.status, 200 | 404 | 409) {
+        return Err(format!(
+            "refunding payment {order_id}: {} {}",
+            refunded.status, refunded.body
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,525 @@
+//! The native baseline: the Postgres trigger's delivery loop and the
+//! `event-consumer` component's handler, in plain tokio-postgres.
+//!
+//! The loop mirrors `triggers/trigger-postgres/src/subscriber.rs` statement
+//! for statement: the same position query (128 events at most, only from
+//! transactions older than every running one), one event at a time, the
+//! position moved once per batch, the dead-letter check before each batch,
+//! the lag count when idle and at most once a second while busy, woken by
+//! `NOTIFY bv_events` with a poll as fallback.
+//!
+//! The handler runs, per event, the statements the component runs
+//! (`components/testing/event-consumer`): decode and schema-check the
+//! envelope (`bv_events::decode`), deserialize `data`, its three
+//! `CREATE TABLE IF NOT EXISTS` (the component makes its tables once per
+//! instance, and the trigger gives every event a fresh instance), the
+//! `deliveries` row, then `BEGIN`, the claim in `bv_events.processed`, the
+//! `seen` row, the `product_view` upsert and `COMMIT`. It does them on a
+//! second connection (the component's comes from bv's pool) with every
+//! statement prepared once, as a native service would — or, with
+//! `--bv-sessions`, prepared again for every event after a session reset,
+//! as bv's Postgres host ends up doing for such a component (its session
+//! ran `BEGIN`, so it is reset when the instance drops it, and the reset
+//! forgets the prepared statements).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use futures::StreamExt as _;
+use serde::Deserialize;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
+
+/// `native-consumer` options.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The database, e.g. postgres://postgres@127.0.0.1:5432/db?sslmode=disable.
+    #[arg(long)]
+    db: String,
+    /// The subscription's name (its position row and its claims).
+    #[arg(long, default_value = "bench")]
+    subscription: String,
+    /// The event types taken (`*` matches any run of characters).
+    #[arg(long, default_value = "com.bitvelocity.product.*")]
+    events: Vec<String>,
+    /// How often to look without a notification, as `poll_interval_ms`.
+    #[arg(long, default_value_t = 100)]
+    poll_interval_ms: u64,
+    /// Use the handler's connection the way bv's Postgres host uses a
+    /// component's: after each event, reset the session and forget its
+    /// prepared statements, so every statement is prepared again (a round
+    /// trip more each) for the next event.
+    #[arg(long)]
+    bv_sessions: bool,
+}
+
+/// Events read per query, as the trigger's `BATCH`.
+const BATCH: i64 = 128;
+/// The trigger's advisory-lock class.
+const LOCK_CLASS: i32 = 25206;
+
+/// The component's tables, verbatim.
+const TABLES: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS deliveries (
+        event_id text NOT NULL,
+        attempt  int NOT NULL,
+        at       timestamptz NOT NULL DEFAULT clock_timestamp()
+    )",
+    "CREATE TABLE IF NOT EXISTS seen (
+        n        bigserial PRIMARY KEY,
+        subject  text,
+        event_id text NOT NULL,
+        type     text NOT NULL,
+        \"offset\" bigint NOT NULL,
+        name     text,
+        at       timestamptz NOT NULL DEFAULT clock_timestamp()
+    )",
+    "CREATE TABLE IF NOT EXISTS product_view (
+        product_id   text PRIMARY KEY,
+        name         text,
+        sku          text,
+        price_amount bigint,
+        currency     text,
+        updates      int NOT NULL DEFAULT 0
+    )",
+];
+
+const DELIVERY: &str = "INSERT INTO deliveries (event_id, attempt) VALUES ($1, $2)";
+const CLAIM: &str = "INSERT INTO bv_events.processed (consumer, source, event_id) \
+     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+const SEEN: &str =
+    "INSERT INTO seen (subject, event_id, type, \"offset\", name) VALUES ($1, $2, $3, $4, $5)";
+const VIEW_CREATED: &str =
+    "INSERT INTO product_view (product_id, name, sku, price_amount, currency)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (product_id) DO UPDATE SET
+                     name = EXCLUDED.name, sku = EXCLUDED.sku,
+                     price_amount = EXCLUDED.price_amount, currency = EXCLUDED.currency";
+const VIEW_UPDATED: &str =
+    "INSERT INTO product_view (product_id, name, price_amount, currency, updates)
+                 VALUES ($1, $2, $3, $4, 1)
+                 ON CONFLICT (product_id) DO UPDATE SET
+                     name = COALESCE(EXCLUDED.name, product_view.name),
+                     price_amount = COALESCE(EXCLUDED.price_amount, product_view.price_amount),
+                     currency = COALESCE(EXCLUDED.currency, product_view.currency),
+                     updates = product_view.updates + 1";
+
+/// The trigger's position query, verbatim.
+const NEXT_BATCH: &str = "WITH s AS (
+                     SELECT position_tx, position_seq FROM bv_events.subscriptions WHERE name = $1
+                 )
+                 SELECT s.position_tx::text, s.position_seq, o.seq, o.tx::text, o.id, o.source,
+                        o.type, o.subject, o.event::text
+                 FROM s LEFT JOIN LATERAL (
+                     SELECT * FROM bv_events.outbox o
+                     WHERE (o.tx, o.seq) > (s.position_tx, s.position_seq)
+                       AND o.tx < pg_snapshot_xmin(pg_current_snapshot())
+                       AND o.type LIKE ANY($2)
+                     ORDER BY o.tx, o.seq
+                     LIMIT $3
+                 ) o ON true";
+
+/// The `data` of the two product events, as the component reads it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Product {
+    Created {
+        #[serde(rename = "productId")]
+        product_id: String,
+        sku: String,
+        name: String,
+        price: Money,
+    },
+    Updated {
+        #[serde(rename = "productId")]
+        product_id: String,
+        #[allow(dead_code)]
+        revision: u64,
+        changes: Changes,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct Money {
+    amount: i64,
+    currency: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Changes {
+    name: Option<String>,
+    price: Option<Money>,
+}
+
+impl Product {
+    fn name(&self) -> &str {
+        match self {
+            Product::Created { name, .. } => name,
+            Product::Updated { changes, .. } => changes.name.as_deref().unwrap_or_default(),
+        }
+    }
+}
+
+/// Where the native consumer's time went, summed over the run.
+#[derive(Default)]
+struct Timings {
+    events: u64,
+    batches: u64,
+    decode: Duration,
+    tables: Duration,
+    delivery: Duration,
+    transaction: Duration,
+    reset: Duration,
+    dead_letters: Duration,
+    read: Duration,
+    position: Duration,
+}
+
+impl Timings {
+    fn report(&self) -> String {
+        let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+        let (e, b) = (self.events, self.batches);
+        let reset = if self.reset.is_zero() {
+            String::new()
+        } else {
+            format!(", session reset {:.0} µs", per(self.reset, e))
+        };
+        format!(
+            "native consumer timings: {e} events in {b} batches; per event: decode + schema check {:.0} µs, \
+             3 CREATE TABLE IF NOT EXISTS {:.0} µs, deliveries row {:.0} µs, \
+             transaction (BEGIN, claim, seen, product_view, COMMIT) {:.0} µs{reset}; \
+             per batch: dead-letter check {:.0} µs, position query {:.0} µs, position update {:.0} µs",
+            per(self.decode, e),
+            per(self.tables, e),
+            per(self.delivery, e),
+            per(self.transaction, e),
+            per(self.dead_letters, b),
+            per(self.read, b),
+            per(self.position, b),
+        )
+    }
+}
+
+/// One outbox row.
+struct OutboxEvent {
+    seq: i64,
+    tx: String,
+    json: String,
+}
+
+/// What bv's Postgres host runs when a session that ran anything but plain
+/// data statements (here `BEGIN` and `CREATE TABLE`) goes back to the pool;
+/// it then forgets the session's prepared statements.
+const RESET: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+                     UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+
+/// The handler's connection and its prepared statements.
+struct Handler {
+    client: Client,
+    /// Statements prepared on `client`, by text.
+    prepared: HashMap<&'static str, Statement>,
+    /// Whether to reset the session and forget `prepared` after each event.
+    bv_sessions: bool,
+}
+
+impl Handler {
+    async fn new(db: &str, bv_sessions: bool) -> anyhow::Result<Self> {
+        let client = connect(db, None).await?;
+        for sql in TABLES {
+            client.batch_execute(sql).await.context("creating tables")?;
+        }
+        Ok(Self {
+            client,
+            prepared: HashMap::new(),
+            bv_sessions,
+        })
+    }
+
+    /// Runs `sql`, prepared on first use.
+    async fn run(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = match self.prepared.get(sql) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.client.prepare(sql).await?;
+                self.prepared.insert(sql, s.clone());
+                s
+            }
+        };
+        self.client.execute(&statement, params).await
+    }
+
+    /// What the component does with one delivery.
+    async fn handle(
+        &mut self,
+        event: &OutboxEvent,
+        subscription: &str,
+        timings: &mut Timings,
+    ) -> anyhow::Result<()> {
+        let mut t = Instant::now();
+        let mut lap = |into: &mut Duration| {
+            let now = Instant::now();
+            *into += now - t;
+            t = now;
+        };
+        let envelope = bv_events::decode(&event.json)
+            .map_err(|e| anyhow::anyhow!("event at offset {}: {e}", event.seq))?;
+        let data = Product::deserialize(envelope.data())
+            .with_context(|| format!("event at offset {}: data", event.seq))?;
+        lap(&mut timings.decode);
+        for sql in TABLES {
+            self.run(sql, &[]).await?;
+        }
+        lap(&mut timings.tables);
+        let attempt = 1i32;
+        self.run(DELIVERY, &[&envelope.id(), &attempt]).await?;
+        lap(&mut timings.delivery);
+        timings.events += 1;
+        self.run("BEGIN", &[]).await?;
+        let claimed = self
+            .run(CLAIM, &[&subscription, &envelope.source(), &envelope.id()])
+            .await?
+            == 1;
+        if claimed {
+            self.run(
+                SEEN,
+                &[
+                    &envelope.subject(),
+                    &envelope.id(),
+                    &envelope.ty(),
+                    &event.seq,
+                    &data.name(),
+                ],
+            )
+            .await?;
+            match &data {
+                Product::Created {
+                    product_id,
+                    sku,
+                    name,
+                    price,
+                } => {
+                    self.run(
+                        VIEW_CREATED,
+                        &[product_id, name, sku, &price.amount, &price.currency],
+                    )
+                    .await?;
+                }
+                Product::Updated {
+                    product_id,
+                    changes,
+                    ..
+                } => {
+                    self.run(
+                        VIEW_UPDATED,
+                        &[
+                            product_id,
+                            &changes.name,
+                            &changes.price.as_ref().map(|p| p.amount),
+                            &changes.price.as_ref().map(|p| p.currency.as_str()),
+                        ],
+                    )
+                    .await?;
+                }
+            }
+            self.run("COMMIT", &[]).await?;
+        } else {
+            self.run("ROLLBACK", &[]).await?;
+        }
+        lap(&mut timings.transaction);
+        if self.bv_sessions {
+            self.client.batch_execute(RESET).await?;
+            self.prepared.clear();
+            lap(&mut timings.reset);
+        }
+        Ok(())
+    }
+}
+
+/// Connects; notifications, if wanted, wake `wake`.
+async fn connect(db: &str, wake: Option<Arc<Notify>>) -> anyhow::Result<Client> {
+    let (client, mut connection) = tokio_postgres::connect(db, NoTls)
+        .await
+        .with_context(|| format!("connecting to {db}"))?;
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => {
+                    if let Some(wake) = &wake {
+                        wake.notify_one();
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("native consumer: connection: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    Ok(client)
+}
+
+/// A manifest pattern as SQL `LIKE` (the trigger's `pattern::to_like`).
+fn to_like(pattern: &str) -> String {
+    let mut out = String::new();
+    for c in pattern.chars() {
+        match c {
+            '*' => out.push('%'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Consumes until SIGTERM or Ctrl-C.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let wake = Arc::new(Notify::new());
+    let mut reader = connect(&args.db, Some(wake.clone())).await?;
+    // The schema, as the trigger makes it.
+    {
+        let tx = reader.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_CLASS])
+            .await?;
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await?;
+        tx.batch_execute(bv_events::POSTGRES_SCHEMA).await?;
+        tx.commit().await?;
+    }
+    reader.batch_execute("LISTEN bv_events").await?;
+    let locked: bool = reader
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[&LOCK_CLASS, &args.subscription],
+        )
+        .await?
+        .get(0);
+    if !locked {
+        bail!(
+            "subscription `{}` is delivered elsewhere",
+            args.subscription
+        );
+    }
+    reader
+        .execute(
+            "WITH start AS (SELECT '0'::xid8, 0::bigint)
+             INSERT INTO bv_events.subscriptions (name, component, types, position_tx, position_seq)
+             SELECT $1, $2, $3, start.* FROM start
+             ON CONFLICT (name) DO UPDATE SET component = EXCLUDED.component, types = EXCLUDED.types",
+            &[&args.subscription, &"native", &args.events],
+        )
+        .await?;
+    let mut handler = Handler::new(&args.db, args.bv_sessions).await?;
+    let likes: Vec<String> = args.events.iter().map(|p| to_like(p)).collect();
+    let poll = Duration::from_millis(args.poll_interval_ms);
+    let mut term = signal(SignalKind::terminate())?;
+    println!(
+        "native consumer ready: subscription `{}`",
+        args.subscription
+    );
+
+    let name = args.subscription.as_str();
+    let mut last_lag = Instant::now() - Duration::from_secs(60);
+    let mut timings = Timings::default();
+    loop {
+        // The trigger's dead-letter check before every batch.
+        let t = Instant::now();
+        reader
+            .query(
+                "SELECT d.seq, d.event_id, d.type, d.subject, d.event::text, d.attempts,
+                        COALESCE(o.tx::text, '0'), COALESCE(o.source, '')
+                 FROM bv_events.dead_letters d
+                 LEFT JOIN bv_events.outbox o ON o.seq = d.seq
+                 WHERE d.subscription = $1 AND d.retry_requested
+                 ORDER BY d.seq",
+                &[&name],
+            )
+            .await?;
+        let dead_letters = t.elapsed();
+        let t = Instant::now();
+        let rows = reader.query(NEXT_BATCH, &[&name, &likes, &BATCH]).await?;
+        let read = t.elapsed();
+        let Some(first) = rows.first() else {
+            bail!("subscription `{name}` disappeared from bv_events.subscriptions");
+        };
+        let position = (first.get::<_, String>(0), first.get::<_, i64>(1));
+        let batch: Vec<OutboxEvent> = rows
+            .iter()
+            .filter(|r| r.get::<_, Option<i64>>(2).is_some())
+            .map(|r| OutboxEvent {
+                seq: r.get(2),
+                tx: r.get(3),
+                json: r.get(8),
+            })
+            .collect();
+        if batch.is_empty() {
+            update_lag(&reader, name, &likes).await?;
+            last_lag = Instant::now();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+            continue;
+        }
+        timings.batches += 1;
+        timings.dead_letters += dead_letters;
+        timings.read += read;
+        for event in &batch {
+            handler.handle(event, name, &mut timings).await?;
+        }
+        let last = batch.last().expect("not empty");
+        let t = Instant::now();
+        reader
+            .execute(
+                "UPDATE bv_events.subscriptions
+                 SET position_tx = $2::text::xid8, position_seq = $3,
+                     delivered = delivered + $4, updated_at = now()
+                 WHERE name = $1 AND position_tx = $5::text::xid8 AND position_seq = $6",
+                &[
+                    &name,
+                    &last.tx,
+                    &last.seq,
+                    &(batch.len() as i64),
+                    &position.0,
+                    &position.1,
+                ],
+            )
+            .await?;
+        timings.position += t.elapsed();
+        if last_lag.elapsed() > Duration::from_secs(1) {
+            update_lag(&reader, name, &likes).await?;
+            last_lag = Instant::now();
+        }
+    }
+    eprintln!("{}", timings.report());
+    Ok(())
+}
+
+/// The trigger's lag count (it feeds a gauge there; here it only costs
+/// what it costs there).
+async fn update_lag(client: &Client, name: &str, likes: &[String]) -> anyhow::Result<()> {
+    let _lag: i64 = client
+        .query_one(
+            "SELECT count(*) FROM bv_events.outbox o, bv_events.subscriptions s
+             WHERE s.name = $1 AND (o.tx, o.seq) > (s.position_tx, s.position_seq)
+               AND o.type LIKE ANY($2)",
+            &[&name, &likes],
+        )
+        .await?
+        .get(0);
+    Ok(())
+}

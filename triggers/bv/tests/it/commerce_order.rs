@@ -1,0 +1,677 @@
+//! The order service end to end: `order` runs the checkout saga against
+//! the real `product`, `inventory` (+ `inventory-projector`), `cart` and
+//! `payment` components over service chaining; `order-sweeper` cancels
+//! stalled sagas. Real PostgreSQL (a database per test) and Redis (a key
+//! prefix per test); checked through HTTP and the tables.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::pg_support::*;
+use crate::redis::redis_shared_lock;
+
+const ADMIN: (&str, &str) = ("x-bv-role", "admin");
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// The manifest: every commerce component the checkout touches.
+fn manifest(db_url: &str, prefix: &str, latency_ms: u32, saga_timeout: u32) -> String {
+    format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "commerce-order"
+[variables]
+db_url = {{ required = true }}
+redis_url = {{ default = "redis://127.0.0.1:6379" }}
+
+[application.trigger.postgres]
+address = "{{{{ db_url }}}}"
+poll_interval_ms = 100
+
+[[trigger.http]]
+route = "/api/products/..."
+component = "product"
+
+[[trigger.http]]
+route = "/api/inventory/..."
+component = "inventory"
+
+[[trigger.http]]
+route = "/api/carts/..."
+component = "cart"
+
+[[trigger.http]]
+route = "/api/payments/..."
+component = "payment"
+
+[[trigger.http]]
+route = "/api/orders/..."
+component = "order"
+
+[[trigger.postgres]]
+component = "inventory-projector"
+events = ["com.bitvelocity.product.created.v1"]
+
+[[trigger.postgres]]
+component = "order-sweeper"
+events = ["com.bitvelocity.order.expired.v1"]
+retry_initial_ms = 100
+retry_max_ms = 400
+
+[[trigger.cron]]
+component = "order-sweeper"
+cron_expression = "*/1 * * * * *"
+
+[component.product]
+source = "{{wasm:product}}"
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
+[component.product.variables]
+db_url = "{{{{ db_url }}}}"
+
+[component.inventory]
+source = "{{wasm:inventory}}"
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
+[component.inventory.variables]
+db_url = "{{{{ db_url }}}}"
+
+[component.inventory-projector]
+source = "{{wasm:inventory-projector}}"
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
+[component.inventory-projector.variables]
+db_url = "{{{{ db_url }}}}"
+
+[component.cart]
+source = "{{wasm:cart}}"
+allowed_outbound_hosts = ["{{{{ redis_url }}}}", "http://product.spin.internal"]
+key_value_stores = ["default"]
+[component.cart.variables]
+redis_url = "{{{{ redis_url }}}}"
+cart_ttl_seconds = "3600"
+cart_key_prefix = "{prefix}"
+product_cache_ttl_seconds = "30"
+
+[component.payment]
+source = "{{wasm:payment}}"
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
+key_value_stores = ["default"]
+[component.payment.variables]
+db_url = "{{{{ db_url }}}}"
+payment_amount_limit = "100000"
+payment_latency_ms = "{latency_ms}"
+payment_outage = "false"
+
+[component.order]
+source = "{{wasm:order}}"
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432", "http://inventory.spin.internal", "http://payment.spin.internal", "http://cart.spin.internal"]
+[component.order.variables]
+db_url = "{{{{ db_url }}}}"
+
+[component.order-sweeper]
+source = "{{wasm:order-sweeper}}"
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432", "http://inventory.spin.internal", "http://payment.spin.internal"]
+environment = {{ DB_URL = "{db_url}", SAGA_TIMEOUT_SECONDS = "{saga_timeout}" }}
+[component.order-sweeper.variables]
+db_url = "{{{{ db_url }}}}"
+"#
+    )
+}
+
+struct Shop {
+    app: TestApp,
+    db: TestDb,
+    prefix: String,
+    _lock: std::fs::File,
+}
+
+impl Shop {
+    async fn start(tag: &str) -> Self {
+        Self::start_with(tag, 0, 30).await
+    }
+
+    async fn start_with(tag: &str, latency_ms: u32, saga_timeout: u32) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let lock = redis_shared_lock();
+        let prefix = format!(
+            "bv-it-order-{tag}-{}-{}:",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let db = TestDb::new(&format!("order_{tag}")).await;
+        let app = Self::spawn(&db, &prefix, latency_ms, saga_timeout).await;
+        Self {
+            app,
+            db,
+            prefix,
+            _lock: lock,
+        }
+    }
+
+    async fn spawn(db: &TestDb, prefix: &str, latency_ms: u32, saga_timeout: u32) -> TestApp {
+        spawn_app_with(
+            &manifest(&db.url(), prefix, latency_ms, saga_timeout),
+            Spawn {
+                env: vec![("SPIN_VARIABLE_DB_URL".into(), db.url())],
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        request(self.app.addr, method, path, headers, body.to_string()).await
+    }
+
+    /// A product priced `price` cents with `on_hand` units in stock: its id.
+    async fn product(&self, sku: &str, price: i64, on_hand: i64) -> String {
+        let body = json!({
+            "sku": sku, "name": format!("Product {sku}"), "category": "mugs",
+            "price": { "amount": price, "currency": "EUR" }
+        });
+        let r = self
+            .call("POST", "/api/products", &[ADMIN, JSON], &body.to_string())
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        let id = r.json()["id"].as_str().unwrap().to_string();
+        // The projector opens the stock record from product.created.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.app.get(&format!("/api/inventory/{id}")).await.status != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "no stock record\n{}",
+                self.app.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if on_hand > 0 {
+            let r = self
+                .call(
+                    "POST",
+                    &format!("/api/inventory/{id}/restock"),
+                    &[ADMIN, JSON],
+                    &json!({ "quantity": on_hand }).to_string(),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        id
+    }
+
+    async fn stock(&self, id: &str) -> Value {
+        let r = self.app.get(&format!("/api/inventory/{id}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    async fn add_to_cart(&self, customer: &str, product: &str, quantity: i64) {
+        let r = self
+            .call(
+                "POST",
+                "/api/carts/me/items",
+                &[("x-bv-customer", customer), JSON],
+                &json!({ "productId": product, "quantity": quantity }).to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    async fn checkout(&self, customer: &str, key: &str, token: &str) -> Reply {
+        self.call(
+            "POST",
+            "/api/orders",
+            &[("x-bv-customer", customer), ("idempotency-key", key), JSON],
+            &json!({ "card": { "token": token } }).to_string(),
+        )
+        .await
+    }
+
+    async fn order(&self, customer: &str, id: &str) -> Reply {
+        self.call(
+            "GET",
+            &format!("/api/orders/{id}"),
+            &[("x-bv-customer", customer)],
+            "",
+        )
+        .await
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        self.db
+            .client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Like [`Shop::count`], 0 while the tables do not exist yet.
+    async fn try_count(&self, sql: &str) -> i64 {
+        let client = self.db.client().await;
+        client.query_one(sql, &[]).await.map_or(0, |r| r.get(0))
+    }
+}
+
+#[track_caller]
+fn assert_problem(r: &Reply, status: u16, kind: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    assert_eq!(
+        r.json()["type"],
+        format!("urn:bitvelocity:problem:{kind}"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test]
+async fn checkout_pays_and_fulfilment_commits_the_stock() {
+    let shop = Shop::start("happy").await;
+    let mug = shop.product("MUG", 1299, 5).await;
+    let tea = shop.product("TEA", 450, 5).await;
+    shop.add_to_cart("alice", &mug, 2).await;
+    shop.add_to_cart("alice", &tea, 1).await;
+
+    let r = shop.checkout("alice", "k-1", "tok_visa").await;
+    assert_eq!(r.status, 201, "{}\n{}", r.text(), shop.app.log());
+    let order = r.json();
+    assert_eq!(order["status"], "PAID");
+    assert_eq!(
+        order["total"],
+        json!({ "amount": 2 * 1299 + 450, "currency": "EUR" })
+    );
+    assert_eq!(order["items"].as_array().unwrap().len(), 2);
+    let id = order["orderId"].as_str().unwrap().to_string();
+    assert_eq!(shop.stock(&mug).await["reserved"], 2);
+    assert_eq!(shop.stock(&mug).await["available"], 3);
+    // The cart was emptied.
+    let cart = shop
+        .call("GET", "/api/carts/me", &[("x-bv-customer", "alice")], "")
+        .await;
+    assert_eq!(cart.json()["items"], json!([]), "{}", cart.text());
+    // The payment was captured.
+    let pay = shop.app.get(&format!("/api/payments/{id}")).await;
+    assert_eq!(pay.json()["status"], "CAPTURED", "{}", pay.text());
+
+    // Visible to its customer only.
+    assert_eq!(shop.order("alice", &id).await.json()["status"], "PAID");
+    assert_problem(&shop.order("bob", &id).await, 404, "not-found");
+    let list = shop
+        .call("GET", "/api/orders", &[("x-bv-customer", "alice")], "")
+        .await;
+    assert_eq!(list.json()["orders"][0]["orderId"], id.as_str());
+
+    // Fulfil: admin only, commits the stock.
+    let path = format!("/api/orders/{id}/fulfil");
+    assert_problem(&shop.call("POST", &path, &[], "").await, 403, "forbidden");
+    let r = shop.call("POST", &path, &[ADMIN], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "FULFILLED");
+    let stock = shop.stock(&mug).await;
+    assert_eq!(
+        (stock["onHand"].as_i64(), stock["reserved"].as_i64()),
+        (Some(3), Some(0))
+    );
+
+    // Illegal moves.
+    assert_problem(
+        &shop.call("POST", &path, &[ADMIN], "").await,
+        409,
+        "illegal-transition",
+    );
+    let cancel = format!("/api/orders/{id}/cancel");
+    let r = shop
+        .call("POST", &cancel, &[("x-bv-customer", "alice")], "")
+        .await;
+    assert_problem(&r, 409, "illegal-transition");
+
+    // The saga log and the events.
+    let steps = shop
+        .count(&format!(
+            "SELECT count(*) FROM orders.saga_log WHERE order_id = '{id}'"
+        ))
+        .await;
+    assert!(steps >= 8, "{steps} saga log rows");
+    let events = shop
+        .count(&format!(
+            "SELECT count(*) FROM bv_events.outbox WHERE subject = '{id}' AND type IN (
+                'com.bitvelocity.order.placed.v1', 'com.bitvelocity.order.confirmed.v1',
+                'com.bitvelocity.order.paid.v1', 'com.bitvelocity.order.fulfilled.v1')"
+        ))
+        .await;
+    assert_eq!(events, 4);
+}
+
+#[tokio::test]
+async fn a_declined_card_fails_the_order_and_releases_the_stock() {
+    let shop = Shop::start("decline").await;
+    let mug = shop.product("MUG", 1299, 3).await;
+    shop.add_to_cart("carol", &mug, 2).await;
+    let r = shop.checkout("carol", "k-1", "tok_decline").await;
+    assert_problem(&r, 402, "card-declined");
+    let id = r.json()["orderId"].as_str().unwrap().to_string();
+    let order = shop.order("carol", &id).await.json();
+    assert_eq!(
+        (order["status"].as_str(), order["reason"].as_str()),
+        (Some("FAILED"), Some("card-declined"))
+    );
+    let stock = shop.stock(&mug).await;
+    assert_eq!(
+        (stock["available"].as_i64(), stock["reserved"].as_i64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(
+        shop.count(
+            "SELECT count(*) FROM bv_events.outbox WHERE type = 'com.bitvelocity.order.failed.v1'"
+        )
+        .await,
+        1
+    );
+    // Cancelling a failed order is illegal.
+    let r = shop
+        .call(
+            "POST",
+            &format!("/api/orders/{id}/cancel"),
+            &[("x-bv-customer", "carol")],
+            "",
+        )
+        .await;
+    assert_problem(&r, 409, "illegal-transition");
+
+    // A paid order can be cancelled: stock back, payment refunded.
+    let r = shop.checkout("carol", "k-2", "tok_visa").await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["orderId"].as_str().unwrap().to_string();
+    let r = shop
+        .call(
+            "POST",
+            &format!("/api/orders/{id}/cancel"),
+            &[("x-bv-customer", "carol")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["status"], "CANCELLED");
+    assert_eq!(shop.stock(&mug).await["available"], 3);
+    let pay = shop.app.get(&format!("/api/payments/{id}")).await;
+    assert_eq!(pay.json()["status"], "REFUNDED", "{}", pay.text());
+}
+
+#[tokio::test]
+async fn fifty_concurrent_checkouts_for_ten_units() {
+    let shop = Shop::start("rush").await;
+    let mug = shop.product("MUG", 500, 10).await;
+    for i in 0..50 {
+        shop.add_to_cart(&format!("c{i}"), &mug, 1).await;
+    }
+    let shop = std::sync::Arc::new(shop);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let shop = shop.clone();
+        tasks.push(tokio::spawn(async move {
+            shop.checkout(&format!("c{i}"), "k", "tok_visa").await
+        }));
+    }
+    let (mut paid, mut short) = (0, 0);
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            201 => {
+                assert_eq!(r.json()["status"], "PAID");
+                paid += 1;
+            }
+            409 => {
+                assert_problem(&r, 409, "insufficient-stock");
+                short += 1;
+            }
+            s => panic!("unexpected {s}: {}\n{}", r.text(), shop.app.log()),
+        }
+    }
+    assert_eq!((paid, short), (10, 40));
+    let stock = shop.stock(&mug).await;
+    assert_eq!(
+        (stock["available"].as_i64(), stock["reserved"].as_i64()),
+        (Some(0), Some(10))
+    );
+    assert_eq!(
+        shop.count("SELECT count(*) FROM orders.orders WHERE status = 'PAID'")
+            .await,
+        10
+    );
+    assert_eq!(
+        shop.count("SELECT count(*) FROM orders.orders WHERE status = 'FAILED' AND reason = 'insufficient-stock'")
+            .await,
+        40
+    );
+    assert_eq!(
+        shop.count("SELECT count(*) FROM orders.sagas WHERE state <> 'finished'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn replays_answer_the_first_answer() {
+    let shop = Shop::start("replay").await;
+    let mug = shop.product("MUG", 1299, 5).await;
+    shop.add_to_cart("dave", &mug, 1).await;
+    let first = shop.checkout("dave", "key-A", "tok_visa").await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    let again = shop.checkout("dave", "key-A", "tok_visa").await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.json(), first.json());
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_problem(
+        &shop.checkout("dave", "key-A", "tok_other").await,
+        422,
+        "idempotency-mismatch",
+    );
+    assert_eq!(shop.count("SELECT count(*) FROM orders.orders").await, 1);
+    assert_eq!(shop.stock(&mug).await["reserved"], 1);
+
+    // A failed checkout replays its problem too.
+    shop.add_to_cart("dave", &mug, 1).await;
+    let failed = shop
+        .checkout("dave", "key-B", "tok_insufficient_funds")
+        .await;
+    assert_problem(&failed, 402, "insufficient-funds");
+    let again = shop
+        .checkout("dave", "key-B", "tok_insufficient_funds")
+        .await;
+    assert_eq!((again.status, again.json()), (402, failed.json()));
+    assert_eq!(shop.count("SELECT count(*) FROM orders.orders").await, 2);
+}
+
+#[tokio::test]
+async fn a_crashed_checkout_is_cancelled_by_the_sweeper() {
+    let mut shop = Shop::start_with("crash", 20_000, 30).await;
+    let mug = shop.product("MUG", 1299, 4).await;
+    shop.add_to_cart("erin", &mug, 3).await;
+    let addr = shop.app.addr;
+    let pending = tokio::spawn(async move {
+        request(
+            addr,
+            "POST",
+            "/api/orders",
+            &[("x-bv-customer", "erin"), ("idempotency-key", "k"), JSON],
+            json!({ "card": { "token": "tok_visa" } }).to_string(),
+        )
+        .await
+    });
+    // Wait until the saga is authorizing (the payment holds it there).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shop
+        .try_count("SELECT count(*) FROM orders.saga_log WHERE step = 'authorize-payment' AND phase = 'started'")
+        .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "{}", shop.app.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shop.app.kill();
+    let _ = pending.await;
+    assert_eq!(shop.stock_direct(&mug).await, 3, "reserved while crashed");
+
+    shop.app = Shop::spawn(&shop.db, &shop.prefix, 0, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: String = shop
+            .db
+            .client()
+            .await
+            .query_one("SELECT status FROM orders.orders", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if status == "CANCELLED" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status}\n{}",
+            shop.app.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stock = shop.stock(&mug).await;
+    assert_eq!(
+        (stock["available"].as_i64(), stock["reserved"].as_i64()),
+        (Some(4), Some(0))
+    );
+    assert_eq!(
+        shop.count("SELECT count(*) FROM orders.orders WHERE reason = 'saga-timeout'")
+            .await,
+        1
+    );
+    assert_eq!(
+        shop.count("SELECT count(*) FROM orders.sagas WHERE state = 'finished'")
+            .await,
+        1
+    );
+    // The payment (authorized before the crash, or not at all) holds nothing.
+    let status: String = shop
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT coalesce((SELECT status FROM payments WHERE payment_id = (SELECT order_id FROM orders.orders)), 'NONE')",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or_else(|_| "UNKNOWN".into());
+    assert!(
+        matches!(status.as_str(), "REFUNDED" | "NONE" | "UNKNOWN"),
+        "{status}"
+    );
+}
+
+impl Shop {
+    /// Reserved units of `id`, read from the database (bv may be down).
+    async fn stock_direct(&self, id: &str) -> i64 {
+        self.db
+            .client()
+            .await
+            .query_one(
+                "SELECT reserved::bigint FROM inventory.stock WHERE product_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// Request headers of a case.
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let shop = Shop::start("bad").await;
+    let mug = shop.product("MUG", 1299, 5).await;
+    let customer = ("x-bv-customer", "frank");
+    let key = ("idempotency-key", "k");
+    let good = json!({ "card": { "token": "tok_visa" } }).to_string();
+    // Empty cart.
+    assert_problem(
+        &shop.checkout("frank", "k0", "tok_visa").await,
+        409,
+        "empty-cart",
+    );
+    shop.add_to_cart("frank", &mug, 1).await;
+    let cases: Vec<(Headers, String, u16, &str)> = vec![
+        (vec![key, JSON], good.clone(), 401, "unauthenticated"),
+        (
+            vec![customer, JSON],
+            good.clone(),
+            428,
+            "idempotency-key-required",
+        ),
+        (vec![customer, key, JSON], "{".into(), 400, "malformed-json"),
+        (
+            vec![customer, key],
+            good.clone(),
+            415,
+            "unsupported-media-type",
+        ),
+        (
+            vec![customer, key, JSON],
+            json!({ "card": { "token": 5 } }).to_string(),
+            422,
+            "invalid-field",
+        ),
+        (
+            vec![customer, key, JSON],
+            json!({ "card": { "token": "4242424242424242" } }).to_string(),
+            422,
+            "invalid-field",
+        ),
+        (
+            vec![customer, key, JSON],
+            json!({ "card": {} }).to_string(),
+            422,
+            "invalid-field",
+        ),
+        (
+            vec![customer, key, JSON],
+            json!({ "card": { "token": "tok_visa" }, "extra": 1 }).to_string(),
+            422,
+            "invalid-field",
+        ),
+        (
+            vec![customer, key, JSON],
+            format!("{{\"card\":{{\"token\":\"tok_{}\"}}}}", "x".repeat(100_000)),
+            413,
+            "body-too-large",
+        ),
+    ];
+    for (headers, body, status, kind) in cases {
+        let r = shop.call("POST", "/api/orders", &headers, &body).await;
+        assert_problem(&r, status, kind);
+    }
+    let r = shop
+        .call(
+            "POST",
+            "/api/orders",
+            &[customer, key, JSON],
+            &json!({ "card": { "token": 5 } }).to_string(),
+        )
+        .await;
+    assert_eq!(r.json()["field"], "card.token");
+    assert_problem(
+        &shop.order("frank", "no-such-order").await,
+        404,
+        "not-found",
+    );
+    let r = shop
+        .call("POST", "/api/orders/no-such-order/cancel", &[customer], "")
+        .await;
+    assert_problem(&r, 404, "not-found");
+    assert_problem(
+        &shop.call("GET", "/api/orders", &[], "").await,
+        401,
+        "unauthenticated",
+    );
+    assert_eq!(shop.count("SELECT count(*) FROM orders.orders").await, 0);
+    assert_eq!(shop.stock(&mug).await["reserved"], 0);
+}
