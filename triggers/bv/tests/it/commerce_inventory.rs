@@ -49,6 +49,25 @@ const RELEASED: &str = "com.bitvelocity.stock.released.v1";
 const COMMITTED: &str = "com.bitvelocity.stock.committed.v1";
 const RESTOCKED: &str = "com.bitvelocity.stock.restocked.v1";
 
+/// What the ids of the catalogue's demo products (product migration
+/// `0002_demo_catalog`) start with; inventory migration `0002_demo_stock`
+/// gives each [`DEMO_ON_HAND`] units.
+const DEMO_PREFIX: &str = "5eed0000-0000-4000-8000-";
+const DEMO_ON_HAND: i64 = 25;
+/// The demo products' `(id, sku)`.
+const DEMO: [(&str, &str); 10] = [
+    ("5eed0000-0000-4000-8000-000000000001", "MUG-RED-350"),
+    ("5eed0000-0000-4000-8000-000000000002", "MUG-BLUE-350"),
+    ("5eed0000-0000-4000-8000-000000000003", "MUG-TRAVEL-450"),
+    ("5eed0000-0000-4000-8000-000000000004", "MUG-ESPRESSO-2"),
+    ("5eed0000-0000-4000-8000-000000000005", "TEA-EARLGREY-100"),
+    ("5eed0000-0000-4000-8000-000000000006", "TEA-SENCHA-100"),
+    ("5eed0000-0000-4000-8000-000000000007", "TEA-CHAI-20"),
+    ("5eed0000-0000-4000-8000-000000000008", "NB-A5-DOT"),
+    ("5eed0000-0000-4000-8000-000000000009", "NB-A6-POCKET"),
+    ("5eed0000-0000-4000-8000-00000000000a", "PEN-FOUNTAIN-F"),
+];
+
 struct Shop {
     db: TestDb,
     app: TestApp,
@@ -287,7 +306,13 @@ async fn a_stock_record_comes_from_product_created_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(shop.counts("p1").await, (4, 0, 4));
-    assert_eq!(shop.count("SELECT count(*) FROM inventory.stock").await, 1);
+    assert_eq!(
+        shop.count(&format!(
+            "SELECT count(*) FROM inventory.stock WHERE product_id NOT LIKE '{DEMO_PREFIX}%'"
+        ))
+        .await,
+        1
+    );
     assert_eq!(
         shop.count("SELECT count(*) FROM bv_events.dead_letters")
             .await,
@@ -375,7 +400,13 @@ async fn restocking_is_for_admins_and_adds_to_on_hand() {
     problem(&r, 405, "method-not-allowed");
 
     assert_eq!(shop.counts("p1").await, (8, 0, 8));
-    let events = shop.events(RESTOCKED).await;
+    // (Besides the demo catalogue's stock.)
+    let events: Vec<Value> = shop
+        .events(RESTOCKED)
+        .await
+        .into_iter()
+        .filter(|e| e["subject"] == "p1")
+        .collect();
     let data: Vec<&Value> = events.iter().map(|e| &e["data"]).collect();
     assert_eq!(
         data,
@@ -890,4 +921,80 @@ async fn bad_reservations_are_refused_and_change_nothing() {
     // After all that, the good request still works.
     let r = shop.reserve(&good).await;
     assert_eq!(r.status, 201, "{}", r.text());
+}
+
+#[tokio::test]
+async fn the_demo_catalogue_is_in_stock_from_the_start() {
+    let shop = Shop::start("inv_demo").await;
+    // The first request migrates: every demo product has its units, before
+    // (and whether or not) the catalogue's product.created arrives.
+    for (id, sku) in DEMO {
+        assert_eq!(
+            shop.stock(id).await,
+            json!({
+                "productId": id, "sku": sku,
+                "onHand": DEMO_ON_HAND, "reserved": 0, "available": DEMO_ON_HAND
+            })
+        );
+    }
+    assert_eq!(shop.count("SELECT count(*) FROM inventory.stock").await, 10);
+
+    // Each arrival has its stock.restocked, like a restock through the API
+    // (same envelope and data as `events::restocked` builds).
+    let events = shop.events(RESTOCKED).await;
+    assert_eq!(events.len(), DEMO.len());
+    for (event, (id, sku)) in events.iter().zip(DEMO) {
+        assert_eq!(event["specversion"], "1.0", "{event}");
+        assert_eq!(event["source"], "/inventory", "{event}");
+        assert_eq!(event["subject"], id, "{event}");
+        assert_eq!(event["datacontenttype"], "application/json", "{event}");
+        assert!(!event["id"].as_str().unwrap().is_empty(), "{event}");
+        let time = event["time"].as_str().unwrap();
+        assert!(
+            time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+            "{event}"
+        );
+        assert_eq!(
+            event["data"],
+            json!({
+                "productId": id, "sku": sku, "warehouseId": "main",
+                "quantity": DEMO_ON_HAND, "onHand": DEMO_ON_HAND
+            })
+        );
+    }
+    let event_ids = shop
+        .count("SELECT count(DISTINCT id) FROM bv_events.outbox")
+        .await;
+    assert_eq!(event_ids, 10);
+
+    // The catalogue's product.created for a demo product, arriving after
+    // the units: the record keeps them.
+    let (mug, sku) = DEMO[0];
+    shop.product_created("created-demo-1", mug, sku).await;
+    let processed =
+        "SELECT count(*) FROM bv_events.processed WHERE consumer = 'inventory-projector'";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shop.count(processed).await < 1 {
+        assert!(Instant::now() < deadline, "{}", shop.app.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        shop.counts(mug).await,
+        (DEMO_ON_HAND, 0, DEMO_ON_HAND)
+    );
+
+    // And it can be reserved at once.
+    let (tea, _) = DEMO[4];
+    let r = shop
+        .reserve(&reservation("r-demo", "o-demo", &[(mug, 2), (tea, 1)]))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        shop.counts(mug).await,
+        (DEMO_ON_HAND, 2, DEMO_ON_HAND - 2)
+    );
+    assert_eq!(
+        shop.counts(tea).await,
+        (DEMO_ON_HAND, 1, DEMO_ON_HAND - 1)
+    );
 }

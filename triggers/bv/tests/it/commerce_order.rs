@@ -675,3 +675,63 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(shop.count("SELECT count(*) FROM orders.orders").await, 0);
     assert_eq!(shop.stock(&mug).await["reserved"], 0);
 }
+
+#[tokio::test]
+async fn the_demo_catalogue_can_be_bought_on_a_fresh_database() {
+    // Nothing created or restocked here: the catalogue's and the
+    // inventory's demo migrations are all there is.
+    let shop = Shop::start("demo").await;
+    let mugs = shop.app.get("/api/products?category=mugs&limit=2").await;
+    assert_eq!(mugs.status, 200, "{}", mugs.text());
+    let mug = mugs.json()["items"][0].clone();
+    let id = mug["id"].as_str().unwrap().to_string();
+    assert_eq!(id, "5eed0000-0000-4000-8000-000000000001", "{mug}");
+    let stock = shop.stock(&id).await;
+    assert_eq!(
+        (stock["onHand"].as_i64(), stock["available"].as_i64()),
+        (Some(25), Some(25)),
+        "{stock}"
+    );
+
+    shop.add_to_cart("grace", &id, 2).await;
+    let r = shop.checkout("grace", "k-demo", "tok_visa").await;
+    assert_eq!(r.status, 201, "{}\n{}", r.text(), shop.app.log());
+    let order = r.json();
+    assert_eq!(order["status"], "PAID", "{order}");
+    assert_eq!(order["total"], json!({ "amount": 2 * 1299, "currency": "USD" }));
+
+    // The catalogue's product.created reach the projector after the
+    // units arrived: every demo product keeps its count.
+    let delivered =
+        "SELECT coalesce(max(delivered), 0) FROM bv_events.subscriptions WHERE name = 'inventory-projector'";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shop.try_count(delivered).await < 10 {
+        assert!(Instant::now() < deadline, "{}", shop.app.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stock = shop.stock(&id).await;
+    assert_eq!(
+        (
+            stock["onHand"].as_i64(),
+            stock["reserved"].as_i64(),
+            stock["available"].as_i64()
+        ),
+        (Some(25), Some(2), Some(23)),
+        "{stock}"
+    );
+    assert_eq!(
+        shop.count("SELECT count(*) FROM inventory.stock WHERE on_hand = 25")
+            .await,
+        10
+    );
+    let r = shop
+        .call(
+            "POST",
+            &format!("/api/orders/{}/fulfil", order["orderId"].as_str().unwrap()),
+            &[ADMIN],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(shop.stock(&id).await["onHand"], 23);
+}

@@ -317,6 +317,29 @@ async fn transactions_commit_or_roll_back_on_one_session() {
     assert!(pids.len() <= 2, "sessions were not reused: {pids:?}");
 }
 
+#[tokio::test]
+async fn a_guest_that_deallocates_statements_does_not_break_the_next_one() {
+    let db = TestDb::new("dealloc").await;
+    let app = app_for(&db.url(), LOCAL).await;
+    ok(exec(&app, "CREATE TABLE items (v int)", json!([])).await);
+    let insert = "INSERT INTO items (v) VALUES ($1)";
+    ok(exec(&app, insert, json!([{"type": "int32", "value": 1}])).await);
+    // Drops the server's prepared statements (and makes the session dirty,
+    // so it is reset on its way back to the pool).
+    ok(exec(&app, "DEALLOCATE ALL", json!([])).await);
+    for v in 2..6 {
+        ok(exec(&app, insert, json!([{"type": "int32", "value": v}])).await);
+    }
+    let n: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 5);
+}
+
 trait IntoPair {
     fn into_pair(self) -> (u16, Value);
 }
