@@ -95,8 +95,8 @@ cargo build --release -p bv -p events-bench
 # component build runs without the host's CARGO_TARGET_DIR.
 env -u CARGO_TARGET_DIR "$BV" build --from "$APP_DIR/spin.toml"
 
-# A port nobody listens on, below the ephemeral range (32768 and up), where
-# an outgoing connection of another process could hold it.
+# A port nobody listens on, below the ephemeral range (32768 and up): a
+# port in that range may be held by another process's outgoing connection.
 free_port() {
     local p
     for _ in $(seq 1 200); do

@@ -6,8 +6,9 @@
 //! The event is claimed (`bv_events.processed`) in the transaction that
 //! writes the record, so a redelivery has no second effect; a second
 //! `product.created` for a product that already has stock (the catalogue
-//! published it again under a new id) only refreshes its SKU and keeps
-//! the counts.
+//! published it again under a new id, or the record is one of the demo
+//! products', stocked by the inventory's migration) only refreshes its
+//! SKU and keeps the counts.
 //!
 //! The tables are the `inventory` component's: this crate applies the
 //! same migrations (`../inventory/src/schema.rs`) before writing.

@@ -3,7 +3,9 @@
 //!
 //! A product's stock record appears when the catalogue publishes
 //! `product.created` (the `inventory-projector` component), with nothing
-//! on hand. This component is the HTTP API, mounted at `/api/inventory`:
+//! on hand; the catalogue's demo products come with 25 units each
+//! (migration `0002_demo_stock`), so a fresh platform can take orders.
+//! This component is the HTTP API, mounted at `/api/inventory`:
 //!
 //! | method and path | answer |
 //! |---|---|

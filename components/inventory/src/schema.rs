@@ -14,9 +14,19 @@ use bv_service::Migration;
 pub const COMPONENT: &str = "inventory";
 
 /// In order; never edit one that has shipped, add the next.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "0001_stock_and_reservations",
-    sql: "CREATE SCHEMA IF NOT EXISTS inventory;
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "0001_stock_and_reservations",
+        sql: STOCK_AND_RESERVATIONS,
+    },
+    Migration {
+        name: "0002_demo_stock",
+        sql: DEMO_STOCK,
+    },
+];
+
+/// Stock per product and reservations of an order's lines.
+const STOCK_AND_RESERVATIONS: &str = "CREATE SCHEMA IF NOT EXISTS inventory;
 CREATE TABLE inventory.stock (
     product_id text PRIMARY KEY,
     sku        text NOT NULL,
@@ -43,5 +53,64 @@ CREATE TABLE inventory.reservation_items (
     quantity       bigint NOT NULL CHECK (quantity > 0),
     PRIMARY KEY (reservation_id, product_id)
 );
-",
-}];
+";
+
+/// Stock for the catalogue's demo products (the product component's
+/// migration `0002_demo_catalog`: fixed ids, the same everywhere), so that
+/// a fresh platform can take an order at once: 25 units of each arrive,
+/// exactly as a restock would bring them, with their `stock.restocked`
+/// events in the outbox.
+///
+/// The records do not wait for the products' `product.created`: whichever
+/// comes first, the projector's upsert keeps the counts and this one adds
+/// to them, so on a database where the projector opened the records
+/// (empty) before this migration existed, the demo products get their 25
+/// units all the same. The events are built in SQL, like the catalogue's
+/// demo events; the integration tests check them.
+const DEMO_STOCK: &str = r#"
+WITH arrival (quantity) AS (VALUES (25::bigint)),
+arrived AS (
+    INSERT INTO inventory.stock AS s (product_id, sku, on_hand)
+    SELECT v.product_id, v.sku, arrival.quantity
+    FROM arrival, (VALUES
+        ('5eed0000-0000-4000-8000-000000000001', 'MUG-RED-350'),
+        ('5eed0000-0000-4000-8000-000000000002', 'MUG-BLUE-350'),
+        ('5eed0000-0000-4000-8000-000000000003', 'MUG-TRAVEL-450'),
+        ('5eed0000-0000-4000-8000-000000000004', 'MUG-ESPRESSO-2'),
+        ('5eed0000-0000-4000-8000-000000000005', 'TEA-EARLGREY-100'),
+        ('5eed0000-0000-4000-8000-000000000006', 'TEA-SENCHA-100'),
+        ('5eed0000-0000-4000-8000-000000000007', 'TEA-CHAI-20'),
+        ('5eed0000-0000-4000-8000-000000000008', 'NB-A5-DOT'),
+        ('5eed0000-0000-4000-8000-000000000009', 'NB-A6-POCKET'),
+        ('5eed0000-0000-4000-8000-00000000000a', 'PEN-FOUNTAIN-F')
+    ) AS v (product_id, sku)
+    ON CONFLICT (product_id) DO UPDATE
+        SET on_hand = s.on_hand + EXCLUDED.on_hand, updated_at = now()
+    RETURNING s.product_id, s.sku, s.on_hand
+)
+INSERT INTO bv_events.outbox (id, source, type, subject, time, event)
+SELECT e.id, '/inventory', e.type, e.subject, e.at,
+       jsonb_build_object(
+           'specversion', '1.0',
+           'id', e.id,
+           'source', '/inventory',
+           'type', e.type,
+           'subject', e.subject,
+           'time', to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+           'datacontenttype', 'application/json',
+           'data', e.data)
+FROM (
+    SELECT gen_random_uuid()::text AS id,
+           'com.bitvelocity.stock.restocked.v1' AS type,
+           a.product_id AS subject,
+           now() AS at,
+           jsonb_build_object(
+               'productId', a.product_id,
+               'sku', a.sku,
+               'warehouseId', 'main',
+               'quantity', arrival.quantity,
+               'onHand', a.on_hand) AS data
+    FROM arrived a, arrival
+) e
+ORDER BY e.subject
+"#;

@@ -260,6 +260,19 @@ async fn fulfil(req: &Request, id: &str) -> Result<Reply, Problem> {
         eprintln!("order {id}: fulfil: {e}");
         Problem::unavailable("the inventory service failed committing the stock")
     })?;
+    if committed.status == 409 {
+        // The reservation was released meanwhile (a cancel won the race):
+        // retrying cannot help, so this is a conflict, not an outage.
+        return Err(Problem::new(
+            409,
+            "illegal-transition",
+            "The order cannot make that move",
+            format!(
+                "order `{id}`: its stock reservation is no longer held, so it cannot be fulfilled"
+            ),
+        )
+        .with("orderStatus", order.status.as_str()));
+    }
     if committed.status != 200 {
         eprintln!(
             "order {id}: committing the reservation: {} {}",

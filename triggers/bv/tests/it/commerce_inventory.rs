@@ -978,10 +978,7 @@ async fn the_demo_catalogue_is_in_stock_from_the_start() {
         assert!(Instant::now() < deadline, "{}", shop.app.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        shop.counts(mug).await,
-        (DEMO_ON_HAND, 0, DEMO_ON_HAND)
-    );
+    assert_eq!(shop.counts(mug).await, (DEMO_ON_HAND, 0, DEMO_ON_HAND));
 
     // And it can be reserved at once.
     let (tea, _) = DEMO[4];
@@ -989,12 +986,6 @@ async fn the_demo_catalogue_is_in_stock_from_the_start() {
         .reserve(&reservation("r-demo", "o-demo", &[(mug, 2), (tea, 1)]))
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(
-        shop.counts(mug).await,
-        (DEMO_ON_HAND, 2, DEMO_ON_HAND - 2)
-    );
-    assert_eq!(
-        shop.counts(tea).await,
-        (DEMO_ON_HAND, 1, DEMO_ON_HAND - 1)
-    );
+    assert_eq!(shop.counts(mug).await, (DEMO_ON_HAND, 2, DEMO_ON_HAND - 2));
+    assert_eq!(shop.counts(tea).await, (DEMO_ON_HAND, 1, DEMO_ON_HAND - 1));
 }

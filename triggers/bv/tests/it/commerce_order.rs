@@ -698,7 +698,10 @@ async fn the_demo_catalogue_can_be_bought_on_a_fresh_database() {
     assert_eq!(r.status, 201, "{}\n{}", r.text(), shop.app.log());
     let order = r.json();
     assert_eq!(order["status"], "PAID", "{order}");
-    assert_eq!(order["total"], json!({ "amount": 2 * 1299, "currency": "USD" }));
+    assert_eq!(
+        order["total"],
+        json!({ "amount": 2 * 1299, "currency": "USD" })
+    );
 
     // The catalogue's product.created reach the projector after the
     // units arrived: every demo product keeps its count.
