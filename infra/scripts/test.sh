@@ -5,6 +5,24 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
 bash infra/scripts/services.sh
+if ! command -v promtool >/dev/null; then
+  # The monitoring config test (tests/it/observability.rs) runs promtool,
+  # which comes with Debian's prometheus package. Only the binary is needed:
+  # keep apt from starting the Prometheus service while installing.
+  say "installing promtool (Debian package prometheus)"
+  made_policy=false
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    made_policy=true
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if $made_policy; then rm -f /usr/sbin/policy-rc.d; fi
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+fi
 say "checking formatting"
 cargo fmt --all --check
 (cd components && cargo fmt --all --check)

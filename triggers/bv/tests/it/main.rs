@@ -17,6 +17,7 @@ mod host_interfaces;
 mod lifecycle;
 mod manifest_errors;
 mod mqtt;
+mod observability;
 mod openapi;
 mod pg_support;
 mod postgres;
