@@ -183,10 +183,21 @@ impl Subscriber {
                     return Ok(end);
                 }
             }
-            let (position, batch) = self.next_batch(&client).await?;
+            let Batch {
+                position,
+                horizon,
+                events: batch,
+            } = self.next_batch(&client).await?;
             if batch.is_empty() {
-                self.update_lag(&client).await?;
-                last_lag = Instant::now();
+                if let Some(horizon) = horizon.filter(|h| *h > position) {
+                    self.advance(&client, &position, &horizon, 0).await?;
+                }
+                // At most once a second: every outbox commit wakes every
+                // subscription, most of them with nothing to do.
+                if last_lag.elapsed() > Duration::from_secs(1) {
+                    self.update_lag(&client).await?;
+                    last_lag = Instant::now();
+                }
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(End::Stopped),
                     _ = closed.cancelled() => anyhow::bail!("connection lost"),
@@ -210,26 +221,13 @@ impl Subscriber {
                 count += 1;
             }
             if count > 0 {
-                let last = &batch[count - 1];
-                let count = count as i64;
-                // Only if nobody moved the position meanwhile (a replay):
-                // then the replayed position wins.
-                client
-                    .execute(
-                        "UPDATE bv_events.subscriptions
-                         SET position_tx = $2::text::xid8, position_seq = $3,
-                             delivered = delivered + $4, updated_at = now()
-                         WHERE name = $1 AND position_tx = $5::text::xid8 AND position_seq = $6",
-                        &[
-                            &self.name,
-                            &last.tx,
-                            &last.seq,
-                            &count,
-                            &position.0,
-                            &position.1,
-                        ],
-                    )
-                    .await?;
+                let mut to = Position::new(batch[count - 1].tx.clone(), batch[count - 1].seq)?;
+                if count == batch.len() && (batch.len() as i64) < BATCH {
+                    if let Some(horizon) = horizon.filter(|h| *h > to) {
+                        to = horizon;
+                    }
+                }
+                self.advance(&client, &position, &to, count as i64).await?;
             }
             if stopped {
                 return Ok(End::Stopped);
@@ -266,18 +264,25 @@ impl Subscriber {
 
     /// The current position and the events after it whose transactions
     /// can no longer be overtaken by a running one.
-    async fn next_batch(
-        &self,
-        client: &Client,
-    ) -> anyhow::Result<((String, i64), Vec<OutboxEvent>)> {
+    async fn next_batch(&self, client: &Client) -> anyhow::Result<Batch> {
+        // One statement, so one snapshot: `horizon` is the last row every
+        // reader can already see. When the batch is not full, every matching
+        // event up to the horizon is in it, so the position may jump to the
+        // horizon — past the events this subscription does not take, which
+        // would otherwise be read again on every wake.
         let rows = client
             .query(
                 "WITH s AS (
                      SELECT position_tx, position_seq FROM bv_events.subscriptions WHERE name = $1
+                 ), h AS (
+                     SELECT tx AS hi_tx, seq AS hi_seq FROM bv_events.outbox
+                     WHERE tx < pg_snapshot_xmin(pg_current_snapshot())
+                     ORDER BY tx DESC, seq DESC
+                     LIMIT 1
                  )
                  SELECT s.position_tx::text, s.position_seq, o.seq, o.tx::text, o.id, o.source,
-                        o.type, o.subject, o.event::text
-                 FROM s LEFT JOIN LATERAL (
+                        o.type, o.subject, o.event::text, h.hi_tx::text, h.hi_seq
+                 FROM s LEFT JOIN h ON true LEFT JOIN LATERAL (
                      SELECT * FROM bv_events.outbox o
                      WHERE (o.tx, o.seq) > (s.position_tx, s.position_seq)
                        AND o.tx < pg_snapshot_xmin(pg_current_snapshot())
@@ -294,7 +299,11 @@ impl Subscriber {
                 self.name
             );
         };
-        let position = (first.get::<_, String>(0), first.get::<_, i64>(1));
+        let position = Position::new(first.get::<_, String>(0), first.get(1))?;
+        let horizon = match first.get::<_, Option<String>>(9) {
+            Some(tx) => Some(Position::new(tx, first.get(10))?),
+            None => None,
+        };
         let events = rows
             .iter()
             .filter(|r| r.get::<_, Option<i64>>(2).is_some())
@@ -308,7 +317,39 @@ impl Subscriber {
                 json: r.get(8),
             })
             .collect();
-        Ok((position, events))
+        Ok(Batch {
+            position,
+            horizon,
+            events,
+        })
+    }
+
+    /// Moves the position from `from` to `to`, counting `delivered` events —
+    /// unless someone moved it meanwhile (a replay), whose position wins.
+    async fn advance(
+        &self,
+        client: &Client,
+        from: &Position,
+        to: &Position,
+        delivered: i64,
+    ) -> anyhow::Result<()> {
+        client
+            .execute(
+                "UPDATE bv_events.subscriptions
+                 SET position_tx = $2::text::xid8, position_seq = $3,
+                     delivered = delivered + $4, updated_at = now()
+                 WHERE name = $1 AND position_tx = $5::text::xid8 AND position_seq = $6",
+                &[
+                    &self.name,
+                    &to.tx.to_string(),
+                    &to.seq,
+                    &delivered,
+                    &from.tx.to_string(),
+                    &from.seq,
+                ],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn update_lag(&self, client: &Client) -> anyhow::Result<()> {
@@ -483,6 +524,32 @@ impl Subscriber {
         }
         Ok(None)
     }
+}
+
+/// A place in the outbox: (writing transaction, `seq`), in reading order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Position {
+    tx: u64,
+    seq: i64,
+}
+
+impl Position {
+    fn new(tx: String, seq: i64) -> anyhow::Result<Self> {
+        let tx = tx
+            .parse()
+            .with_context(|| format!("transaction id `{tx}` is not a number"))?;
+        Ok(Self { tx, seq })
+    }
+}
+
+/// What one read of the outbox found.
+struct Batch {
+    /// The subscription's position when read.
+    position: Position,
+    /// The last row every reader can see, if any.
+    horizon: Option<Position>,
+    /// Matching events after the position, in order (at most `BATCH`).
+    events: Vec<OutboxEvent>,
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -750,3 +750,61 @@ async fn lost_connections_mid_stream_lose_and_duplicate_nothing() {
         .unwrap_or_else(|| panic!("no disconnect counter:\n{metrics}"));
     assert!(disconnects >= 3, "{disconnects} disconnects counted");
 }
+
+/// A subscription moves past events it does not take, so a wake does not
+/// read them again; the events it does take are still all delivered.
+#[tokio::test]
+async fn a_subscription_moves_past_events_it_does_not_take() {
+    let db = TestDb::new("ev_skip").await;
+    let extra = r#"
+[[trigger.postgres]]
+component = "consumer"
+subscription = "updates-only"
+events = ["com.bitvelocity.product.updated.v1"]
+
+[[trigger.postgres]]
+component = "consumer"
+subscription = "orders-only"
+events = ["com.bitvelocity.order.*"]
+"#;
+    let app = start(&db, &manifest(extra, "")).await;
+    for batch in 0..3 {
+        let products: Vec<Value> = (0..4)
+            .map(|i| product(&format!("s{batch}-{i}"), &format!("item {i}")))
+            .collect();
+        let r = produce(&app, json!({ "products": products, "updates": 1 })).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    // `consumer` takes all 24; `updates-only` the 12 updates (its claims are
+    // under its own name, so both apply to the shared read model's log).
+    wait_count(&db, &app, "SELECT count(*) FROM seen", 36).await;
+    let last_seq = count(&db, "SELECT max(seq) FROM bv_events.outbox").await;
+    for name in ["orders-only", "updates-only", "consumer"] {
+        wait_count(
+            &db,
+            &app,
+            &format!(
+                "SELECT count(*) FROM bv_events.subscriptions
+                 WHERE name = '{name}' AND position_seq = {last_seq}"
+            ),
+            1,
+        )
+        .await;
+    }
+    assert_eq!(
+        count(
+            &db,
+            "SELECT delivered FROM bv_events.subscriptions WHERE name = 'orders-only'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT delivered FROM bv_events.subscriptions WHERE name = 'updates-only'"
+        )
+        .await,
+        12
+    );
+}
