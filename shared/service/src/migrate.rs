@@ -29,27 +29,22 @@ pub async fn migrate(
         return Ok(());
     }
     let none = Vec::<ParameterValue>::new;
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS bv_migrations (
-             component text NOT NULL, name text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now(),
-             PRIMARY KEY (component, name))",
-        none(),
-    )
-    .await
-    .or_else(|e| {
-        // Two first instances racing on CREATE TABLE IF NOT EXISTS.
-        if e.to_string().contains("23505") {
-            Ok(0)
-        } else {
-            Err(e)
-        }
-    })?;
     conn.execute("BEGIN", none()).await?;
     let result = async {
+        // One lock for every component: `bv_migrations` itself is created
+        // here, and concurrent CREATE TABLE IF NOT EXISTS can still collide
+        // (a unique violation in pg_type) without it.
         conn.execute(
-            "SELECT pg_advisory_xact_lock(25206, hashtext($1))",
-            vec![ParameterValue::Str(format!("migrate:{component}"))],
+            "SELECT pg_advisory_xact_lock(25206, hashtext('bv_migrations'))",
+            none(),
+        )
+        .await?;
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bv_migrations (
+                 component text NOT NULL, name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now(),
+                 PRIMARY KEY (component, name))",
+            none(),
         )
         .await?;
         for m in migrations {
