@@ -157,16 +157,24 @@ async fn owned(conn: &Connection, id: &str, customer: Option<&str>) -> Result<Or
 }
 
 fn illegal(order: &Order, to: Status) -> Problem {
-    Problem::new(
-        409,
-        "illegal-transition",
-        "The order cannot make that move",
+    illegal_because(
+        order,
         format!(
             "order `{}` is {}: it cannot become {}",
             order.id,
             order.status.as_str(),
             to.as_str()
         ),
+    )
+}
+
+/// The `illegal-transition` problem of `order`, with its own explanation.
+fn illegal_because(order: &Order, detail: String) -> Problem {
+    Problem::new(
+        409,
+        "illegal-transition",
+        "The order cannot make that move",
+        detail,
     )
     .with("orderStatus", order.status.as_str())
 }
@@ -263,15 +271,12 @@ async fn fulfil(req: &Request, id: &str) -> Result<Reply, Problem> {
     if committed.status == 409 {
         // The reservation was released meanwhile (a cancel won the race):
         // retrying cannot help, so this is a conflict, not an outage.
-        return Err(Problem::new(
-            409,
-            "illegal-transition",
-            "The order cannot make that move",
+        return Err(illegal_because(
+            &order,
             format!(
                 "order `{id}`: its stock reservation is no longer held, so it cannot be fulfilled"
             ),
-        )
-        .with("orderStatus", order.status.as_str()));
+        ));
     }
     if committed.status != 200 {
         eprintln!(

@@ -169,11 +169,7 @@ pub async fn connect(address: &str) -> anyhow::Result<Client> {
 /// Creates the `bv_events` schema in the database at `address` (idempotent).
 pub async fn init(address: &str) -> anyhow::Result<()> {
     let mut client = connect(address).await?;
-    // Re-running is normal: no "already exists, skipping" notice per object.
-    client
-        .batch_execute("SET client_min_messages = warning")
-        .await
-        .pg("preparing the session")?;
+    // ensure_schema keeps re-runs quiet itself (no "already exists" notices).
     schema::ensure_schema(&mut client).await.map_err(|e| {
         match e.downcast_ref::<tokio_postgres::Error>() {
             Some(pg) => anyhow!("creating the bv_events schema: {}", describe(pg)),
