@@ -34,6 +34,10 @@
 #   SUBSCRIPTIONS=0  drop the manifest's [[trigger.postgres]] tables from the
 #                copy (inventory-projector, order-sweeper's event half): how
 #                much the idle subscriptions cost a checkout
+#   TRACING=1    bv exports traces and metrics over OTLP (http/protobuf) to
+#                `commerce-bench otlp-sink` on SINK_PORT=4399, which drops them
+#   SUMMARY=path also write the headline figures as `key value` lines there
+#                (loadtest/tracing.sh compares two runs with it)
 #   KEEP_DB=1    keep the database       PGHOST/PGPORT/PGUSER  the server
 #   REDIS_URL=redis://127.0.0.1:6379     CARGO_TARGET_DIR  default $HOME/.cache/bitvelocity/target
 set -euo pipefail
@@ -51,6 +55,8 @@ PORT="${PORT:-3400}"
 ADMIN_PORT="${ADMIN_PORT:-9800}"
 NATIVE_PORT="${NATIVE_PORT:-3401}"
 GETS="${GETS:-1}"
+TRACING="${TRACING:-0}"
+SINK_PORT="${SINK_PORT:-4399}"
 SUBSCRIPTIONS="${SUBSCRIPTIONS:-1}"
 PGHOST="${PGHOST:-127.0.0.1}"
 PGPORT="${PGPORT:-5432}"
@@ -68,6 +74,7 @@ BASE="http://127.0.0.1:$PORT"
 NATIVE_BASE="http://127.0.0.1:$NATIVE_PORT"
 BV_PID=""
 NATIVE_PID=""
+SINK_PID=""
 
 log() { printf '%s\n' "$*" >&2; }
 psql_() { psql -v ON_ERROR_STOP=1 -q -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" "$@"; }
@@ -83,6 +90,7 @@ stop() { # PID
 cleanup() {
     stop "$NATIVE_PID"
     stop "$BV_PID"
+    stop "$SINK_PID"
     if [[ -z "${KEEP_DB:-}" ]]; then
         psql_ -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
     fi
@@ -101,7 +109,7 @@ fi
 for tool in curl psql wrk redis-cli; do
     command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }
 done
-for port in "$PORT" "$ADMIN_PORT" "$NATIVE_PORT"; do
+for port in "$PORT" "$ADMIN_PORT" "$NATIVE_PORT" "$SINK_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         log "port $port is taken: choose others with PORT, ADMIN_PORT, NATIVE_PORT"
         exit 1
@@ -197,8 +205,18 @@ log "== load average: $LOAD_BEFORE"
 log "== database $DB, Redis prefix $PREFIX"
 psql_ -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 
-log "== bv up (root spin.toml, scratch database) on $BASE"
-env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE SPIN_VARIABLE_DB_URL="$DB_URL" \
+OTEL_ENV=(-u OTEL_EXPORTER_OTLP_ENDPOINT)
+if [[ "$TRACING" == 1 ]]; then
+    log "== OTLP sink on 127.0.0.1:$SINK_PORT (bv exports traces and metrics to it)"
+    env -u RUST_BACKTRACE "$BENCH" otlp-sink --listen "127.0.0.1:$SINK_PORT" >"$WORK/sink.log" 2>&1 &
+    SINK_PID=$!
+    wait_http "OTLP sink" "$SINK_PID" "http://127.0.0.1:$SINK_PORT/stats" "$WORK/sink.log"
+    OTEL_ENV=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$SINK_PORT" OTEL_SERVICE_NAME=bv-bench
+        OTEL_METRIC_EXPORT_INTERVAL=10000)
+fi
+
+log "== bv up (root spin.toml, scratch database, tracing: $TRACING) on $BASE"
+env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "${OTEL_ENV[@]}" SPIN_VARIABLE_DB_URL="$DB_URL" \
     SPIN_VARIABLE_REDIS_URL="$REDIS_URL" RUST_LOG="${RUST_LOG:-warn}" \
     "$BV" up --from "$MANIFEST" --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     --state-dir "$WORK/state" --cache-dir "$HOME/.cache/bitvelocity/loadtest-bv-cache" \
@@ -241,6 +259,12 @@ log "== checkout (CPU idle before: $CHECKOUT_IDLE%)"
     --out "$WORK/checkout.txt" --breakdown "$WORK/breakdown.md"
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 stop "$BV_PID"; BV_PID=""
+SINK_STATS="none"
+if [[ -n "$SINK_PID" ]]; then
+    SINK_STATS="$(curl -sf "http://127.0.0.1:$SINK_PORT/stats" | awk '{ printf "%s%s: %s requests, %.1f MB", sep, $1, $2, $3 / 1e6; sep = "; " }')"
+    [[ -n "$SINK_STATS" ]] || { log "tracing was on but bv exported nothing to the sink"; exit 1; }
+    stop "$SINK_PID"; SINK_PID=""
+fi
 BV_WARNINGS="$(grep -cE ' (WARN|ERROR) ' "$WORK/bv.log" || true)"
 
 # ---------------------------------------------------------------- report
@@ -265,7 +289,9 @@ mkdir -p "$ROOT/loadtest/results"
     envs="DURATION=$DURATION CONNECTIONS=$CONNECTIONS CUSTOMERS=$CUSTOMERS CLIENTS=$CLIENTS"
     [[ "$GETS" == 0 ]] && envs="$envs GETS=0"
     [[ "$SUBSCRIPTIONS" == 0 ]] && envs="$envs SUBSCRIPTIONS=0"
+    [[ "$TRACING" == 1 ]] && envs="$envs TRACING=1"
     echo "- Command: \`$envs bash loadtest/commerce.sh\`."
+    [[ "$TRACING" == 1 ]] && echo "- **Tracing on**: traces and metrics exported over OTLP (http/protobuf, batch) to \`commerce-bench otlp-sink\`, which received $SINK_STATS."
     if [[ "$SUBSCRIPTIONS" == 0 ]]; then
         echo "- **Variant: SUBSCRIPTIONS=0** — the manifest's \`[[trigger.postgres]]\` tables left out (no inventory-projector, no order-sweeper event half; the sweeper's cron stays): not the app as shipped, but what its idle subscriptions cost."
     fi
@@ -308,6 +334,24 @@ mkdir -p "$ROOT/loadtest/results"
     echo
     cat "$WORK/breakdown.md"
 } >"$RESULTS"
+if [[ -n "${SUMMARY:-}" ]]; then
+    {
+        echo "tracing $TRACING"
+        echo "hello_rps ${HELLO_RPS:-0}"
+        echo "product_rps ${BV_GET_RPS:-0}"
+        echo "list_rps $(rps_of "GET /api/products" bv)"
+        for i in "${!NAMES[@]}"; do
+            [[ "${NAMES[$i]}" == bv && "${ENDPOINTS[$i]}" == "GET /api/products/{id}" ]] && echo "product_p99_us ${P99[$i]}"
+        done
+        echo "checkout_rate $(get checkout_rate)"
+        echo "checkout_p50_ms $(get checkout_p50_ms)"
+        echo "checkout_p99_ms $(get checkout_p99_ms)"
+        echo "checkout_errors $(get checkout_errors)"
+        echo "cpu_bv_us $(get cpu_bv_us)"
+        echo "sink $SINK_STATS"
+        echo "results ${RESULTS#"$ROOT"/}"
+    } >"$SUMMARY"
+fi
 echo
 cat "$RESULTS"
 echo

@@ -34,5 +34,11 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 say "tests"
 cargo test --release --workspace --no-fail-fast
 say "guest library tests (on the host)"
-(cd components && cargo test -p bv-events-guest -p bv-service)
+(cd components && cargo test -p bv-events-guest -p bv-service -p bv-auth -p auth -p bv-resilience)
+if [ "${BV_LONG:-}" = 1 ]; then
+  # The long mode: every fuzz target for a bounded time (BV_FUZZ_SECONDS,
+  # 60 s by default).
+  say "fuzz targets (BV_LONG=1)"
+  bash infra/scripts/fuzz.sh
+fi
 say "all tests passed"

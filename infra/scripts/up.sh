@@ -12,6 +12,35 @@ if ! psql -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT 1 FROM pg_database W
   say "creating database bitvelocity"
   psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE bitvelocity"
 fi
+# The auth component's keys (spin.toml's auth_signing_keys, a secret, and
+# auth_public_keys). A deployment passes its own from its secret store; for
+# a development machine one Ed25519 key is made once and kept, readable by
+# its owner only, in .spin/dev-auth-keys.env, so tokens survive restarts.
+if [ -z "${SPIN_VARIABLE_AUTH_SIGNING_KEYS:-}${SPIN_VARIABLE_AUTH_PUBLIC_KEYS:-}" ]; then
+  keys=.spin/dev-auth-keys.env
+  if [ ! -f "$keys" ]; then
+    say "making a development signing key for the auth component ($keys)"
+    b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+    mkdir -p .spin
+    pem="$(mktemp)"
+    openssl genpkey -algorithm ed25519 -out "$pem" 2>/dev/null
+    # PKCS#8 and SPKI DER end with the 32-byte seed and public key.
+    seed="$(openssl pkey -in "$pem" -outform DER | tail -c 32 | b64url)"
+    x="$(openssl pkey -in "$pem" -pubout -outform DER | tail -c 32 | b64url)"
+    rm -f "$pem"
+    kid="dev-$(date -u +%Y%m%d%H%M%S)"
+    (
+      umask 077
+      {
+        printf "export SPIN_VARIABLE_AUTH_SIGNING_KEYS='%s'\n" "[{\"kid\":\"$kid\",\"seed\":\"$seed\"}]"
+        printf "export SPIN_VARIABLE_AUTH_PUBLIC_KEYS='%s'\n" "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"$kid\",\"x\":\"$x\",\"alg\":\"EdDSA\",\"use\":\"sig\"}]}"
+      } >"$keys.tmp"
+    )
+    mv "$keys.tmp" "$keys"
+  fi
+  # shellcheck source=/dev/null
+  source "$keys"
+fi
 say "building bv (release)"
 cargo build --release -p bv
 say "building components"

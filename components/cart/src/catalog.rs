@@ -1,14 +1,30 @@
 //! Products as the product service knows them: names and prices are only
 //! ever read from there (over Spin service chaining), never taken from the
 //! client. Lookups are cached briefly in the key-value store; hits and
-//! misses are counted in Redis for `/api/carts/metrics`.
+//! misses are counted in Redis for `/api/carts/metrics` and reported as
+//! metric lines for bv's `/metrics`.
+//!
+//! Calls to the product service are guarded (`bv-resilience`): each
+//! attempt has a deadline (`product_timeout_ms`), a failed one is retried
+//! once (a GET is idempotent), and a circuit breaker shared through the
+//! cart's Redis stops calling a product service that keeps failing. When
+//! the product service cannot answer, the last copy of the product the
+//! cache holds (kept without expiry: only its freshness runs out) is
+//! served instead, marked stale, so the cart keeps working; only a product
+//! never seen before is then 503.
 
-use bv_service::{Currency, Money, Problem};
+use std::time::Duration;
+
+use bv_resilience::spin::{self, RedisStore};
+use bv_resilience::{BreakerConfig, Outcome, Policy, Verdict};
+use bv_service::{Currency, Money, Problem, Trace};
+use bytes::Bytes;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::key_value;
 
+use crate::config::Config;
 use crate::domain::ProductId;
 use crate::store::Store;
 
@@ -26,6 +42,10 @@ pub struct Product {
     pub name: String,
     /// Its current unit price.
     pub price: Money,
+    /// Set when this is the last copy known, served because the product
+    /// service could not be asked (never stored).
+    #[serde(skip)]
+    pub stale: bool,
 }
 
 /// The outcome of one lookup.
@@ -71,11 +91,20 @@ pub struct Catalog<'a> {
     /// then a miss, which is slower but still right.
     cache: Option<key_value::Store>,
     ttl_ms: u64,
+    /// The request's trace, forwarded to the product service.
+    trace: Trace,
+    /// Each attempt's deadline.
+    timeout: Duration,
+    /// The product service's breaker.
+    breaker: BreakerConfig,
+    /// Where the breaker is kept: the cart's Redis.
+    breakers: spin::Store,
 }
 
 impl<'a> Catalog<'a> {
-    /// Opens the default key-value store as the cache.
-    pub async fn open(store: &'a Store, ttl_seconds: u64) -> Self {
+    /// Opens the default key-value store as the cache; lookups made for
+    /// the request in `trace` join it.
+    pub async fn open(store: &'a Store, config: &Config, trace: Trace) -> Self {
         let cache = match key_value::Store::open_default().await {
             Ok(cache) => Some(cache),
             Err(e) => {
@@ -86,7 +115,18 @@ impl<'a> Catalog<'a> {
         Self {
             store,
             cache,
-            ttl_ms: ttl_seconds.saturating_mul(1000),
+            ttl_ms: config.product_cache_ttl_seconds.saturating_mul(1000),
+            trace,
+            timeout: config.product_timeout,
+            breaker: BreakerConfig {
+                open_for: config.breaker_open,
+                probe_lease: config.product_timeout + Duration::from_secs(1),
+                ..BreakerConfig::DEFAULT
+            },
+            breakers: spin::store(Some(RedisStore::new(
+                config.redis_url.clone(),
+                config.key_prefix.clone(),
+            ))),
         }
     }
 
@@ -103,13 +143,25 @@ impl<'a> Catalog<'a> {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let cached = join_all(ids.iter().map(|id| self.cached(id, now))).await;
-        let hits = cached.iter().filter(|c| c.is_some()).count();
+        let cached = join_all(ids.iter().map(|id| self.cached(id))).await;
+        let fresh = |c: &Cached| c.fetched_at_ms <= now && now - c.fetched_at_ms < self.ttl_ms;
+        let hits = cached.iter().flatten().filter(|c| fresh(c)).count();
         self.store.count_cache(hits, ids.len() - hits).await;
+        // The same counts for bv's /metrics
+        // (`bv_app_product_cache_lookups_total{result}`).
+        for (result, n) in [("hit", hits), ("miss", ids.len() - hits)] {
+            if n > 0 {
+                bv_service::telemetry::counter(
+                    "product_cache_lookups",
+                    &[("result", result)],
+                    n as u64,
+                );
+            }
+        }
         join_all(ids.iter().zip(cached).map(|(id, cached)| async move {
             match cached {
-                Some(product) => Ok(Lookup::Found(product)),
-                None => self.fetch(id, now).await,
+                Some(c) if fresh(&c) => Ok(Lookup::Found(c.product)),
+                last => self.fetch(id, now, last.map(|c| c.product)).await,
             }
         }))
         .await
@@ -121,34 +173,91 @@ impl<'a> Catalog<'a> {
         format!("{}cart:product:{id}", self.store.prefix())
     }
 
-    /// The cached product when there is one younger than the TTL.
-    async fn cached(&self, id: &ProductId, now: u64) -> Option<Product> {
+    /// The cached copy of a product, fresh or not (the key-value store
+    /// keeps it until it is replaced).
+    async fn cached(&self, id: &ProductId) -> Option<Cached> {
         let bytes = self.cache.as_ref()?.get(self.cache_key(id)).await.ok()??;
-        let cached: Cached = serde_json::from_slice(&bytes).ok()?;
-        let fresh = cached.fetched_at_ms <= now && now - cached.fetched_at_ms < self.ttl_ms;
-        fresh.then_some(cached.product)
+        serde_json::from_slice(&bytes).ok()
     }
 
-    /// Asks the product service, and caches what it knows. Unknown products
-    /// are not cached: one created a moment later must be found at once.
-    async fn fetch(&self, id: &ProductId, now: u64) -> Result<Lookup, Problem> {
-        let unavailable = |detail: String| {
-            eprintln!("cart: product service: {detail}");
-            Problem::unavailable(format!("the product service failed looking up `{id}`"))
-        };
-        let response = spin_sdk::http::get(format!("{PRODUCT_SERVICE}/{id}"))
+    /// One GET of the product service: its status and body.
+    async fn get(&self, id: &ProductId) -> Result<(u16, Bytes), String> {
+        let request = self
+            .trace
+            .forward(spin_sdk::http::Request::<()>::get(format!(
+                "{PRODUCT_SERVICE}/{id}"
+            )))
+            .body(spin_sdk::http::EmptyBody::new())
+            .map_err(|e| format!("GET {id}: {e}"))?;
+        let response = spin_sdk::http::send(request)
             .await
-            .map_err(|e| unavailable(format!("GET {id}: {e:?}")))?;
+            .map_err(|e| format!("GET {id}: {e:?}"))?;
         let status = response.status().as_u16();
-        if status == 404 || status == 410 {
-            return Ok(Lookup::Unknown);
-        }
         let body = response
             .into_body()
             .bytes()
             .await
-            .map_err(|e| unavailable(format!("reading {id}: {e:?}")))?;
+            .map_err(|e| format!("reading {id}: {e:?}"))?;
+        Ok((status, body))
+    }
+
+    /// Asks the product service (guarded), and caches what it knows.
+    /// Unknown products are not cached: one created a moment later must be
+    /// found at once. When the service cannot answer, `last` (the last
+    /// copy known) is served, marked stale.
+    async fn fetch(
+        &self,
+        id: &ProductId,
+        now: u64,
+        last: Option<Product>,
+    ) -> Result<Lookup, Problem> {
+        let fall_back = |detail: String| {
+            eprintln!("cart: product service: {detail}");
+            match last.clone() {
+                Some(product) => {
+                    bv_service::telemetry::counter("product_stale_served", &[], 1);
+                    Ok(Lookup::Found(Product {
+                        stale: true,
+                        ..product
+                    }))
+                }
+                None => Err(Problem::unavailable(format!(
+                    "the product service failed looking up `{id}`"
+                ))),
+            }
+        };
+        let guard = spin::guard("product", self.breaker, &self.breakers);
+        let policy = Policy {
+            attempts: 2,
+            ..Policy::idempotent(self.timeout)
+        };
+        let called = guard.call(&policy, |_| self.get(id), classify).await;
+        let (status, body) = match called.outcome {
+            Outcome::Answered(Ok(answer)) => answer,
+            Outcome::Answered(Err(e)) => return fall_back(e),
+            Outcome::TimedOut => {
+                return fall_back(format!(
+                    "GET {id}: no answer within {} ms ({} attempts)",
+                    self.timeout.as_millis(),
+                    called.attempts
+                ))
+            }
+            Outcome::Open { .. } => return fall_back(format!("GET {id}: circuit open")),
+        };
+        if status == 404 || status == 410 {
+            return Ok(Lookup::Unknown);
+        }
+        let unavailable = |detail: String| {
+            eprintln!("cart: product service: {detail}");
+            Problem::unavailable(format!("the product service failed looking up `{id}`"))
+        };
         if status != 200 {
+            if status >= 500 || status == 429 {
+                return fall_back(format!(
+                    "GET {id} answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                ));
+            }
             return Err(unavailable(format!(
                 "GET {id} answered {status}: {}",
                 String::from_utf8_lossy(&body)
@@ -169,6 +278,7 @@ impl<'a> Catalog<'a> {
             sku: wire.sku,
             name: wire.name,
             price,
+            stale: false,
         };
         if let Some(cache) = &self.cache {
             let entry = Cached {
@@ -181,6 +291,15 @@ impl<'a> Catalog<'a> {
             }
         }
         Ok(Lookup::Found(product))
+    }
+}
+
+/// A failed call, a 5xx or a 429 is the product service failing; any other
+/// answer (a product, a 404) is it working.
+fn classify(result: &Result<(u16, Bytes), String>) -> Verdict {
+    match result {
+        Ok((status, _)) if *status < 500 && *status != 429 => Verdict::Success,
+        _ => Verdict::Failure,
     }
 }
 

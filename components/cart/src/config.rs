@@ -1,5 +1,7 @@
 //! The component's settings, from Spin variables.
 
+use std::time::Duration;
+
 use bv_service::Problem;
 use spin_sdk::variables::{self, Error};
 
@@ -11,6 +13,15 @@ const DEFAULT_CART_TTL_SECONDS: u64 = 7 * 24 * 60 * 60;
 /// `product_cache_ttl_seconds` says otherwise: short, so a price change
 /// shows within half a minute.
 const DEFAULT_PRODUCT_CACHE_TTL_SECONDS: u64 = 30;
+
+/// Each attempt's deadline on the product service unless
+/// `product_timeout_ms` says otherwise: a product lookup is one indexed
+/// read.
+const DEFAULT_PRODUCT_TIMEOUT_MS: u64 = 1_000;
+
+/// How long the product service's open circuit breaker refuses calls
+/// before a probe, unless `breaker_open_ms` says otherwise.
+const DEFAULT_BREAKER_OPEN_MS: u64 = 10_000;
 
 /// What one request needs to know.
 #[derive(Debug, Clone)]
@@ -24,6 +35,11 @@ pub struct Config {
     pub key_prefix: String,
     /// `product_cache_ttl_seconds`: how long a product lookup is reused.
     pub product_cache_ttl_seconds: u64,
+    /// `product_timeout_ms`: each attempt's deadline on the product service.
+    pub product_timeout: Duration,
+    /// `breaker_open_ms`: how long the product service's open breaker
+    /// refuses calls.
+    pub breaker_open: Duration,
 }
 
 impl Config {
@@ -40,6 +56,12 @@ impl Config {
                 DEFAULT_PRODUCT_CACHE_TTL_SECONDS,
             )
             .await?,
+            product_timeout: Duration::from_millis(
+                positive("product_timeout_ms", DEFAULT_PRODUCT_TIMEOUT_MS).await?,
+            ),
+            breaker_open: Duration::from_millis(
+                positive("breaker_open_ms", DEFAULT_BREAKER_OPEN_MS).await?,
+            ),
         })
     }
 }
@@ -55,12 +77,18 @@ async fn optional(name: &str) -> Result<Option<String>, Problem> {
 
 /// A positive number of seconds, `default` when the variable is absent.
 async fn seconds(name: &str, default: u64) -> Result<u64, Problem> {
+    positive(name, default).await
+}
+
+/// A positive number (of seconds or milliseconds, as the name says),
+/// `default` when the variable is absent.
+async fn positive(name: &str, default: u64) -> Result<u64, Problem> {
     match optional(name).await? {
         None => Ok(default),
         Some(raw) => match raw.trim().parse::<u64>() {
             Ok(n) if n > 0 => Ok(n),
             _ => Err(Problem::internal(format!(
-                "variable `{name}`: `{raw}` is not a positive number of seconds"
+                "variable `{name}`: `{raw}` is not a positive number"
             ))),
         },
     }

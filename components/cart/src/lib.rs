@@ -9,16 +9,22 @@
 //! | `DELETE /api/carts/me/items/{productId}` | removes the line                               |
 //! | `GET /api/carts/metrics`               | product cache counters, Prometheus text format   |
 //!
-//! Changes answer the cart as `GET` does. The customer is the one named in
-//! `x-bv-customer` (see [`identity`]). Carts live in Redis and expire
+//! Changes answer the cart as `GET` does. The customer is the subject of
+//! the request's bearer token (see [`identity`]). Carts live in Redis and expire
 //! `cart_ttl_seconds` after their last change; names and prices always come
 //! from the product service (see [`catalog`]), so a cart is in one currency,
 //! that of its first line. Errors are RFC 9457 problems: `unauthenticated`
-//! 401, `malformed-json` 400, `unsupported-media-type` 415,
+//! and `invalid-token` 401, `malformed-json` 400, `unsupported-media-type` 415,
 //! `body-too-large` 413, `invalid-field` 422, `unknown-product` 404,
 //! `item-not-in-cart` 404, `currency-mismatch` 409, `quantity-limit` 409,
 //! `unavailable` 503 (Redis or the product service is down), and
 //! `not-found` 404 / `method-not-allowed` 405 (with `Allow`) elsewhere.
+//!
+//! While the product service is down (failing, slow, or cut off by its
+//! circuit breaker), a product the cart has seen before is priced from its
+//! last known copy: the answer is 200 with `degraded: true`, the line
+//! `stale: true` and a `Warning: 111` header (only a product never seen is
+//! 503). The order service refuses to check out a degraded cart.
 #![deny(missing_docs)]
 
 mod catalog;
@@ -29,7 +35,7 @@ mod metrics;
 mod store;
 mod view;
 
-use bv_service::{json, path_info, read_json, Problem, Reply};
+use bv_service::{json, path_info, read_json, Problem, Reply, Trace};
 use bytes::Bytes;
 use spin_sdk::http::{FullBody, Method, Request, Response};
 use spin_sdk::http_service;
@@ -91,8 +97,9 @@ impl Carts {
         Ok(Self { config, store })
     }
 
-    async fn catalog(&self) -> Catalog<'_> {
-        Catalog::open(&self.store, self.config.product_cache_ttl_seconds).await
+    /// Product lookups for a request in `trace`.
+    async fn catalog(&self, trace: Trace) -> Catalog<'_> {
+        Catalog::open(&self.store, &self.config, trace).await
     }
 
     /// The customer's cart as a 200 answer.
@@ -103,22 +110,29 @@ impl Carts {
         known: &[Product],
     ) -> Result<Reply, Problem> {
         let cart = self.store.load(customer).await?;
-        Ok(json(
-            200,
-            &view::render(catalog, customer, cart, known).await?,
-        ))
+        let view = view::render(catalog, customer, cart, known).await?;
+        let mut reply = json(200, &view);
+        if view.degraded() {
+            // Warning 111 (RFC 7234, "revalidation failed"): served,
+            // but not current.
+            reply.headers_mut().insert(
+                "warning",
+                spin_sdk::http::HeaderValue::from_static(view::STALE_WARNING),
+            );
+        }
+        Ok(reply)
     }
 }
 
 async fn show(req: Request) -> Result<Reply, Problem> {
-    let customer = identity::customer(&req)?;
+    let customer = identity::customer(&req).await?;
     let carts = Carts::open().await?;
-    let catalog = carts.catalog().await;
+    let catalog = carts.catalog(Trace::of(&req)).await;
     carts.reply(&catalog, &customer, &[]).await
 }
 
 async fn clear(req: Request) -> Result<Reply, Problem> {
-    let customer = identity::customer(&req)?;
+    let customer = identity::customer(&req).await?;
     let carts = Carts::open().await?;
     carts.store.clear(&customer).await?;
     Ok(Response::builder()
@@ -128,10 +142,11 @@ async fn clear(req: Request) -> Result<Reply, Problem> {
 }
 
 async fn add(req: Request) -> Result<Reply, Problem> {
-    let customer = identity::customer(&req)?;
+    let customer = identity::customer(&req).await?;
+    let trace = Trace::of(&req);
     let body: AddItem = read_json(req, MAX_BODY).await?;
     let carts = Carts::open().await?;
-    let catalog = carts.catalog().await;
+    let catalog = carts.catalog(trace).await;
     let product = known_product(catalog.lookup(&body.product_id).await?, &body.product_id)?;
     let outcome = carts
         .store
@@ -148,14 +163,15 @@ async fn add(req: Request) -> Result<Reply, Problem> {
 }
 
 async fn change(req: Request, id: &str) -> Result<Reply, Problem> {
-    let customer = identity::customer(&req)?;
+    let customer = identity::customer(&req).await?;
     let id = line_id(id)?;
+    let trace = Trace::of(&req);
     let body: ChangeItem = read_json(req, MAX_BODY).await?;
     let Some(quantity) = body.quantity.positive() else {
-        return remove_line(&customer, &id).await;
+        return remove_line(&customer, &id, trace).await;
     };
     let carts = Carts::open().await?;
-    let catalog = carts.catalog().await;
+    let catalog = carts.catalog(trace).await;
     let product = known_product(catalog.lookup(&id).await?, &id)?;
     let outcome = carts
         .store
@@ -172,19 +188,23 @@ async fn change(req: Request, id: &str) -> Result<Reply, Problem> {
 }
 
 async fn remove(req: Request, id: &str) -> Result<Reply, Problem> {
-    let customer = identity::customer(&req)?;
-    remove_line(&customer, &line_id(id)?).await
+    let customer = identity::customer(&req).await?;
+    remove_line(&customer, &line_id(id)?, Trace::of(&req)).await
 }
 
 /// Removes a line without asking the product service: a product that no
 /// longer exists must still be removable.
-async fn remove_line(customer: &CustomerId, id: &ProductId) -> Result<Reply, Problem> {
+async fn remove_line(
+    customer: &CustomerId,
+    id: &ProductId,
+    trace: Trace,
+) -> Result<Reply, Problem> {
     let carts = Carts::open().await?;
     let outcome = carts.store.remove(customer, id, now_ms()).await?;
     if let Outcome::NotInCart = outcome {
         return Err(not_in_cart(id.as_str()));
     }
-    let catalog = carts.catalog().await;
+    let catalog = carts.catalog(trace).await;
     carts.reply(&catalog, customer, &[]).await
 }
 

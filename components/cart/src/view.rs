@@ -10,6 +10,9 @@ use crate::domain::ProductId;
 use crate::identity::CustomerId;
 use crate::store::StoredCart;
 
+/// The `Warning` header of a degraded cart.
+pub const STALE_WARNING: &str = "111 - \"stale product data: the product service is unavailable\"";
+
 /// `GET /api/carts/me`. Amounts are integer minor units of `currency`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -27,6 +30,18 @@ pub struct CartView {
     /// but not priced or counted in the total.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     unavailable: Vec<ProductId>,
+    /// Set when some lines are priced from the last copy of their product
+    /// the cart knows (`stale` lines), because the product service could
+    /// not be asked.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    degraded: bool,
+}
+
+impl CartView {
+    /// Whether some lines are stale.
+    pub fn degraded(&self) -> bool {
+        self.degraded
+    }
 }
 
 /// One line of the cart.
@@ -39,6 +54,9 @@ struct Line {
     unit_price: Money,
     quantity: i64,
     line_total: i64,
+    /// Name and price are the last known ones, not current.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stale: bool,
 }
 
 /// Prices `cart`'s lines. Products this request already looked up (in
@@ -68,6 +86,7 @@ pub async fn render(
         currency: cart.currency.map(|c| c.code()),
         updated_at: cart.updated_at_ms.and_then(rfc3339),
         unavailable: Vec::new(),
+        degraded: false,
     };
     for (id, quantity) in cart.lines {
         let product = products
@@ -93,7 +112,9 @@ pub async fn render(
             unit_price: product.price,
             quantity,
             line_total,
+            stale: product.stale,
         });
+        view.degraded |= product.stale;
     }
     Ok(view)
 }

@@ -10,11 +10,16 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `GET /{productId}` | 200 `{productId, sku, onHand, reserved, available}`; 404 |
-//! | `POST /{productId}/restock` `{quantity}` (admin) | 200 the stock after it; 403, 404, 422 |
+//! | `POST /{productId}/restock` `{quantity}` (admin) | 200 the stock after it; 401, 403, 404, 422 |
 //! | `POST /reservations` `{reservationId, orderId, items: [{productId, quantity}]}` | 201 the reservation; 200 when replayed; 409 `insufficient-stock`; 422 `unknown-product`, `idempotency-mismatch` |
 //! | `GET /reservations/{id}` | 200 the reservation; 404 |
 //! | `POST /reservations/{id}/release` | 200, the stock is free again; 409 `illegal-transition` once committed |
 //! | `POST /reservations/{id}/commit` | 200, the stock left on-hand; 409 `illegal-transition` once released |
+//!
+//! Who may call: anyone reads stock; restocking needs an administrator's
+//! bearer token; the reservation calls are the order saga's, so they take
+//! requests from other components over service chaining, or from an
+//! administrator (401 without a valid token, 403 for a customer's).
 //!
 //! A reservation holds all of its lines or none. Its `reservationId` is
 //! the caller's idempotency key: the same request again answers 200 with
@@ -40,7 +45,7 @@ mod store;
 
 use std::sync::atomic::AtomicBool;
 
-use bv_service::{json, path_info, read_json, Problem, Reply};
+use bv_service::{json, path_info, read_json, Problem, Reply, Trace};
 use spin_sdk::http::{Method, Request};
 use spin_sdk::http_service;
 use spin_sdk::pg::Connection;
@@ -74,40 +79,39 @@ async fn route(req: Request) -> Result<Reply, Problem> {
         .collect::<Option<_>>()
         .ok_or_else(|| Problem::not_found(format!("no resource at `{path}`")))?;
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    if segments.first() == Some(&"reservations") {
+        // The order saga's calls: internal or an administrator's.
+        bv_auth::require_internal_or_admin(req.headers()).await?;
+    }
     let method = req.method().clone();
+    // The events a change publishes join the request's trace.
+    let trace = Trace::of(&req);
     let post = method == Method::POST;
     let get = method == Method::GET;
     match segments.as_slice() {
-        ["reservations"] if post => create_reservation(req).await,
+        ["reservations"] if post => create_reservation(req, &trace).await,
         ["reservations"] => Err(Problem::method_not_allowed("POST")),
         ["reservations", id] if get => get_reservation(reservation_id(id)?).await,
         ["reservations", _] => Err(Problem::method_not_allowed("GET")),
         ["reservations", id, "release"] if post => {
-            transition(reservation_id(id)?, Status::Released).await
+            transition(reservation_id(id)?, Status::Released, &trace).await
         }
         ["reservations", id, "commit"] if post => {
-            transition(reservation_id(id)?, Status::Committed).await
+            transition(reservation_id(id)?, Status::Committed, &trace).await
         }
         ["reservations", _, "release" | "commit"] => Err(Problem::method_not_allowed("POST")),
         [product] if !product.is_empty() && get => get_stock(product_id(product)?).await,
         [product] if !product.is_empty() => Err(Problem::method_not_allowed("GET")),
-        [product, "restock"] if post => restock(product_id(product)?, req).await,
+        [product, "restock"] if post => restock(product_id(product)?, req, &trace).await,
         [_, "restock"] => Err(Problem::method_not_allowed("POST")),
         _ => Err(Problem::not_found(format!("no resource at `{path}`"))),
     }
 }
 
-/// The one place that decides who is an administrator: for now the
-/// `x-bv-role: admin` header.
-fn require_admin(req: &Request) -> Result<(), Problem> {
-    let role = req.headers().get("x-bv-role").and_then(|v| v.to_str().ok());
-    if role == Some("admin") {
-        Ok(())
-    } else {
-        Err(problems::forbidden(
-            "restocking is for administrators (x-bv-role: admin)",
-        ))
-    }
+/// Restocking: an administrator's bearer token (401 without a valid
+/// token, 403 for a customer's).
+async fn require_admin(req: &Request) -> Result<(), Problem> {
+    bv_auth::require_admin(req.headers()).await.map(drop)
 }
 
 /// A path segment naming a product; one that cannot be a product id names
@@ -162,18 +166,33 @@ async fn get_stock(product: ProductId) -> Result<Reply, Problem> {
     Ok(json(200, &stock.to_json()))
 }
 
-async fn restock(product: ProductId, req: Request) -> Result<Reply, Problem> {
-    require_admin(&req)?;
+async fn restock(product: ProductId, req: Request, trace: &Trace) -> Result<Reply, Problem> {
+    require_admin(&req).await?;
     let body: Restock = read_json(req, MAX_RESTOCK_BODY).await?;
     let conn = connect().await?;
-    let stock = atomically(&conn, async |tx| store::restock(tx, &product, &body).await).await?;
+    let stock = atomically(&conn, async |tx| {
+        store::restock(tx, &product, &body, trace).await
+    })
+    .await?;
     Ok(json(200, &stock.to_json()))
 }
 
-async fn create_reservation(req: Request) -> Result<Reply, Problem> {
+async fn create_reservation(req: Request, trace: &Trace) -> Result<Reply, Problem> {
     let body: NewReservation = read_json(req, MAX_RESERVATION_BODY).await?;
     let conn = connect().await?;
-    match atomically(&conn, async |tx| store::reserve(tx, &body).await).await? {
+    let reserved = atomically(&conn, async |tx| store::reserve(tx, &body, trace).await).await;
+    // Reservations by outcome (`bv_app_stock_reservations_total`): a fixed
+    // set of label values, whatever the problem.
+    let outcome = match &reserved {
+        Ok(Reserved::Created(_)) => "created",
+        Ok(Reserved::Replayed(_)) => "replayed",
+        Err(p) => match p.kind {
+            kind @ ("insufficient-stock" | "unknown-product" | "idempotency-mismatch") => kind,
+            _ => "error",
+        },
+    };
+    bv_service::telemetry::counter("stock_reservations", &[("outcome", outcome)], 1);
+    match reserved? {
         Reserved::Created(r) => Ok(json(201, &r.to_json())),
         Reserved::Replayed(r) => Ok(json(200, &r.to_json())),
     }
@@ -187,9 +206,12 @@ async fn get_reservation(id: ReservationId) -> Result<Reply, Problem> {
     Ok(json(200, &r.to_json()))
 }
 
-async fn transition(id: ReservationId, to: Status) -> Result<Reply, Problem> {
+async fn transition(id: ReservationId, to: Status, trace: &Trace) -> Result<Reply, Problem> {
     let conn = connect().await?;
-    let r = atomically(&conn, async |tx| store::transition(tx, &id, to).await).await?;
+    let r = atomically(&conn, async |tx| {
+        store::transition(tx, &id, to, trace).await
+    })
+    .await?;
     Ok(json(200, &r.to_json()))
 }
 

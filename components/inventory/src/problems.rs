@@ -4,11 +4,6 @@
 use bv_service::Problem;
 use serde_json::Value;
 
-/// 403 `forbidden`: the call is for administrators.
-pub fn forbidden(detail: impl Into<String>) -> Problem {
-    Problem::new(403, "forbidden", "Administrators only", detail)
-}
-
 /// 409 `insufficient-stock`: some lines cannot be held; `shortages` lists
 /// them (`productId`, `requested`, `available`).
 pub fn insufficient_stock(shortages: Vec<Value>) -> Problem {

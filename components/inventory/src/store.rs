@@ -8,7 +8,7 @@
 //! slipped past. Each change publishes its event in its own transaction.
 
 use bv_events_guest::Transaction;
-use bv_service::Problem;
+use bv_service::{Problem, Trace};
 use serde_json::json;
 use spin_sdk::pg::{Connection, Decode, ParameterValue, Row};
 
@@ -102,6 +102,7 @@ pub async fn restock(
     tx: &Transaction<'_>,
     product: &ProductId,
     restock: &Restock,
+    trace: &Trace,
 ) -> Result<Stock, Problem> {
     let quantity = restock.quantity.get();
     let found = rows(
@@ -116,7 +117,7 @@ pub async fn restock(
         found.first().map(stock_of).transpose()?.ok_or_else(|| {
             Problem::not_found(format!("no stock record for product `{product}`"))
         })?;
-    tx.publish(&events::restocked(&stock, quantity))
+    tx.publish(&events::restocked(&stock, quantity).traced(trace.traceparent()))
         .await
         .map_err(db)?;
     Ok(stock)
@@ -177,7 +178,11 @@ pub enum Reserved {
 /// Holds every line of `request` or none: 409 `insufficient-stock` naming
 /// each product short, 422 `unknown-product` for products without stock,
 /// 422 `idempotency-mismatch` when the id was used for another request.
-pub async fn reserve(tx: &Transaction<'_>, request: &NewReservation) -> Result<Reserved, Problem> {
+pub async fn reserve(
+    tx: &Transaction<'_>,
+    request: &NewReservation,
+    trace: &Trace,
+) -> Result<Reserved, Problem> {
     let id = &request.reservation_id;
     // The id first: a concurrent request with the same id waits here for
     // the other transaction, then finds its reservation (or, if that one
@@ -276,7 +281,7 @@ pub async fn reserve(tx: &Transaction<'_>, request: &NewReservation) -> Result<R
         items,
         expires_at,
     };
-    tx.publish(&events::reservation(&created))
+    tx.publish(&events::reservation(&created).traced(trace.traceparent()))
         .await
         .map_err(db)?;
     Ok(Reserved::Created(created))
@@ -290,6 +295,7 @@ pub async fn transition(
     tx: &Transaction<'_>,
     id: &ReservationId,
     to: Status,
+    trace: &Trace,
 ) -> Result<Reservation, Problem> {
     let mut r = reservation(tx, id, true)
         .await?
@@ -330,6 +336,8 @@ pub async fn transition(
     .await
     .map_err(db)?;
     r.status = to;
-    tx.publish(&events::reservation(&r)).await.map_err(db)?;
+    tx.publish(&events::reservation(&r).traced(trace.traceparent()))
+        .await
+        .map_err(db)?;
     Ok(r)
 }

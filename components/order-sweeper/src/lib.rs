@@ -21,7 +21,8 @@
 //!    order to `CANCELLED` (reason `saga-timeout`, `order.cancelled`) and
 //!    the saga to `finished`. A FAILED order whose compensation did not
 //!    complete stays FAILED. Failures are retried by the trigger; every
-//!    call is idempotent.
+//!    call is idempotent. It reports `orders{outcome="expired"}` and
+//!    `saga_compensations{step, result}` (`bv_service::telemetry`).
 
 #![deny(missing_docs)]
 
@@ -43,6 +44,9 @@ use shared::store::{self, Move};
 #[serde(rename_all = "camelCase")]
 struct Expired {
     order_id: String,
+    /// The saga step it stalled at (a fixed set: a metric label).
+    #[serde(default)]
+    step: String,
 }
 
 #[bv_events_guest::handler]
@@ -72,9 +76,16 @@ async fn on_expired(event: Event<Expired>) -> anyhow::Result<()> {
     // The pool is shared with the services called: hold no connection
     // across a call.
     drop(conn);
-    shared::services::give_back(id)
-        .await
-        .map_err(|e| anyhow::anyhow!("order {id}: {e}"))?;
+    // The calls and the event below join the trace of `order.expired`.
+    let trace = bv_service::Trace::from_traceparent(event.traceparent());
+    let given_back = shared::services::give_back(&trace, id).await;
+    let result = if given_back.is_ok() { "done" } else { "failed" };
+    bv_service::telemetry::counter(
+        "saga_compensations",
+        &[("step", step_label(&event.data.step)), ("result", result)],
+        1,
+    );
+    given_back.map_err(|e| anyhow::anyhow!("order {id}: {e}"))?;
     let conn = store::open().await.map_err(|p| anyhow::anyhow!(p.detail))?;
     if Status::CANCELLABLE.contains(&order.status) {
         let moved = store::transition(
@@ -92,12 +103,14 @@ async fn on_expired(event: Event<Expired>) -> anyhow::Result<()> {
                         "reason": "saga-timeout", "previousStatus": order.status.as_str()
                     }),
                 ),
+                trace: event.traceparent(),
             },
         )
         .await
         .map_err(|p| anyhow::anyhow!(p.detail))?;
         if moved {
             eprintln!("order-sweeper: order {id} cancelled (saga timed out)");
+            bv_service::telemetry::counter("orders", &[("outcome", "expired")], 1);
             return Ok(());
         }
     }
@@ -110,4 +123,20 @@ async fn on_expired(event: Event<Expired>) -> anyhow::Result<()> {
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// `step` when it is one of the saga's steps, else `other`: label values
+/// stay a fixed set whatever an event carries.
+fn step_label(step: &str) -> &'static str {
+    [
+        "create-order",
+        "reserve-stock",
+        "authorize-payment",
+        "capture-payment",
+        "clear-cart",
+        "compensate",
+    ]
+    .into_iter()
+    .find(|s| *s == step)
+    .unwrap_or("other")
 }

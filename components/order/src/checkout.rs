@@ -2,13 +2,14 @@
 //! its saga.
 
 use bv_events_guest::{CloudEvent, Transaction};
-use bv_service::{read_json, Currency, Money, Problem, Reply};
+use bv_service::{read_json, telemetry, Currency, Money, Problem, Reply, Trace};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use spin_sdk::http::{FullBody, Request, Response};
 use spin_sdk::pg::{Connection, ParameterValue};
 
+use crate::resilience::{CallError, Calls, Dependency};
 use crate::shared::model::Status;
 use crate::shared::services::{self, Answer, CART, INVENTORY, PAYMENT};
 use crate::shared::store::{self, Move, Order, SOURCE};
@@ -67,11 +68,19 @@ struct CartLine {
 #[derive(Debug, Deserialize)]
 struct Cart {
     items: Vec<CartLine>,
+    /// Set when the cart priced some lines from its last known copy of
+    /// the product (the product service was down).
+    #[serde(default)]
+    degraded: bool,
 }
 
 /// `POST /api/orders`.
 pub async fn checkout(req: Request) -> Result<Reply, Problem> {
-    let customer = customer(&req)?;
+    let customer = customer(&req).await?;
+    // The cart is read and emptied with the customer's own token.
+    let authorization = bv_auth::authorization(req.headers());
+    // Every call and event of the checkout joins the request's trace.
+    let trace = Trace::of(&req);
     let key = idempotency_key(&req)?;
     let body: CheckoutBody = read_json(req, MAX_BODY).await?;
     let fingerprint = serde_json::to_string(&body).map_err(Problem::internal)?;
@@ -79,8 +88,18 @@ pub async fn checkout(req: Request) -> Result<Reply, Problem> {
     if let Some(reply) = replay(&conn, &customer, &key, &fingerprint).await? {
         return Ok(reply);
     }
-    let (items, total) = priced_cart(&customer).await?;
-    let Some(order) = create(&conn, &customer, &key, &fingerprint, items, total, &body).await?
+    let (items, total) = priced_cart(&trace, authorization.as_deref()).await?;
+    let Some(order) = create(
+        &trace,
+        &conn,
+        &customer,
+        &key,
+        &fingerprint,
+        items,
+        total,
+        &body,
+    )
+    .await?
     else {
         // Another request with this key created the order first.
         return replay(&conn, &customer, &key, &fingerprint)
@@ -90,7 +109,15 @@ pub async fn checkout(req: Request) -> Result<Reply, Problem> {
     // The pool is shared with the services the saga calls: hold no
     // connection across a call.
     drop(conn);
-    let (status, body) = match run(&order, &body.card.token.0).await {
+    let started = std::time::Instant::now();
+    let saga = run(&trace, &order, &body.card.token.0, authorization.as_deref()).await;
+    let outcome = if saga.is_ok() { "paid" } else { "failed" };
+    telemetry::observe(
+        "checkout_saga_seconds",
+        &[("outcome", outcome)],
+        started.elapsed().as_secs_f64(),
+    );
+    let (status, body) = match saga {
         Ok(order) => (201, order.view()),
         Err(problem) => (problem.status, problem_body(&problem)),
     };
@@ -150,6 +177,9 @@ fn answer(status: u16, body: &Value, replayed: bool) -> Reply {
     if replayed {
         builder = builder.header("idempotent-replayed", "true");
     }
+    if let Some(seconds) = body.get("retryAfterSeconds").and_then(Value::as_u64) {
+        builder = builder.header("retry-after", seconds);
+    }
     builder
         .body(FullBody::new(Bytes::from(body.to_string())))
         .expect("a valid status")
@@ -204,8 +234,11 @@ async fn replay(
 }
 
 /// The customer's cart as order lines, with the total recomputed.
-async fn priced_cart(customer: &str) -> Result<(Value, Money), Problem> {
-    let cart = services::call("GET", CART, Some(customer), None)
+async fn priced_cart(
+    trace: &Trace,
+    authorization: Option<&str>,
+) -> Result<(Value, Money), Problem> {
+    let cart = services::call(trace, "GET", CART, authorization, None)
         .await
         .map_err(|e| {
             eprintln!("order: cart: {e}");
@@ -219,6 +252,16 @@ async fn priced_cart(customer: &str) -> Result<(Value, Money), Problem> {
         eprintln!("order: the cart does not parse: {e}");
         Problem::unavailable("the cart service answered something unexpected")
     })?;
+    if cart.degraded {
+        // An order is placed at current prices only, never at stale ones.
+        return Err(Problem::new(
+            503,
+            "dependency-unavailable",
+            "A dependency is unavailable",
+            "the product service is unavailable, so the cart's prices cannot be confirmed; retry later",
+        )
+        .with("dependency", "product"));
+    }
     if cart.items.is_empty() {
         return Err(Problem::new(
             409,
@@ -257,7 +300,9 @@ async fn priced_cart(customer: &str) -> Result<(Value, Money), Problem> {
 /// Creates the order `PENDING` with its idempotency record, saga row, first
 /// saga log entry and `order.placed`, in one transaction; `None` when the
 /// key was taken meanwhile.
+#[allow(clippy::too_many_arguments)]
 async fn create(
+    trace: &Trace,
     conn: &Connection,
     customer: &str,
     key: &str,
@@ -335,7 +380,8 @@ async fn create(
             SOURCE,
             &id,
             json!({ "orderId": id, "customerId": customer, "items": placed_items, "total": total }),
-        ))
+        )
+        .traced(trace.traceparent()))
         .await
     }
     .await;
@@ -356,18 +402,30 @@ struct Failure {
     reason: String,
     status: u16,
     detail: String,
+    /// Whether a payment call may have reached the payment service (so
+    /// there may be a payment to void or refund).
+    payment_sent: bool,
+    /// Set when a circuit breaker refused the call: the dependency, and
+    /// when to try again.
+    circuit_open: Option<(&'static str, std::time::Duration)>,
 }
 
 /// Runs the saga of `order` to `PAID`, or to `FAILED` with its resources
-/// given back (the problem to answer).
-async fn run(order: &Order, token: &str) -> Result<Order, Problem> {
-    match steps(order, token).await? {
-        Ok(()) => {}
-        Err(failure) => return Err(fail(order, failure).await?),
+/// given back (the problem to answer). `authorization` is the customer's,
+/// forwarded to empty their cart.
+async fn run(
+    trace: &Trace,
+    order: &Order,
+    token: &str,
+    authorization: Option<&str>,
+) -> Result<Order, Problem> {
+    match steps(trace, order, token).await? {
+        Ok(()) => telemetry::counter("orders", &[("outcome", "paid")], 1),
+        Err(failure) => return Err(fail(trace, order, failure).await?),
     }
     // Paid: the saga holds nothing that must be given back any more.
     store::log_step(&db().await?, &order.id, "clear-cart", "started", "").await?;
-    let cleared = services::call("DELETE", CART, Some(&order.customer), None).await;
+    let cleared = services::call(trace, "DELETE", CART, authorization, None).await;
     let (phase, detail) = match cleared {
         Ok(a) if a.status < 300 => ("done", String::new()),
         Ok(a) => ("failed", format!("{} {}", a.status, a.body)),
@@ -394,7 +452,33 @@ fn failure(step: &'static str, reason: &str, status: u16, detail: impl Into<Stri
         reason: reason.to_string(),
         status,
         detail: detail.into(),
+        payment_sent: step != "reserve-stock",
+        circuit_open: None,
     }
+}
+
+/// A guarded call to `dependency` that has no answer: refused by its open
+/// circuit breaker (reason `<dependency>-circuit-open`, answered 503
+/// `dependency-unavailable` at once), or failed and timed out after its
+/// retries (`<dependency>-unavailable`).
+fn call_failed(step: &'static str, dependency: Dependency, e: CallError) -> Failure {
+    let name = dependency.name();
+    let CallError::Open {
+        retry_after,
+        attempts,
+    } = e
+    else {
+        return unavailable(step, name, e);
+    };
+    let mut f = failure(
+        step,
+        &format!("{name}-circuit-open"),
+        503,
+        format!("the {name} service is failing: its circuit breaker is open, so the checkout stopped without waiting for it"),
+    );
+    f.circuit_open = Some((name, retry_after));
+    f.payment_sent = step == "capture-payment" || (step == "authorize-payment" && attempts > 0);
+    f
 }
 
 fn unavailable(step: &'static str, service: &str, e: impl std::fmt::Display) -> Failure {
@@ -408,8 +492,9 @@ fn unavailable(step: &'static str, service: &str, e: impl std::fmt::Display) -> 
 }
 
 /// The saga's steps up to `PAID`; the inner `Err` is a failed step.
-async fn steps(order: &Order, token: &str) -> Result<Result<(), Failure>, Problem> {
+async fn steps(trace: &Trace, order: &Order, token: &str) -> Result<Result<(), Failure>, Problem> {
     let id = order.id.as_str();
+    let calls = Calls::open().await?;
     // 1. Reserve the stock.
     let step = "reserve-stock";
     store::log_step(&db().await?, id, step, "started", "").await?;
@@ -420,13 +505,15 @@ async fn steps(order: &Order, token: &str) -> Result<Result<(), Failure>, Proble
         .flatten()
         .map(|l| json!({ "productId": l["productId"], "quantity": l["quantity"] }))
         .collect();
-    let reserved = services::call(
-        "POST",
-        &format!("{INVENTORY}/reservations"),
-        None,
-        Some(&json!({ "reservationId": id, "orderId": id, "items": lines })),
-    )
-    .await;
+    let reserved = calls
+        .call(
+            trace,
+            Dependency::Inventory,
+            "POST",
+            &format!("{INVENTORY}/reservations"),
+            Some(&json!({ "reservationId": id, "orderId": id, "items": lines })),
+        )
+        .await;
     match reserved {
         Ok(Answer {
             status: 200 | 201, ..
@@ -450,7 +537,7 @@ async fn steps(order: &Order, token: &str) -> Result<Result<(), Failure>, Proble
                 format!("{} {}", a.status, a.body),
             )))
         }
-        Err(e) => return Ok(Err(unavailable(step, "inventory", e))),
+        Err(e) => return Ok(Err(call_failed(step, Dependency::Inventory, e))),
     }
     store::log_step(&db().await?, id, step, "done", "").await?;
     let confirmed = store::transition(
@@ -465,6 +552,7 @@ async fn steps(order: &Order, token: &str) -> Result<Result<(), Failure>, Proble
                 "com.bitvelocity.order.confirmed.v1",
                 json!({ "orderId": id, "customerId": order.customer, "reservationId": id }),
             ),
+            trace: trace.traceparent(),
         },
     )
     .await?;
@@ -475,15 +563,17 @@ async fn steps(order: &Order, token: &str) -> Result<Result<(), Failure>, Proble
     // 2. Authorize the total.
     let step = "authorize-payment";
     store::log_step(&db().await?, id, step, "started", "").await?;
-    let authorized = services::call(
-        "POST",
-        &format!("{PAYMENT}/authorize"),
-        None,
-        Some(&json!({
-            "paymentId": id, "orderId": id, "amount": order.total, "card": { "token": token }
-        })),
-    )
-    .await;
+    let authorized = calls
+        .call(
+            trace,
+            Dependency::Payment,
+            "POST",
+            &format!("{PAYMENT}/authorize"),
+            Some(&json!({
+                "paymentId": id, "orderId": id, "amount": order.total, "card": { "token": token }
+            })),
+        )
+        .await;
     match authorized {
         Ok(Answer {
             status: 200 | 201, ..
@@ -509,14 +599,23 @@ async fn steps(order: &Order, token: &str) -> Result<Result<(), Failure>, Proble
                 format!("{} {}", a.status, a.body),
             )))
         }
-        Err(e) => return Ok(Err(unavailable(step, "payment", e))),
+        Err(e) => return Ok(Err(call_failed(step, Dependency::Payment, e))),
     }
     store::log_step(&db().await?, id, step, "done", "").await?;
 
     // 3. Capture it.
     let step = "capture-payment";
     store::log_step(&db().await?, id, step, "started", "").await?;
-    match services::call("POST", &format!("{PAYMENT}/{id}/capture"), None, None).await {
+    let captured = calls
+        .call(
+            trace,
+            Dependency::Payment,
+            "POST",
+            &format!("{PAYMENT}/{id}/capture"),
+            None,
+        )
+        .await;
+    match captured {
         Ok(Answer { status: 200, .. }) => {}
         Ok(a) => {
             return Ok(Err(unavailable(
@@ -525,7 +624,7 @@ async fn steps(order: &Order, token: &str) -> Result<Result<(), Failure>, Proble
                 format!("{} {}", a.status, a.body),
             )))
         }
-        Err(e) => return Ok(Err(unavailable(step, "payment", e))),
+        Err(e) => return Ok(Err(call_failed(step, Dependency::Payment, e))),
     }
     store::log_step(&db().await?, id, step, "done", "").await?;
     let paid = store::transition(
@@ -543,6 +642,7 @@ async fn steps(order: &Order, token: &str) -> Result<Result<(), Failure>, Proble
                     "total": order.total
                 }),
             ),
+            trace: trace.traceparent(),
         },
     )
     .await?;
@@ -565,11 +665,15 @@ fn moved_meanwhile(step: &'static str) -> Failure {
 
 /// Gives back what the saga holds and ends the order `FAILED` (unless it
 /// moved meanwhile); the problem to answer.
-async fn fail(order: &Order, f: Failure) -> Result<Problem, Problem> {
+async fn fail(trace: &Trace, order: &Order, f: Failure) -> Result<Problem, Problem> {
     let id = order.id.as_str();
     store::log_step(&db().await?, id, f.step, "failed", &f.reason).await?;
     store::log_step(&db().await?, id, "compensate", "started", "").await?;
-    let saga = match services::give_back(id).await {
+    let saga = match Calls::open()
+        .await?
+        .give_back(trace, id, f.payment_sent)
+        .await
+    {
         Ok(()) => {
             store::log_step(&db().await?, id, "compensate", "done", "").await?;
             "finished"
@@ -581,8 +685,15 @@ async fn fail(order: &Order, f: Failure) -> Result<Problem, Problem> {
             "compensating"
         }
     };
+    let result = if saga == "finished" { "done" } else { "failed" };
+    telemetry::counter(
+        "saga_compensations",
+        &[("step", f.step), ("result", result)],
+        1,
+    );
+    let kind = problem_kind(&f.reason);
     if f.reason != "order-cancelled" {
-        store::transition(
+        let failed = store::transition(
             &db().await?,
             id,
             Move {
@@ -597,9 +708,14 @@ async fn fail(order: &Order, f: Failure) -> Result<Problem, Problem> {
                         "reason": f.reason, "step": f.step
                     }),
                 ),
+                trace: trace.traceparent(),
             },
         )
         .await?;
+        if failed {
+            // `kind` is one of a fixed set, unlike the callee's reason.
+            telemetry::counter("orders", &[("outcome", "failed"), ("reason", kind)], 1);
+        }
     }
     let title = match f.status {
         402 => "The payment was declined",
@@ -608,7 +724,22 @@ async fn fail(order: &Order, f: Failure) -> Result<Problem, Problem> {
         503 => "A dependency is unavailable",
         _ => "The payment was refused",
     };
-    let kind: &'static str = match f.reason.as_str() {
+    let mut problem = Problem::new(f.status, kind, title, f.detail)
+        .with("orderId", id)
+        .with("reason", f.reason);
+    if let Some((dependency, retry_after)) = f.circuit_open {
+        // Whole seconds, rounded up: also the answer's `Retry-After`.
+        let seconds = retry_after.as_millis().div_ceil(1000).max(1) as u64;
+        problem = problem
+            .with("dependency", dependency)
+            .with("retryAfterSeconds", seconds);
+    }
+    Ok(problem)
+}
+
+/// The problem kind of a failure `reason`: one of a fixed set.
+fn problem_kind(reason: &str) -> &'static str {
+    match reason {
         "insufficient-stock" => "insufficient-stock",
         "unknown-product" => "unknown-product",
         "card-declined" => "card-declined",
@@ -617,13 +748,11 @@ async fn fail(order: &Order, f: Failure) -> Result<Problem, Problem> {
         "amount-limit" => "amount-limit",
         "inventory-unavailable" => "inventory-unavailable",
         "payment-unavailable" => "payment-unavailable",
+        "inventory-circuit-open" | "payment-circuit-open" => "dependency-unavailable",
         "order-cancelled" => "order-cancelled",
         "payment-rejected" => "payment-rejected",
         _ => "payment-declined",
-    };
-    Ok(Problem::new(f.status, kind, title, f.detail)
-        .with("orderId", id)
-        .with("reason", f.reason))
+    }
 }
 
 /// A connection for one database step, given back to the pool right after.

@@ -4,12 +4,15 @@
 //! |---|---|
 //! | `POST /api/orders` `{card: {token}}`, header `Idempotency-Key` | 201 the order, `PAID`; or a problem (below) with the order left `FAILED` |
 //! | `GET /api/orders` | 200 `{orders: [...]}`, the customer's, newest first |
-//! | `GET /api/orders/{id}` | 200 the order; 404 (also for another customer's) |
-//! | `POST /api/orders/{id}/cancel` | 200 `CANCELLED` (from PENDING, CONFIRMED, PAID; stock released, payment voided or refunded) |
-//! | `POST /api/orders/{id}/fulfil` (header `x-bv-role: admin`) | 200 `FULFILLED` (from PAID; the reservation committed) |
+//! | `GET /api/orders/{id}` | 200 the order; 404 (also for another customer's; an administrator sees every order) |
+//! | `POST /api/orders/{id}/cancel` | 200 `CANCELLED` (from PENDING, CONFIRMED, PAID; stock released, payment voided or refunded); the order's customer only |
+//! | `POST /api/orders/{id}/fulfil` (admin) | 200 `FULFILLED` (from PAID; the reservation committed) |
 //!
-//! The customer is the `x-bv-customer` header (401 `unauthenticated`
-//! without it). States: `PENDING → CONFIRMED → PAID → FULFILLED`, with
+//! The customer is the subject of the request's bearer token (401
+//! `unauthenticated` without one, `invalid-token` when it does not
+//! verify; 403 for a customer on an admin call). The calls the saga makes
+//! to the cart forward that token; the inventory and payment calls are
+//! internal (service chaining). States: `PENDING → CONFIRMED → PAID → FULFILLED`, with
 //! `CANCELLED` (from PENDING, CONFIRMED, PAID) and `FAILED` (from PENDING,
 //! CONFIRMED); any other move is 409 `illegal-transition`.
 //!
@@ -32,7 +35,10 @@
 //!   `amount-limit` as the payment service declined;
 //! - 422 `payment-rejected` when the payment service refused the request;
 //! - 503 `inventory-unavailable` / `payment-unavailable` when a dependency
-//!   is down.
+//!   is down (failed or timed out after its retries);
+//! - 503 `dependency-unavailable` (with `dependency`, `retryAfterSeconds`
+//!   and a `Retry-After` header) at once, without calling it, while the
+//!   dependency's circuit breaker is open (see [`resilience`]).
 //!
 //! Before an order exists: 428 `idempotency-key-required` without the
 //! header (422 `invalid-field` naming `Idempotency-Key` when it is empty or
@@ -54,15 +60,25 @@
 //! A saga that stops moving (its process crashed, a dependency hung) is
 //! taken over by `order-sweeper` after its timeout and cancelled with its
 //! resources given back.
+//!
+//! # Metrics
+//!
+//! Reported with `bv_service::telemetry` (stdout lines bv serves on its
+//! `/metrics`): `orders` by `outcome` (`paid`, `failed` with the problem
+//! kind as `reason`, `cancelled`; `order-sweeper` adds `expired`),
+//! `saga_compensations` by `step` and `result`, and the
+//! `checkout_saga_seconds` histogram by `outcome`.
 
 #![deny(missing_docs)]
 
 mod checkout;
+mod resilience;
 mod shared;
 
 use std::sync::atomic::AtomicBool;
 
-use bv_service::{json, migrate, path_info, Problem, Reply};
+use bv_auth::Principal;
+use bv_service::{json, migrate, path_info, Problem, Reply, Trace};
 use serde_json::json;
 use spin_sdk::http::{Method, Request};
 use spin_sdk::http_service;
@@ -100,44 +116,20 @@ async fn route(req: Request) -> Result<Reply, Problem> {
     }
 }
 
-/// The customer named by `x-bv-customer`: 1–128 ASCII letters, digits,
-/// `-`, `_`, `.` or `@` (as the cart accepts). The one place to replace
-/// when authentication arrives.
-fn customer(req: &Request) -> Result<String, Problem> {
-    let unauthenticated =
-        |detail: &str| Problem::new(401, "unauthenticated", "Not authenticated", detail);
-    let raw = req
-        .headers()
-        .get("x-bv-customer")
-        .ok_or_else(|| unauthenticated("the `x-bv-customer` header is missing"))?
-        .to_str()
-        .map_err(|_| unauthenticated("the `x-bv-customer` header is not ASCII"))?;
-    let ok = (1..=128).contains(&raw.len())
-        && raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
-    if !ok {
-        return Err(unauthenticated(
-            "the `x-bv-customer` header must be 1–128 of A-Z a-z 0-9 - _ . @",
-        ));
-    }
-    Ok(raw.to_string())
+/// The caller: the principal of the request's bearer token.
+async fn caller(req: &Request) -> Result<Principal, Problem> {
+    bv_auth::authenticate(req.headers()).await
 }
 
-/// Admin-only calls: header `x-bv-role: admin` (403 otherwise). The one
-/// place to replace when authentication arrives.
-fn require_admin(req: &Request) -> Result<(), Problem> {
-    let role = req.headers().get("x-bv-role").and_then(|v| v.to_str().ok());
-    if role == Some("admin") {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            403,
-            "forbidden",
-            "Forbidden",
-            "this call needs the header `x-bv-role: admin`",
-        ))
-    }
+/// The customer placing an order or owning the orders asked for: the
+/// token's subject.
+async fn customer(req: &Request) -> Result<String, Problem> {
+    Ok(caller(req).await?.subject.as_str().to_string())
+}
+
+/// Admin-only calls: an administrator's token (403 for a customer's).
+async fn require_admin(req: &Request) -> Result<(), Problem> {
+    bv_auth::require_admin(req.headers()).await.map(drop)
 }
 
 /// The database, migrated.
@@ -180,7 +172,7 @@ fn illegal_because(order: &Order, detail: String) -> Problem {
 }
 
 async fn list(req: &Request) -> Result<Reply, Problem> {
-    let customer = customer(req)?;
+    let customer = customer(req).await?;
     let conn = open().await?;
     let rows = conn
         .query(
@@ -204,13 +196,16 @@ async fn list(req: &Request) -> Result<Reply, Problem> {
 }
 
 async fn get(req: &Request, id: &str) -> Result<Reply, Problem> {
-    let customer = customer(req)?;
+    let caller = caller(req).await?;
+    // An administrator sees every order, a customer only their own.
+    let owner = (!caller.is_admin()).then_some(caller.subject.as_str());
     let conn = open().await?;
-    Ok(json(200, &owned(&conn, id, Some(&customer)).await?.view()))
+    Ok(json(200, &owned(&conn, id, owner).await?.view()))
 }
 
 async fn cancel(req: &Request, id: &str) -> Result<Reply, Problem> {
-    let customer = customer(req)?;
+    let customer = customer(req).await?;
+    let trace = Trace::of(req);
     let conn = open().await?;
     let order = owned(&conn, id, Some(&customer)).await?;
     if !Status::CANCELLABLE.contains(&order.status) {
@@ -219,7 +214,7 @@ async fn cancel(req: &Request, id: &str) -> Result<Reply, Problem> {
     // The pool is shared with the services called: hold no connection
     // across a call.
     drop(conn);
-    services::give_back(id).await.map_err(|e| {
+    services::give_back(&trace, id).await.map_err(|e| {
         eprintln!("order {id}: cancel: {e}");
         Problem::unavailable("giving back the order's stock or payment failed; try again")
     })?;
@@ -239,6 +234,7 @@ async fn cancel(req: &Request, id: &str) -> Result<Reply, Problem> {
                     "reason": "customer-request", "previousStatus": order.status.as_str()
                 }),
             ),
+            trace: trace.traceparent(),
         },
     )
     .await?;
@@ -246,11 +242,13 @@ async fn cancel(req: &Request, id: &str) -> Result<Reply, Problem> {
     if !moved {
         return Err(illegal(&now, Status::Cancelled));
     }
+    bv_service::telemetry::counter("orders", &[("outcome", "cancelled")], 1);
     Ok(json(200, &now.view()))
 }
 
 async fn fulfil(req: &Request, id: &str) -> Result<Reply, Problem> {
-    require_admin(req)?;
+    require_admin(req).await?;
+    let trace = Trace::of(req);
     let conn = open().await?;
     let order = owned(&conn, id, None).await?;
     if order.status != Status::Paid {
@@ -258,6 +256,7 @@ async fn fulfil(req: &Request, id: &str) -> Result<Reply, Problem> {
     }
     drop(conn);
     let committed = services::call(
+        &trace,
         "POST",
         &format!("{INVENTORY}/reservations/{id}/commit"),
         None,
@@ -300,6 +299,7 @@ async fn fulfil(req: &Request, id: &str) -> Result<Reply, Problem> {
                 "com.bitvelocity.order.fulfilled.v1",
                 json!({ "orderId": id, "customerId": order.customer }),
             ),
+            trace: trace.traceparent(),
         },
     )
     .await?;

@@ -7,20 +7,10 @@ use spin_sdk::http::{Method, Request};
 
 use crate::config::{set_outage_override, Config};
 
-/// Admin calls need `x-bv-role: admin` (403 otherwise). The one place to
-/// change when real admin authentication arrives.
-pub fn require_admin(req: &Request) -> Result<(), Problem> {
-    let role = req.headers().get("x-bv-role").and_then(|v| v.to_str().ok());
-    if role == Some("admin") {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            403,
-            "forbidden",
-            "Admins only",
-            "this call needs the admin role (header `x-bv-role: admin`)",
-        ))
-    }
+/// Admin calls need an administrator's bearer token (401 without a valid
+/// token, 403 for a customer's).
+pub async fn require_admin(req: &Request) -> Result<(), Problem> {
+    bv_auth::require_admin(req.headers()).await.map(drop)
 }
 
 /// `POST {"on": bool}` sets the override, `DELETE` clears it (the
@@ -33,7 +23,7 @@ struct OutageBody {
 
 /// `/admin/outage`: answers the switch's state after the call.
 pub async fn outage(req: Request) -> Result<Reply, Problem> {
-    require_admin(&req)?;
+    require_admin(&req).await?;
     let method = req.method().clone();
     if method == Method::POST {
         let body: OutageBody = read_json(req, 1024).await?;

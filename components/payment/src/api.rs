@@ -6,7 +6,7 @@
 use std::sync::atomic::AtomicBool;
 
 use bv_events_guest::Transaction;
-use bv_service::{json, migrate, parse_json, read_json, Problem, Reply};
+use bv_service::{json, migrate, parse_json, read_json, Problem, Reply, Trace};
 use serde_json::Value;
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{HeaderValue, Request};
@@ -43,12 +43,13 @@ impl Step {
 
 /// `POST /authorize`.
 pub async fn authorize(req: Request, config: &Config) -> Result<Reply, Problem> {
+    let trace = Trace::of(&req);
     let body: AuthorizeBody = read_json(req, MAX_BODY).await?;
     let request = Authorize::try_from(body)?;
     let decision = decide(request.amount, &request.token, config.amount_limit);
     let conn = open().await?;
     let tx = Transaction::begin(&conn).await.map_err(Problem::internal)?;
-    match record(&tx, &request, decision).await {
+    match record(&tx, &request, decision, &trace).await {
         Ok(Some(payment)) => {
             tx.commit().await.map_err(Problem::internal)?;
             Ok(authorize_answer(&payment, false))
@@ -87,6 +88,7 @@ async fn record(
     tx: &Transaction<'_>,
     request: &Authorize,
     decision: Result<(), Decline>,
+    trace: &Trace,
 ) -> Result<Option<Payment>, Problem> {
     let rows = tx
         .query(store::INSERT, store::insert_params(request, decision))
@@ -102,7 +104,9 @@ async fn record(
         Status::Declined => events::declined(&payment),
         _ => events::authorized(&payment),
     };
-    tx.publish(&event).await.map_err(Problem::internal)?;
+    tx.publish(&event.traced(trace.traceparent()))
+        .await
+        .map_err(Problem::internal)?;
     Ok(Some(payment))
 }
 
@@ -132,10 +136,11 @@ fn authorize_answer(payment: &Payment, replayed: bool) -> Reply {
 /// the whole amount, so the body is empty (or `{}`).
 pub async fn step(id: &str, step: Step, req: Request) -> Result<Reply, Problem> {
     let id = known_id(id)?;
+    let trace = Trace::of(&req);
     no_fields(req).await?;
     let conn = open().await?;
     let tx = Transaction::begin(&conn).await.map_err(Problem::internal)?;
-    let result = advance(&tx, &id, step).await;
+    let result = advance(&tx, &id, step, &trace).await;
     match &result {
         Ok((_, true)) => tx.commit().await.map_err(Problem::internal)?,
         _ => {
@@ -152,6 +157,7 @@ async fn advance(
     tx: &Transaction<'_>,
     id: &PaymentId,
     step: Step,
+    trace: &Trace,
 ) -> Result<(Payment, bool), Problem> {
     let rows = tx
         .query(
@@ -217,7 +223,7 @@ async fn advance(
         rows.first()
             .ok_or_else(|| Problem::internal("a locked payment did not change"))?,
     )?;
-    tx.publish(&publish(&changed))
+    tx.publish(&publish(&changed).traced(trace.traceparent()))
         .await
         .map_err(Problem::internal)?;
     Ok((changed, true))

@@ -8,7 +8,11 @@
 //! | `POST /api/payments/{paymentId}/capture` | 200 `CAPTURED` |
 //! | `POST /api/payments/{paymentId}/refund` | 200 `REFUNDED` |
 //! | `GET /api/payments/{paymentId}` | 200, the payment as it is now |
-//! | `GET` / `POST {"on": bool}` / `DELETE` `/api/payments/admin/outage` | the outage switch (header `x-bv-role: admin`) |
+//! | `GET` / `POST {"on": bool}` / `DELETE` `/api/payments/admin/outage` | the outage switch (an administrator's token) |
+//!
+//! The payment calls are made by the order saga: they take requests from
+//! other components over service chaining, or from an administrator's
+//! bearer token (401 without a valid token, 403 for a customer's).
 //!
 //! Capture and refund are always of the whole amount (a body with fields
 //! is 422). A refund of a captured payment gives the money back
@@ -89,6 +93,11 @@ async fn handle(req: Request) -> Reply {
         return admin::outage(req)
             .await
             .unwrap_or_else(Problem::into_response);
+    }
+    // The payment calls are the order saga's: from other components over
+    // service chaining, or from an administrator.
+    if let Err(p) = bv_auth::require_internal_or_admin(req.headers()).await {
+        return p.into_response();
     }
     let config = match Config::load().await {
         Ok(config) => config,

@@ -29,7 +29,7 @@ mod listing;
 mod migrations;
 mod store;
 
-use bv_service::{json, path_info, read_json, Problem, Reply};
+use bv_service::{json, path_info, read_json, Problem, Reply, Trace};
 use serde_json::json;
 use spin_sdk::http::{Method, Request};
 use spin_sdk::http_service;
@@ -78,19 +78,11 @@ fn method_not_allowed(allowed: &str) -> Result<Reply, Problem> {
     ))
 }
 
-/// The one place that decides who may change the catalogue. Until real
-/// authentication exists, an admin is a caller sending `x-bv-role: admin`.
-fn require_admin(req: &Request) -> Result<(), Problem> {
-    if header(req, "x-bv-role") == Some("admin") {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            403,
-            "forbidden",
-            "Not allowed",
-            "changing the catalogue needs the admin role",
-        ))
-    }
+/// The one place that decides who may change the catalogue: an
+/// administrator's bearer token (401 without a valid token, 403 for a
+/// customer's).
+async fn require_admin(req: &Request) -> Result<(), Problem> {
+    bv_auth::require_admin(req.headers()).await.map(drop)
 }
 
 /// A product id from the path: one that is not a UUID names no product.
@@ -135,10 +127,11 @@ async fn get(req: Request, segment: &str) -> Result<Reply, Problem> {
 }
 
 async fn create(req: Request) -> Result<Reply, Problem> {
-    require_admin(&req)?;
+    require_admin(&req).await?;
     let collection = collection(&req);
+    let trace = Trace::of(&req);
     let new: NewProduct = read_json(req, MAX_BODY).await?;
-    let product = Store::open().await?.create(new).await?;
+    let product = Store::open().await?.create(new, &trace).await?;
     let location = format!("{collection}/{}", product.id);
     Ok(with_headers(
         json(201, &product),
@@ -147,7 +140,7 @@ async fn create(req: Request) -> Result<Reply, Problem> {
 }
 
 async fn replace(req: Request, segment: &str) -> Result<Reply, Problem> {
-    require_admin(&req)?;
+    require_admin(&req).await?;
     let id = product_id(segment)?;
     let if_match = header(&req, "if-match").map(str::to_string).ok_or_else(|| {
         Problem::new(
@@ -157,10 +150,11 @@ async fn replace(req: Request, segment: &str) -> Result<Reply, Problem> {
             "send If-Match with the product's current ETag, so that no one else's change is overwritten",
         )
     })?;
+    let trace = Trace::of(&req);
     let replacement: Replacement = read_json(req, MAX_BODY).await?;
     let product = Store::open()
         .await?
-        .replace(id, &if_match, replacement)
+        .replace(id, &if_match, replacement, &trace)
         .await?;
     Ok(with_headers(
         json(200, &product),
@@ -169,10 +163,13 @@ async fn replace(req: Request, segment: &str) -> Result<Reply, Problem> {
 }
 
 async fn delete(req: Request, segment: &str) -> Result<Reply, Problem> {
-    require_admin(&req)?;
+    require_admin(&req).await?;
     let id = product_id(segment)?;
     let if_match = header(&req, "if-match").map(str::to_string);
-    Store::open().await?.delete(id, if_match.as_deref()).await?;
+    Store::open()
+        .await?
+        .delete(id, if_match.as_deref(), &Trace::of(&req))
+        .await?;
     Ok(spin_sdk::http::Response::builder()
         .status(204)
         .body(spin_sdk::http::FullBody::new(bytes::Bytes::new()))

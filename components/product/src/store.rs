@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 
 use bv_events_guest::{CloudEvent, Transaction};
-use bv_service::{migrate, Currency, Money, Problem};
+use bv_service::{migrate, Currency, Money, Problem, Trace};
 use spin_sdk::pg::{Connection, Decode, ParameterValue, Row};
 
 use crate::domain::{NewProduct, Product, ProductId, Replacement, Sku};
@@ -103,8 +103,8 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 
-    /// Adds a product and publishes `product.created`.
-    pub async fn create(&self, new: NewProduct) -> Result<Product, Problem> {
+    /// Adds a product and publishes `product.created` (in `trace`).
+    pub async fn create(&self, new: NewProduct, trace: &Trace) -> Result<Product, Problem> {
         let tx = begin(&self.conn).await?;
         let result = async {
             let sql = format!(
@@ -127,7 +127,7 @@ impl Store {
                 Some(p) => p,
                 None => return Err(sku_taken(&new.sku)),
             };
-            publish(&tx, &events::created(&product)).await?;
+            publish(&tx, events::created(&product), trace).await?;
             Ok(product)
         }
         .await;
@@ -143,6 +143,7 @@ impl Store {
         id: ProductId,
         if_match: &str,
         new: Replacement,
+        trace: &Trace,
     ) -> Result<Product, Problem> {
         let tx = begin(&self.conn).await?;
         let result = async {
@@ -184,7 +185,7 @@ impl Store {
             ];
             let after = one(&tx, sql, params).await?.ok_or_else(|| not_found(id))?;
             if let Some(event) = events::updated(&before, &after) {
-                publish(&tx, &event).await?;
+                publish(&tx, event, trace).await?;
             }
             Ok(after)
         }
@@ -194,7 +195,12 @@ impl Store {
 
     /// Withdraws a live product (when `if_match`, only at that ETag),
     /// publishing `product.deleted`. The row stays, marked deleted.
-    pub async fn delete(&self, id: ProductId, if_match: Option<&str>) -> Result<(), Problem> {
+    pub async fn delete(
+        &self,
+        id: ProductId,
+        if_match: Option<&str>,
+        trace: &Trace,
+    ) -> Result<(), Problem> {
         let tx = begin(&self.conn).await?;
         let result = async {
             let before = locked(&tx, id).await?;
@@ -208,7 +214,7 @@ impl Store {
             let after = one(&tx, sql, vec![text(&id.to_string())])
                 .await?
                 .ok_or_else(|| not_found(id))?;
-            publish(&tx, &events::deleted(&after)).await
+            publish(&tx, events::deleted(&after), trace).await
         }
         .await;
         settle(tx, result).await
@@ -262,8 +268,11 @@ async fn settle<T>(tx: Transaction<'_>, result: Result<T, Problem>) -> Result<T,
     }
 }
 
-async fn publish(tx: &Transaction<'_>, event: &CloudEvent) -> Result<(), Problem> {
-    tx.publish(event).await.map_err(publish_failed)
+/// Publishes `event` in the trace of the request that made the change.
+async fn publish(tx: &Transaction<'_>, event: CloudEvent, trace: &Trace) -> Result<(), Problem> {
+    tx.publish(&event.traced(trace.traceparent()))
+        .await
+        .map_err(publish_failed)
 }
 
 /// The first row of a statement's result, decoded.

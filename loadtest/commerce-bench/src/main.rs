@@ -8,11 +8,14 @@
 //!   checkouts/s, latency and what a checkout cost.
 //! - `commerce-bench native-product` answers the product component's GETs
 //!   natively from the same database: the baseline of the product GETs.
+//! - `commerce-bench otlp-sink` accepts and drops OTLP exports (the tracing
+//!   benchmark's collector).
 
 mod checkout;
 mod client;
 mod measure;
 mod native;
+mod otlp_sink;
 mod setup;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +36,8 @@ enum Command {
     Checkout(checkout::Args),
     /// Serve GET /api/products[/{id}] natively, until killed.
     NativeProduct(native::Args),
+    /// Accept and drop OTLP/HTTP exports, until killed; GET /stats counts them.
+    OtlpSink(otlp_sink::Args),
 }
 
 fn main() {
@@ -44,6 +49,7 @@ fn main() {
         Command::Setup(args) => runtime.block_on(setup::run(args)),
         Command::Checkout(args) => runtime.block_on(checkout::run(args)),
         Command::NativeProduct(args) => runtime.block_on(native::run(args)),
+        Command::OtlpSink(args) => runtime.block_on(otlp_sink::run(args)),
     };
     if let Err(e) = result {
         eprintln!("commerce-bench: {e:#}");

@@ -90,6 +90,19 @@ impl<T> Event<T> {
     pub fn envelope(&self) -> &CloudEvent {
         &self.envelope
     }
+
+    /// The W3C `traceparent` this delivery runs under: with tracing on,
+    /// `bv` names its own delivery span here (a child of the producer's),
+    /// so what the handler passes it on to joins the same trace.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
+    }
+
+    /// `next`, an event published while handling this one, in this
+    /// event's trace (see [`Event::traceparent`]).
+    pub fn caused(&self, next: CloudEvent) -> CloudEvent {
+        next.traced(self.traceparent())
+    }
 }
 
 fn strip_field(text: &str, field: &str) -> String {
@@ -185,6 +198,28 @@ mod tests {
         assert_eq!(ev.envelope().data()["sku"], "MUG");
         let any: Event = Event::decode(&json, 7, 2, "projector").unwrap();
         assert_eq!(any.data["name"], "Mug");
+    }
+
+    #[test]
+    fn events_published_while_handling_one_join_its_trace() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&envelope("com.bitvelocity.product.created.v1", created()))
+                .unwrap();
+        let next = || CloudEvent::new("com.bitvelocity.x.v1", "/s", "x", json!({}));
+
+        let untraced: Event = Event::decode(&doc.to_string(), 1, 1, "s").unwrap();
+        assert_eq!(untraced.traceparent(), None);
+        assert_eq!(untraced.caused(next()).traceparent(), None);
+
+        doc["traceparent"] = json!(tp);
+        let traced: Event = Event::decode(&doc.to_string(), 1, 1, "s").unwrap();
+        assert_eq!(traced.traceparent(), Some(tp));
+        assert_eq!(traced.caused(next()).traceparent(), Some(tp));
+        // An event that already named a trace takes the handler's.
+        let other = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let named = next().with_traceparent(other).unwrap();
+        assert_eq!(traced.caused(named).traceparent(), Some(tp));
     }
 
     #[test]

@@ -72,6 +72,20 @@
 //! tx.commit().await?;
 //! ```
 //!
+//! # Tracing
+//!
+//! Events carry the W3C `traceparent` of the work that published them, so
+//! a trace goes on through every consumer. Publish with the trace of what
+//! caused the event: `CloudEvent::traced(Some(header))` in an HTTP handler
+//! (`bv_service::Trace::of(&req)`), [`Event::caused`] in an event handler.
+//! The Postgres trigger makes each delivery a span that is a child of the
+//! event's `traceparent`, and hands the handler the event with
+//! `traceparent` naming that delivery span ([`Event::traceparent`]).
+//!
+//! ```ignore
+//! tx.publish(&event.caused(CloudEvent::new("com.bitvelocity.order.paid.v1", "/orders", &id, data))).await?;
+//! ```
+//!
 //! # Dependencies
 //!
 //! The generated glue names this crate as `::bv_events_guest`: depend on it

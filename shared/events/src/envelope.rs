@@ -113,6 +113,19 @@ impl CloudEvent {
         Ok(self)
     }
 
+    /// The event in the trace of whatever caused it: `traceparent` is the
+    /// incoming request's header or the handled event's
+    /// [`CloudEvent::traceparent`]. Unlike [`CloudEvent::with_traceparent`]
+    /// it never fails: `None` or a malformed value (a client's bad header)
+    /// leaves the event outside any trace, since tracing must never stop a
+    /// publish.
+    pub fn traced(mut self, traceparent: Option<&str>) -> Self {
+        self.traceparent = traceparent
+            .filter(|t| check_traceparent(t).is_ok())
+            .map(str::to_string);
+        self
+    }
+
     /// Parses a CloudEvents 1.0 JSON text; the error names the first
     /// attribute that is missing, of the wrong type or malformed.
     pub fn parse(json: &str) -> Result<Self, EnvelopeError> {
@@ -286,6 +299,21 @@ mod tests {
         assert_eq!(CloudEvent::parse(&event.to_json()).unwrap(), event);
         let other = CloudEvent::new("t.v1", "/s", "x", Value::Null);
         assert_ne!(event.id(), other.id());
+    }
+
+    #[test]
+    fn traced_joins_a_well_formed_trace_only() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let event = CloudEvent::new("t.v1", "/s", "x", Value::Null);
+        let traced = event.clone().traced(Some(tp));
+        assert_eq!(traced.traceparent(), Some(tp));
+        assert_eq!(
+            CloudEvent::parse(&traced.to_json()).unwrap().traceparent(),
+            Some(tp)
+        );
+        assert_eq!(traced.clone().traced(None).traceparent(), None);
+        assert_eq!(event.clone().traced(Some("00-abc")).traceparent(), None);
+        assert!(!event.traced(None).to_json().contains("traceparent"));
     }
 
     #[test]

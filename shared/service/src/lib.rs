@@ -9,14 +9,21 @@
 //! - [`Money`]: integer minor units plus an ISO 4217 currency, never floats.
 //! - [`migrate`]: versioned SQL migrations, applied once per database under
 //!   an advisory lock.
+//! - [`trace`]: the W3C `traceparent` of a request, to forward on the calls
+//!   and events it causes.
+//! - [`telemetry`]: business metrics as stdout lines `bv` turns into
+//!   Prometheus series.
 #![deny(missing_docs)]
 
 mod migrate;
 mod money;
 mod problem;
 mod request;
+pub mod telemetry;
+pub mod trace;
 
 pub use migrate::{migrate, Migration};
 pub use money::{Currency, Money};
 pub use problem::Problem;
 pub use request::{json, parse_json, path_info, read_json, Reply};
+pub use trace::Trace;

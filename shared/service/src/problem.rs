@@ -110,21 +110,58 @@ impl Problem {
         // them (a `status` extension would break every client's parsing).
         let mut body = Map::new();
         let type_uri = self.type_uri();
+        let challenge = self.challenge();
         body.extend(self.extensions);
         body.insert("type".into(), json!(type_uri));
         body.insert("title".into(), json!(self.title));
         body.insert("status".into(), json!(self.status));
         body.insert("detail".into(), json!(self.detail));
-        Response::builder()
+        let mut builder = Response::builder()
             .status(self.status)
-            .header("content-type", "application/problem+json")
+            .header("content-type", "application/problem+json");
+        if let Some(challenge) = challenge {
+            builder = builder.header("www-authenticate", challenge);
+        }
+        builder
             .body(FullBody::new(Bytes::from(Value::Object(body).to_string())))
             .expect("a valid status")
+    }
+
+    /// A 401 must say how to authenticate (RFC 9110 §15.5.2): bearer
+    /// tokens (RFC 6750), with `invalid_token` when one was sent and
+    /// refused (kind `invalid-token`).
+    fn challenge(&self) -> Option<&'static str> {
+        match (self.status, self.kind) {
+            (401, "invalid-token") => Some("Bearer error=\"invalid_token\""),
+            (401, _) => Some("Bearer"),
+            _ => None,
+        }
     }
 }
 
 impl From<spin_sdk::pg::Error> for Problem {
+    /// A database that cannot be reached (down, restarting, shutting down)
+    /// is 503 `unavailable`, answered as soon as the connection fails so
+    /// that the client retries later; any other database error is 500.
     fn from(e: spin_sdk::pg::Error) -> Self {
+        if database_unavailable(&e) {
+            eprintln!("postgres unavailable: {e}");
+            return Problem::unavailable("the database is unavailable; retry later");
+        }
         Problem::internal(format!("postgres: {e}"))
+    }
+}
+
+/// Connection failures, and the SQLSTATEs of a server going away or not
+/// back yet: class 08 (connection exception), 57P01–57P03 (shut down by
+/// an administrator or a crash, cannot connect now).
+fn database_unavailable(e: &spin_sdk::pg::Error) -> bool {
+    use spin_sdk::pg::{Error, PgError, QueryError};
+    match e {
+        Error::PgError(PgError::ConnectionFailed(_)) => true,
+        Error::PgError(PgError::QueryFailed(QueryError::DbError(db))) => {
+            db.code.starts_with("08") || matches!(db.code.as_str(), "57P01" | "57P02" | "57P03")
+        }
+        _ => false,
     }
 }

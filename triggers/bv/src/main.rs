@@ -77,6 +77,18 @@ struct UpArgs {
     /// Directory for compiled code (default: <state-dir>/cache).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Log lines as JSON objects (one per line) or human-readable text.
+    #[arg(long, env = "BV_LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormatArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    /// One JSON object per line: time, level, target, message, fields,
+    /// component, route, trace_id, span_id.
+    Json,
+    /// Human-readable lines.
+    Text,
 }
 
 fn main() {
@@ -87,19 +99,34 @@ fn main() {
         // Nothing else runs yet, so no other thread reads the environment.
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn,tokio_postgres=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `bv up` logs JSON lines (or text) and exports traces when an OTLP
+    // endpoint is configured; the other commands talk to a person and keep
+    // plain text.
+    let telemetry = match &cli.command {
+        Command::Up(args) => bv_telemetry::init(
+            match args.log_format {
+                LogFormatArg::Json => bv_telemetry::LogFormat::Json,
+                LogFormatArg::Text => bv_telemetry::LogFormat::Text,
+            },
+            true,
+        ),
+        _ => bv_telemetry::init(bv_telemetry::LogFormat::Text, false),
+    };
+    let telemetry = match telemetry {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::exit(1);
+        }
+    };
     let result = match cli.command {
         Command::Up(args) => up(args),
         Command::Build(args) => build(&manifest_path(&args.from)),
         Command::Events(args) => events::run(args),
     };
+    // Spans still queued reach the collector before the process ends.
+    telemetry.shutdown();
     if let Err(e) = result {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
@@ -182,6 +209,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
 /// Ctrl-C; then each drains and the process exits 0.
 async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> anyhow::Result<()> {
     let _epoch = bv_runtime::start_epoch_ticker(runtime.engine());
+    let metrics_push = bv_telemetry::metrics_push::MetricsPush::from_env()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut triggers = tokio::task::JoinSet::new();
 
@@ -269,6 +297,11 @@ async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> any
         triggers.spawn(async move { trigger.run(stop).await.context("cron trigger") });
     }
 
+    let pusher = metrics_push.clone().map(|push| {
+        let runtime = runtime.clone();
+        push.spawn(move || runtime.encode_metrics())
+    });
+
     tokio::select! {
         _ = shutdown_signal() => {}
         Some(result) = triggers.join_next() => {
@@ -281,6 +314,13 @@ async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> any
     shutdown.cancel();
     while let Some(result) = triggers.join_next().await {
         result??;
+    }
+    if let (Some(pusher), Some(push)) = (pusher, metrics_push) {
+        // The last figures, so a short run still reaches the collector.
+        pusher.abort();
+        if let Err(e) = push.push(&runtime.encode_metrics()).await {
+            tracing::warn!("pushing the final metrics failed: {e:#}");
+        }
     }
     println!("Stopped.");
     Ok(())

@@ -6,6 +6,12 @@
 //! (the application's own HTTP trigger) without touching a socket; every other
 //! request must match the component's `allowed_outbound_hosts`, or the guest
 //! gets `error-code::http-request-denied` and the denial is logged.
+//!
+//! When tracing is on, every request gets a client span, and its W3C
+//! `traceparent` goes out with the request (a chained request's server span
+//! becomes its child). The span's parent is the `traceparent` the guest put
+//! on the request, if any (a guest that forwards its inbound `traceparent`
+//! names its own request exactly), else the span the instance works under.
 #![deny(missing_docs)]
 
 use std::future::Future;
@@ -14,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bv_outbound_networking::{AllowedHosts, OutboundUrl};
+use bv_telemetry::CurrentSpan;
 use http_body_util::BodyExt;
+use tracing::Instrument as _;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// Host suffix that addresses a component of the same application.
@@ -58,6 +66,7 @@ pub struct OutboundHttp {
     allowed: Arc<AllowedHosts>,
     local: Option<Arc<dyn LocalService>>,
     app: OutboundHttpApp,
+    span: CurrentSpan,
 }
 
 impl OutboundHttp {
@@ -74,6 +83,94 @@ impl OutboundHttp {
             allowed,
             local,
             app,
+            span: CurrentSpan::default(),
+        }
+    }
+
+    /// Parents client spans on `span`, the span the instance works under.
+    pub fn with_span(mut self, span: CurrentSpan) -> Self {
+        self.span = span;
+        self
+    }
+
+    /// A client span for `request` and its `traceparent` set on the request;
+    /// `None` (and the request untouched) when tracing is off.
+    fn client_span(&self, request: &mut http::Request<WasiBody>) -> Option<tracing::Span> {
+        if !bv_telemetry::tracing_enabled() {
+            return None;
+        }
+        let uri = request.uri();
+        let guest_parent = request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let parent = match guest_parent {
+            Some(_) => tracing::Span::none(),
+            None => self.span.get(),
+        };
+        let method = request.method().as_str();
+        let span = tracing::info_span!(
+            parent: &parent,
+            "http.client",
+            otel.name = method,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = method,
+            server.address = uri.host().unwrap_or_default(),
+            server.port = i64::from(uri.port_u16().unwrap_or(match uri.scheme_str() {
+                Some("https") => 443,
+                _ => 80,
+            })),
+            url.full = %uri,
+            http.response.status_code = tracing::field::Empty,
+            bv.component = &*self.component,
+        );
+        if guest_parent.is_some() {
+            bv_telemetry::set_remote_parent(&span, guest_parent.as_deref());
+        }
+        if let Some(value) =
+            bv_telemetry::traceparent(&span).and_then(|tp| http::HeaderValue::from_str(&tp).ok())
+        {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
+        Some(span)
+    }
+}
+
+const TRACEPARENT: &str = "traceparent";
+
+/// Records the outcome of a request on its client span.
+fn record_outcome<T>(
+    span: &tracing::Span,
+    result: &Result<(http::Response<T>, impl Sized), Error>,
+) {
+    match result {
+        Ok((response, _)) => {
+            let status = response.status().as_u16();
+            span.record("http.response.status_code", i64::from(status));
+            if status >= 400 {
+                span.record("otel.status_code", "error");
+            }
+        }
+        Err(_) => {
+            span.record("otel.status_code", "error");
+        }
+    }
+}
+
+/// Runs `send` inside the client span (when there is one) and records its
+/// outcome there.
+async fn traced<B, D>(
+    span: Option<tracing::Span>,
+    send: impl Future<Output = Result<(http::Response<B>, D), Error>>,
+) -> Result<(http::Response<B>, D), Error> {
+    match span {
+        None => send.await,
+        Some(span) => {
+            let result = send.instrument(span.clone()).await;
+            record_outcome(&span, &result);
+            result
         }
     }
 }
@@ -94,7 +191,7 @@ type SendResult = Result<
 impl WasiHttpHooks for OutboundHttp {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
@@ -107,22 +204,23 @@ impl WasiHttpHooks for OutboundHttp {
         if let Some(target) = host.strip_suffix(CHAINING_SUFFIX) {
             let target = target.to_string();
             if !self.allowed.allows_chaining_to(&target) {
-                let err = denied(
+                let err = self.span.get().in_scope(|| denied(
                     &self.component,
                     &uri.to_string(),
                     "not in allowed_outbound_hosts (add \"http://self\" or the component's spin.internal address)",
-                );
+                ));
                 return Box::new(async move { Err(err) });
             }
             let Some(local) = self.local.clone() else {
                 return Box::new(async { Err(Error::DestinationNotFound) });
             };
-            return Box::new(async move {
+            let span = self.client_span(&mut request);
+            return Box::new(traced(span, async move {
                 let response = local.handle(&target, request).await?;
                 let done: Box<dyn Future<Output = Result<(), Error>> + Send> =
                     Box::new(async { Ok(()) });
                 Ok((response, done))
-            });
+            }));
         }
 
         let port = uri
@@ -134,13 +232,16 @@ impl WasiHttpHooks for OutboundHttp {
             port,
         };
         if !self.allowed.allows(&url) {
-            let err = denied(
-                &self.component,
-                &uri.to_string(),
-                "not in allowed_outbound_hosts",
-            );
+            let err = self.span.get().in_scope(|| {
+                denied(
+                    &self.component,
+                    &uri.to_string(),
+                    "not in allowed_outbound_hosts",
+                )
+            });
             return Box::new(async move { Err(err) });
         }
+        let span = self.client_span(&mut request);
 
         let mut options = options.unwrap_or_default();
         options
@@ -149,11 +250,11 @@ impl WasiHttpHooks for OutboundHttp {
         options
             .first_byte_timeout
             .get_or_insert(self.app.first_byte_timeout);
-        Box::new(async move {
+        Box::new(traced(span, async move {
             let (response, io) =
                 wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(io);
             Ok((response.map(BodyExt::boxed_unsync), io))
-        })
+        }))
     }
 }

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bv_outbound_networking::{AllowedHosts, OutboundUrl};
+use bv_telemetry::CurrentSpan;
+use tracing::Instrument as _;
 use wasmtime::component::{Accessor, HasData, Linker, Resource, ResourceTable};
 
 pub use client::{mqtt_options, RumqttcConnector};
@@ -222,12 +224,13 @@ impl MqttApp {
             allowed,
             table: ResourceTable::new(),
             open: 0,
+            span: CurrentSpan::default(),
         }
     }
 }
 
-/// A connection handle, as the guest holds it.
-pub struct OpenConnection(Arc<dyn Publisher>);
+/// A connection handle, as the guest holds it, with the broker it goes to.
+pub struct OpenConnection(Arc<dyn Publisher>, Address);
 
 /// Per-instance state.
 pub struct MqttInstance {
@@ -236,6 +239,37 @@ pub struct MqttInstance {
     allowed: Arc<AllowedHosts>,
     table: ResourceTable,
     open: usize,
+    /// Parent of the publishes' client spans.
+    span: CurrentSpan,
+}
+
+impl MqttInstance {
+    /// Parents publish spans on `span`, the span the instance works under.
+    pub fn with_span(mut self, span: CurrentSpan) -> Self {
+        self.span = span;
+        self
+    }
+
+    /// A producer span for one publish; `None` when tracing is off.
+    fn publish_span(&self, broker: &Address, topic: &str, qos: Qos) -> Option<tracing::Span> {
+        if !bv_telemetry::tracing_enabled() {
+            return None;
+        }
+        Some(tracing::info_span!(
+            parent: &self.span.get(),
+            "mqtt.publish",
+            otel.name = format!("publish {topic}"),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "mqtt",
+            messaging.operation.type = "send",
+            messaging.destination.name = topic,
+            messaging.mqtt.qos = qos as i64,
+            server.address = %broker.host,
+            server.port = i64::from(broker.port),
+            bv.component = &*self.component,
+        ))
+    }
 }
 
 /// Most connection handles one instance may hold at once.
@@ -308,7 +342,7 @@ impl<T: Send> mqtt::HostConnectionWithStore<T> for HasMqtt {
             if s.open >= MAX_OPEN_CONNECTIONS {
                 return Ok(Err(WitError::TooManyConnections));
             }
-            let handle = s.table.push(OpenConnection(conn))?;
+            let handle = s.table.push(OpenConnection(conn, parsed))?;
             s.open += 1;
             Ok(Ok(handle))
         })
@@ -321,18 +355,25 @@ impl<T: Send> mqtt::HostConnectionWithStore<T> for HasMqtt {
         payload: Vec<u8>,
         qos: WitQos,
     ) -> wasmtime::Result<Result<(), WitError>> {
-        let conn = accessor.with(|mut access| -> wasmtime::Result<Arc<dyn Publisher>> {
-            Ok(access.get().table.get(&this)?.0.clone())
-        })?;
         let qos = match qos {
             WitQos::AtMostOnce => Qos::AtMostOnce,
             WitQos::AtLeastOnce => Qos::AtLeastOnce,
             WitQos::ExactlyOnce => Qos::ExactlyOnce,
         };
-        Ok(conn
-            .publish(&topic, payload, qos)
-            .await
-            .map_err(|e| WitError::Other(e.to_string())))
+        let (conn, span) = accessor.with(|mut access| -> wasmtime::Result<_> {
+            let state = access.get();
+            let open = state.table.get(&this)?;
+            Ok((open.0.clone(), state.publish_span(&open.1, &topic, qos)))
+        })?;
+        let publish = conn.publish(&topic, payload, qos);
+        let result = match &span {
+            Some(span) => publish.instrument(span.clone()).await,
+            None => publish.await,
+        };
+        if let (Some(span), Err(_)) = (&span, &result) {
+            span.record("otel.status_code", "error");
+        }
+        Ok(result.map_err(|e| WitError::Other(e.to_string())))
     }
 
     fn drop(

@@ -21,10 +21,12 @@
 pub mod address;
 pub mod convert;
 pub mod session;
+mod trace;
 
 use std::sync::Arc;
 
 use bv_outbound_networking::AllowedHosts;
+use bv_telemetry::CurrentSpan;
 use wasmtime::component::{
     Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
 };
@@ -66,6 +68,8 @@ pub struct PostgresInstance {
     allowed: Arc<AllowedHosts>,
     table: ResourceTable,
     open: usize,
+    /// Parent of the statements' client spans.
+    span: CurrentSpan,
 }
 
 impl PostgresApp {
@@ -82,7 +86,20 @@ impl PostgresApp {
             allowed,
             table: ResourceTable::new(),
             open: 0,
+            span: CurrentSpan::default(),
         }
+    }
+}
+
+impl PostgresInstance {
+    /// Parents statement spans on `span`, the span the instance works under.
+    pub fn with_span(mut self, span: CurrentSpan) -> Self {
+        self.span = span;
+        self
+    }
+
+    fn statement_span(&self, statement: &str) -> Option<tracing::Span> {
+        trace::statement_span(&self.span, &self.component, statement)
     }
 }
 
@@ -94,11 +111,19 @@ impl HasData for HasPg {
 
 type Acc<'a, T> = &'a Accessor<T, HasPg>;
 
+/// The session behind `handle`, and a client span for `statement`.
 fn session<T>(
     accessor: Acc<'_, T>,
     handle: &Resource<PgConnection>,
-) -> wasmtime::Result<Arc<Session>> {
-    accessor.with(|mut access| Ok(access.get().table.get(handle)?.0.clone()))
+    statement: &str,
+) -> wasmtime::Result<(Arc<Session>, Option<tracing::Span>)> {
+    accessor.with(|mut access| {
+        let state = access.get();
+        Ok((
+            state.table.get(handle)?.0.clone(),
+            state.statement_span(statement),
+        ))
+    })
 }
 
 /// Opens a pooled session for `address` on behalf of the accessor's instance
@@ -179,8 +204,8 @@ impl pg::HostConnection for PostgresInstance {
         params: Vec<pg::ParameterValue>,
     ) -> wasmtime::Result<Result<RowSet, PgError>> {
         let session = self.session(&this)?;
-        Ok(session
-            .query(&statement, &params)
+        let span = self.statement_span(&statement);
+        Ok(trace::traced(span, session.query(&statement, &params))
             .await
             .map(|(columns, rows)| RowSet { columns, rows }))
     }
@@ -192,7 +217,8 @@ impl pg::HostConnection for PostgresInstance {
         params: Vec<pg::ParameterValue>,
     ) -> wasmtime::Result<Result<u64, PgError>> {
         let session = self.session(&this)?;
-        Ok(session.execute(&statement, &params).await)
+        let span = self.statement_span(&statement);
+        Ok(trace::traced(span, session.execute(&statement, &params)).await)
     }
 
     async fn drop(&mut self, this: Resource<PgConnection>) -> wasmtime::Result<()> {
@@ -227,11 +253,11 @@ impl<T: Send> pg::HostConnectionWithStore<T> for HasPg {
             PgError,
         >,
     > {
-        let session = session(accessor, &this)?;
+        let (session, span) = session(accessor, &this, &statement)?;
         // Rows are read in full before the stream opens: errors that happen
         // while reading (a conversion, a server error mid-result) then reach
         // the guest as the immediate error rather than a truncated stream.
-        let (columns, rows) = match session.query(&statement, &params).await {
+        let (columns, rows) = match trace::traced(span, session.query(&statement, &params)).await {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
@@ -248,8 +274,8 @@ impl<T: Send> pg::HostConnectionWithStore<T> for HasPg {
         statement: String,
         params: Vec<pg::ParameterValue>,
     ) -> wasmtime::Result<Result<u64, PgError>> {
-        let session = session(accessor, &this)?;
-        Ok(session.execute(&statement, &params).await)
+        let (session, span) = session(accessor, &this, &statement)?;
+        Ok(trace::traced(span, session.execute(&statement, &params)).await)
     }
 }
 

@@ -22,8 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bv_outbound_networking::{AllowedHosts, OutboundUrl};
+use bv_telemetry::CurrentSpan;
 use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
+use tracing::Instrument as _;
 use wasmtime::component::{Accessor, HasData, Linker, Resource, ResourceTable};
 
 mod bindings {
@@ -78,6 +80,7 @@ impl RedisApp {
             allowed_hosts,
             table: ResourceTable::new(),
             open: 0,
+            span: CurrentSpan::default(),
         }
     }
 
@@ -149,9 +152,34 @@ pub struct RedisInstance {
     allowed_hosts: Arc<AllowedHosts>,
     table: ResourceTable,
     open: usize,
+    /// Parent of the commands' client spans.
+    span: CurrentSpan,
 }
 
 impl RedisInstance {
+    /// Parents command spans on `span`, the span the instance works under.
+    pub fn with_span(mut self, span: CurrentSpan) -> Self {
+        self.span = span;
+        self
+    }
+
+    /// A client span for `command`; `None` when tracing is off.
+    fn command_span(&self, command: &str) -> Option<tracing::Span> {
+        if !bv_telemetry::tracing_enabled() {
+            return None;
+        }
+        let command = command.to_ascii_uppercase();
+        Some(tracing::info_span!(
+            parent: &self.span.get(),
+            "db.redis",
+            otel.name = %command,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = "redis",
+            db.operation.name = %command,
+        ))
+    }
+
     fn check_allowed(&self, address: &str) -> Result<(), WitError> {
         let url = OutboundUrl::parse(address).map_err(|e| {
             tracing::warn!(address = %redact(address), error = %e, "outbound redis: invalid address");
@@ -191,11 +219,19 @@ impl HasData for HasRedis {
 
 type Acc<'a, T> = &'a Accessor<T, HasRedis>;
 
+/// The shared connection behind `this`, and a client span for `command`.
 fn conn<T>(
     accessor: Acc<'_, T>,
     this: &Resource<Connection>,
-) -> wasmtime::Result<ConnectionManager> {
-    accessor.with(|mut access| Ok(access.get().table.get(this)?.conn.clone()))
+    command: &str,
+) -> wasmtime::Result<(ConnectionManager, Option<tracing::Span>)> {
+    accessor.with(|mut access| {
+        let state = access.get();
+        Ok((
+            state.table.get(this)?.conn.clone(),
+            state.command_span(command),
+        ))
+    })
 }
 
 /// Runs one command on the shared connection and converts its reply.
@@ -205,17 +241,30 @@ fn conn<T>(
 /// is tried once more, so that a request after a restart does not fail just
 /// because it was the first to notice. Only errors that mean the command
 /// could not be written (the connection was already gone) are retried.
+///
+/// Inside `span` when tracing is on; a failed command marks it as an error.
 async fn query<R: redis::FromRedisValue>(
     mut conn: ConnectionManager,
+    span: Option<tracing::Span>,
     cmd: redis::Cmd,
 ) -> Result<R, WitError> {
-    match cmd.query_async(&mut conn).await {
-        Err(e) if e.is_connection_dropped() || e.is_connection_refusal() => {
-            tracing::debug!(error = %e, "outbound redis: connection lost; retrying once");
-            cmd.query_async(&mut conn).await.map_err(convert::error)
+    let run = async move {
+        match cmd.query_async(&mut conn).await {
+            Err(e) if e.is_connection_dropped() || e.is_connection_refusal() => {
+                tracing::debug!(error = %e, "outbound redis: connection lost; retrying once");
+                cmd.query_async(&mut conn).await.map_err(convert::error)
+            }
+            result => result.map_err(convert::error),
         }
-        result => result.map_err(convert::error),
+    };
+    let Some(span) = span else {
+        return run.await;
+    };
+    let result = run.instrument(span.clone()).await;
+    if result.is_err() {
+        span.record("otel.status_code", "error");
     }
+    result
 }
 
 impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
@@ -258,10 +307,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         channel: String,
         payload: Vec<u8>,
     ) -> wasmtime::Result<Result<(), WitError>> {
-        let conn = conn(accessor, &this)?;
+        let (conn, span) = conn(accessor, &this, "PUBLISH")?;
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(payload);
-        Ok(query::<i64>(conn, cmd).await.map(drop))
+        Ok(query::<i64>(conn, span, cmd).await.map(drop))
     }
 
     async fn get(
@@ -269,10 +318,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         this: Resource<Connection>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, WitError>> {
-        let conn = conn(accessor, &this)?;
+        let (conn, span) = conn(accessor, &this, "GET")?;
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        Ok(query(conn, cmd).await)
+        Ok(query(conn, span, cmd).await)
     }
 
     async fn set(
@@ -281,10 +330,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), WitError>> {
-        let conn = conn(accessor, &this)?;
+        let (conn, span) = conn(accessor, &this, "SET")?;
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value);
-        Ok(query::<()>(conn, cmd).await)
+        Ok(query::<()>(conn, span, cmd).await)
     }
 
     async fn incr(
@@ -292,10 +341,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         this: Resource<Connection>,
         key: String,
     ) -> wasmtime::Result<Result<i64, WitError>> {
-        let conn = conn(accessor, &this)?;
+        let (conn, span) = conn(accessor, &this, "INCR")?;
         let mut cmd = redis::cmd("INCR");
         cmd.arg(key);
-        Ok(query(conn, cmd).await)
+        Ok(query(conn, span, cmd).await)
     }
 
     async fn del(
@@ -306,10 +355,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         if keys.is_empty() {
             return Ok(Ok(0));
         }
-        let conn = conn(accessor, &this)?;
+        let (conn, span) = conn(accessor, &this, "DEL")?;
         let mut cmd = redis::cmd("DEL");
         cmd.arg(keys);
-        Ok(query(conn, cmd).await)
+        Ok(query(conn, span, cmd).await)
     }
 
     async fn sadd(
@@ -321,10 +370,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         if values.is_empty() {
             return Ok(Ok(0));
         }
-        let conn = conn(accessor, &this)?;
+        let (conn, span) = conn(accessor, &this, "SADD")?;
         let mut cmd = redis::cmd("SADD");
         cmd.arg(key).arg(values);
-        Ok(query(conn, cmd).await)
+        Ok(query(conn, span, cmd).await)
     }
 
     async fn smembers(
@@ -332,10 +381,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         this: Resource<Connection>,
         key: String,
     ) -> wasmtime::Result<Result<Vec<String>, WitError>> {
-        let conn = conn(accessor, &this)?;
+        let (conn, span) = conn(accessor, &this, "SMEMBERS")?;
         let mut cmd = redis::cmd("SMEMBERS");
         cmd.arg(key);
-        Ok(query(conn, cmd).await)
+        Ok(query(conn, span, cmd).await)
     }
 
     async fn srem(
@@ -347,10 +396,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         if values.is_empty() {
             return Ok(Ok(0));
         }
-        let conn = conn(accessor, &this)?;
+        let (conn, span) = conn(accessor, &this, "SREM")?;
         let mut cmd = redis::cmd("SREM");
         cmd.arg(key).arg(values);
-        Ok(query(conn, cmd).await)
+        Ok(query(conn, span, cmd).await)
     }
 
     async fn execute(
@@ -359,7 +408,7 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         command: String,
         arguments: Vec<RedisParameter>,
     ) -> wasmtime::Result<Result<Vec<RedisResult>, WitError>> {
-        let conn = conn(accessor, &this)?;
+        let (conn, span) = conn(accessor, &this, &command)?;
         let mut cmd = redis::cmd(&command);
         for argument in arguments {
             match argument {
@@ -367,7 +416,7 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
                 RedisParameter::Binary(b) => cmd.arg(b),
             };
         }
-        let value: redis::Value = match query(conn, cmd).await {
+        let value: redis::Value = match query(conn, span, cmd).await {
             Ok(value) => value,
             Err(e) => return Ok(Err(e)),
         };

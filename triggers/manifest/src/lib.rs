@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+mod http_settings;
 mod names;
 mod raw;
 mod template;
@@ -27,6 +28,10 @@ use std::path::{Component as PathComponent, Path, PathBuf};
 use serde::Deserialize;
 
 pub use bv_routes::RouteSpec;
+pub use http_settings::{
+    CorsSettings, RateLimitSettings, DEFAULT_MAX_REQUEST_BODY_BYTES, DEFAULT_MAX_REQUEST_HEADERS,
+    DEFAULT_MAX_REQUEST_HEADER_BYTES,
+};
 pub use template::{Template, TemplateError};
 
 use names::{is_kebab_id, is_label, is_snake_id};
@@ -231,6 +236,44 @@ pub struct BvSettings {
     pub memory_limit_mb: u64,
     /// Requests in flight per component before bv answers 503.
     pub max_concurrent_requests: u32,
+    /// The least severe level of the component's stdout/stderr lines that
+    /// bv logs; lines below it are dropped.
+    pub log_level: LogLevel,
+    /// Most bytes of request body the component is given; a longer body is
+    /// answered 413 (checked while the body streams, not only against
+    /// `Content-Length`).
+    pub max_request_body_bytes: u64,
+    /// Most request header fields (application-wide); more is answered 431.
+    pub max_request_headers: u32,
+    /// Most bytes of request header names and values (application-wide);
+    /// more is answered 431.
+    pub max_request_header_bytes: u32,
+    /// `[application.tool.bv.cors]` (application-wide); `None`: no CORS
+    /// headers, preflights go to the component.
+    pub cors: Option<CorsSettings>,
+    /// The component's rate limit; `None`: unlimited.
+    pub rate_limit: Option<RateLimitSettings>,
+}
+
+/// How much of a component's output (stdout and stderr lines) bv logs
+/// (`log_level = "trace" | "debug" | "info" | "warn" | "error" | "off"`).
+/// Ordered from the most to the least verbose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Debug and above.
+    Debug,
+    /// Info and above: plain stdout lines (info) and stderr lines (warn).
+    #[default]
+    Info,
+    /// Warnings and errors.
+    Warn,
+    /// Errors only.
+    Error,
+    /// Nothing (metric lines are still counted).
+    Off,
 }
 
 impl Default for BvSettings {
@@ -242,6 +285,12 @@ impl Default for BvSettings {
             request_timeout_ms: 30_000,
             memory_limit_mb: 128,
             max_concurrent_requests: 1000,
+            log_level: LogLevel::Info,
+            max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+            max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
+            max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
+            cors: None,
+            rate_limit: None,
         }
     }
 }
@@ -269,6 +318,25 @@ pub struct ComponentBvSettings {
     /// See [`BvSettings::max_concurrent_requests`].
     #[serde(default, deserialize_with = "raw::positive_u32")]
     pub max_concurrent_requests: Option<u32>,
+    /// See [`BvSettings::log_level`].
+    #[serde(default)]
+    pub log_level: Option<LogLevel>,
+    /// See [`BvSettings::max_request_body_bytes`].
+    #[serde(default, deserialize_with = "raw::positive_u64")]
+    pub max_request_body_bytes: Option<u64>,
+    /// See [`BvSettings::max_request_headers`] (application only).
+    #[serde(default, deserialize_with = "raw::positive_u32")]
+    pub max_request_headers: Option<u32>,
+    /// See [`BvSettings::max_request_header_bytes`] (application only).
+    #[serde(default, deserialize_with = "raw::positive_u32")]
+    pub max_request_header_bytes: Option<u32>,
+    /// See [`BvSettings::cors`] (application only).
+    #[serde(default)]
+    pub cors: Option<CorsSettings>,
+    /// See [`BvSettings::rate_limit`]; at the application level, the limit
+    /// of every component that sets none (each has its own buckets).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSettings>,
 }
 
 impl ComponentBvSettings {
@@ -288,6 +356,16 @@ impl ComponentBvSettings {
             max_concurrent_requests: self
                 .max_concurrent_requests
                 .unwrap_or(app.max_concurrent_requests),
+            log_level: self.log_level.unwrap_or(app.log_level),
+            max_request_body_bytes: self
+                .max_request_body_bytes
+                .unwrap_or(app.max_request_body_bytes),
+            max_request_headers: self.max_request_headers.unwrap_or(app.max_request_headers),
+            max_request_header_bytes: self
+                .max_request_header_bytes
+                .unwrap_or(app.max_request_header_bytes),
+            cors: self.cors.clone().or_else(|| app.cors.clone()),
+            rate_limit: self.rate_limit.clone().or_else(|| app.rate_limit.clone()),
         }
     }
 }
@@ -486,12 +564,8 @@ pub fn parse(text: &str, path: &Path) -> Result<App, ManifestError> {
         http_base,
         trigger_settings: raw.application.trigger.others,
     };
-    let app_bv = raw
-        .application
-        .tool
-        .special
-        .unwrap_or_default()
-        .resolve(&BvSettings::default());
+    let app_tool = raw.application.tool.special.unwrap_or_default();
+    let app_bv = app_tool.resolve(&BvSettings::default());
 
     // [variables]
     let mut variables = BTreeMap::new();
@@ -526,6 +600,8 @@ pub fn parse(text: &str, path: &Path) -> Result<App, ManifestError> {
                 format!("`{{{{ {v} }}}}` refers to an undefined application variable; declare `{v}` in [variables]")
             })
     };
+    http_settings::validate_app(&app_tool, &undefined_var)
+        .map_err(|(field, message)| err(&format!("application.tool.bv.{field}"), message))?;
 
     // [component.<id>]
     let mut components = BTreeMap::new();
@@ -565,6 +641,10 @@ pub fn parse(text: &str, path: &Path) -> Result<App, ManifestError> {
                 &f("dependencies"),
                 "component dependencies are not supported by bv".into(),
             ));
+        }
+        if let Some(tool) = &rc.tool.special {
+            http_settings::validate_component(tool, &undefined_var)
+                .map_err(|(field, message)| err(&format!("{prefix}.tool.bv.{field}"), message))?;
         }
         for (i, entry) in rc.allowed_outbound_hosts.iter().enumerate() {
             let field = format!("{prefix}.allowed_outbound_hosts[{i}]");

@@ -260,6 +260,7 @@ fn minimal_manifest_gets_defaults() {
     assert_eq!(app.bv.request_timeout_ms, 30_000);
     assert_eq!(app.bv.memory_limit_mb, 128);
     assert_eq!(app.bv.max_concurrent_requests, 1000);
+    assert_eq!(app.bv.log_level, LogLevel::Info);
     assert!(app.variables.is_empty() && app.other_triggers.is_empty());
     assert_eq!(app.components["hello"].bv, ComponentBvSettings::default());
 }
@@ -709,7 +710,7 @@ fn label_files_build_and_unsupported_rules() {
 #[test]
 fn bv_settings_rules() {
     let app = ok(&manifest(
-        "[application.tool.bv]\ninstance_policy = \"strict\"\ninstance_max_requests = 1\ninstance_max_concurrent = 2\nrequest_timeout_ms = 3\nmemory_limit_mb = 4\nmax_concurrent_requests = 5\n[component.hello.tool.bv]\nmax_concurrent_requests = 50\n",
+        "[application.tool.bv]\ninstance_policy = \"strict\"\ninstance_max_requests = 1\ninstance_max_concurrent = 2\nrequest_timeout_ms = 3\nmemory_limit_mb = 4\nmax_concurrent_requests = 5\nlog_level = \"warn\"\n[component.hello.tool.bv]\nmax_concurrent_requests = 50\nlog_level = \"debug\"\n",
     ));
     let expected = BvSettings {
         instance_policy: InstancePolicy::Strict,
@@ -718,12 +719,15 @@ fn bv_settings_rules() {
         request_timeout_ms: 3,
         memory_limit_mb: 4,
         max_concurrent_requests: 5,
+        log_level: LogLevel::Warn,
+        ..BvSettings::default()
     };
     assert_eq!(app.bv, expected);
     assert_eq!(
         app.bv_settings_for("hello"),
         BvSettings {
             max_concurrent_requests: 50,
+            log_level: LogLevel::Debug,
             ..expected
         }
     );
@@ -749,6 +753,21 @@ fn bv_settings_rules() {
         &manifest("[application.tool.bv]\ninstance_policy = \"sometimes\""),
         "application.tool.bv.instance_policy",
         "unknown variant `sometimes`",
+    );
+    assert_err(
+        &manifest("[component.hello.tool.bv]\nlog_level = \"verbose\""),
+        "component.hello.tool.bv.log_level",
+        "unknown variant `verbose`, expected one of `trace`, `debug`, `info`, `warn`, `error`, `off`",
+    );
+    assert_err(
+        &manifest("[application.tool.bv]\nlog_level = \"INFO\""),
+        "application.tool.bv.log_level",
+        "unknown variant `INFO`",
+    );
+    assert_err(
+        &manifest("[application.tool.bv]\nlog_level = 3"),
+        "application.tool.bv.log_level",
+        "wanted string",
     );
     assert_err(
         &manifest("[application.tool.bv]\nmemory_limit_mb = -1"),

@@ -15,6 +15,7 @@
 pub mod cache;
 mod engine;
 mod files;
+mod guest_output;
 mod state;
 pub mod trigger;
 
@@ -86,6 +87,8 @@ pub struct AppRuntime {
     local_service: OnceLock<Arc<dyn LocalService>>,
     state_dir: PathBuf,
     metrics: std::sync::Mutex<prometheus_client::registry::Registry>,
+    /// What components report with metric lines (see [`guest_output`]).
+    app_metrics: Arc<guest_output::AppMetrics>,
 }
 
 struct MapProvider(HashMap<String, String>);
@@ -210,6 +213,9 @@ impl AppRuntime {
                 Some((name.clone(), value.expose().to_string()))
             })
             .collect();
+        let app_metrics = Arc::new(guest_output::AppMetrics::default());
+        let mut registry = prometheus_client::registry::Registry::with_prefix("bv");
+        registry.register_collector(Box::new(app_metrics.clone()));
         Ok(Self {
             engine,
             app,
@@ -223,9 +229,8 @@ impl AppRuntime {
             outbound_http: OutboundHttpApp::default(),
             local_service: OnceLock::new(),
             state_dir,
-            metrics: std::sync::Mutex::new(prometheus_client::registry::Registry::with_prefix(
-                "bv",
-            )),
+            metrics: std::sync::Mutex::new(registry),
+            app_metrics,
         })
     }
 
@@ -285,10 +290,17 @@ impl AppRuntime {
     /// (`deadline_ticks` epochs, after which the guest yields so the trigger
     /// can enforce its timeout).
     pub fn new_store(&self, component: &ComponentRuntime) -> anyhow::Result<Store<InstanceState>> {
+        let span = bv_telemetry::CurrentSpan::default();
+        let output = guest_output::OutputTarget::new(
+            component.id.clone(),
+            component.settings.log_level,
+            span.clone(),
+            self.app_metrics.clone(),
+        );
         let mut wasi = WasiCtxBuilder::new();
         wasi.envs(&component.environment)
-            .inherit_stdout()
-            .inherit_stderr();
+            .stdout(output.stream(guest_output::Stream::Stdout))
+            .stderr(output.stream(guest_output::Stream::Stderr));
         if let Some(dir) = &component.mounts.root {
             wasi.preopened_dir(dir, "/", wasmtime_wasi::FsPerms::ReadOnly)?;
         }
@@ -309,18 +321,25 @@ impl AppRuntime {
                 component.allowed_hosts.clone(),
                 self.local_service.get().cloned(),
                 self.outbound_http.clone(),
-            ),
+            )
+            .with_span(span.clone()),
             variables: component.variables.clone(),
             key_value: self.key_value.instance(component.key_value_stores.clone()),
             postgres: self
                 .postgres
-                .instance(component.id.clone(), component.allowed_hosts.clone()),
+                .instance(component.id.clone(), component.allowed_hosts.clone())
+                .with_span(span.clone()),
             mqtt: self
                 .mqtt
-                .instance(component.id.clone(), component.allowed_hosts.clone()),
-            redis: self.redis.instance(component.allowed_hosts.clone()),
+                .instance(component.id.clone(), component.allowed_hosts.clone())
+                .with_span(span.clone()),
+            redis: self
+                .redis
+                .instance(component.allowed_hosts.clone())
+                .with_span(span.clone()),
             sqlite: self.sqlite.instance(component.sqlite_databases.clone()),
             limits,
+            span,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

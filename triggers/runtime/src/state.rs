@@ -36,6 +36,8 @@ pub struct InstanceState {
     pub mqtt: MqttInstance,
     /// Memory and instance limits.
     pub limits: StoreLimits,
+    /// The span the instance is working under (set by the trigger).
+    pub span: bv_telemetry::CurrentSpan,
 }
 
 impl WasiView for InstanceState {

@@ -29,6 +29,7 @@ use anyhow::Context as _;
 use bv_runtime::{AppRuntime, ComponentRuntime};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use bv_runtime::trigger::{Failure, MessageMetrics as Metrics, Outcome};
 pub use config::{parse_expression, CronEntry, Job};
@@ -181,7 +182,13 @@ async fn schedule_loop(
 async fn fire(runtime: &AppRuntime, job: &Scheduled, metrics: &Metrics, tick: DateTime<Utc>) {
     let component = &job.component.id;
     let started = std::time::Instant::now();
-    let outcome = handle(runtime, job, tick.timestamp().max(0) as u64).await;
+    let span = tick_span(component, &job.expression, tick);
+    let outcome = handle(runtime, job, tick.timestamp().max(0) as u64, &span)
+        .instrument(span.clone())
+        .await;
+    if let Err(failure) = &outcome {
+        record_failure(&span, failure);
+    }
     let failures = metrics.record(component, &job.expression, Outcome::of(&outcome));
     match outcome {
         Ok(()) => tracing::debug!(
@@ -190,21 +197,31 @@ async fn fire(runtime: &AppRuntime, job: &Scheduled, metrics: &Metrics, tick: Da
             elapsed_ms = started.elapsed().as_millis() as u64,
             "cron handler ran"
         ),
-        Err(failure) => tracing::error!(
-            component = %component,
-            schedule = %job.expression,
-            "cron handler failed: {failure} (failures so far: {failures})"
-        ),
+        // In the firing's span, so the line has its trace id.
+        Err(failure) => span.in_scope(|| {
+            tracing::error!(
+                component = %component,
+                schedule = %job.expression,
+                "cron handler failed: {failure} (failures so far: {failures})"
+            )
+        }),
     }
 }
 
-/// Calls `handle-cron-event` in a fresh instance.
-async fn handle(runtime: &AppRuntime, job: &Scheduled, timestamp: u64) -> Result<(), Failure> {
+/// Calls `handle-cron-event` in a fresh instance, working under `span`.
+async fn handle(
+    runtime: &AppRuntime,
+    job: &Scheduled,
+    timestamp: u64,
+    span: &tracing::Span,
+) -> Result<(), Failure> {
     let call = async {
         let mut store = runtime.new_store(&job.component).map_err(Failure::trap)?;
+        store.data().span.set(span.clone());
         let instance = job
             .pre
             .instantiate_async(&mut store)
+            .instrument(instantiate_span(span, &job.component.id))
             .await
             .map_err(Failure::trap)?;
         let result = instance
@@ -217,4 +234,49 @@ async fn handle(runtime: &AppRuntime, job: &Scheduled, timestamp: u64) -> Result
         Ok(result) => result,
         Err(_) => Err(Failure::Timeout),
     }
+}
+
+/// The span of one firing (`cron {expression}`, a root: a tick starts a
+/// trace of its own); `Span::none()` when tracing is off.
+fn tick_span(component: &str, expression: &str, tick: DateTime<Utc>) -> tracing::Span {
+    if !bv_telemetry::tracing_enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        parent: None,
+        "cron.tick",
+        otel.name = %format!("cron {expression}"),
+        otel.kind = "internal",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        bv.cron.expression = expression,
+        bv.cron.tick = %tick.to_rfc3339(),
+        bv.component = component,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// The span of instantiating `component`, a child of `parent`.
+fn instantiate_span(parent: &tracing::Span, component: &str) -> tracing::Span {
+    if !bv_telemetry::tracing_enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        parent: parent,
+        "instantiate",
+        otel.name = %format!("instantiate {component}"),
+        bv.component = component,
+    )
+}
+
+/// Marks a span as failed, `error.type` being the metric outcome.
+fn record_failure(span: &tracing::Span, failure: &Failure) {
+    span.record("otel.status_code", "error");
+    span.record("otel.status_description", failure.to_string());
+    let kind = match failure {
+        Failure::Handler(_) => "error",
+        Failure::Trap(_) => "trap",
+        Failure::Timeout => "timeout",
+    };
+    span.record("error.type", kind);
 }

@@ -4,9 +4,9 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bv_manifest::InstancePolicy;
 use bv_runtime::{AppRuntime, ComponentRuntime, InstanceState};
@@ -63,6 +63,7 @@ impl HandlerState for ComponentInstances {
 
     async fn instantiate(&self) -> wasmtime::Result<Instance<InstanceState, Expiration, Worker>> {
         let start = Instant::now();
+        let started_at = SystemTime::now();
         let mut store = self
             .runtime
             .new_store(&self.component)
@@ -72,6 +73,9 @@ impl HandlerState for ComponentInstances {
             .instantiation
             .get_or_create(&Metrics::component(&self.component.id))
             .observe(start.elapsed().as_secs_f64());
+        // The request this instance was made for is not known here; its
+        // span gets the instantiation when it starts (`on_request_start`).
+        let instantiated = bv_telemetry::tracing_enabled().then(|| (started_at, SystemTime::now()));
         let expired = Arc::new(AtomicBool::new(false));
         Ok(Instance {
             store,
@@ -89,6 +93,7 @@ impl HandlerState for ComponentInstances {
                 timeout: self.timeout,
                 component: self.component.id.to_string(),
                 metrics: self.metrics.clone(),
+                instantiated: Mutex::new(instantiated),
             },
         })
     }
@@ -144,11 +149,14 @@ pub(crate) struct Worker {
     timeout: Duration,
     component: String,
     metrics: Arc<Metrics>,
+    /// When this instance was made, until its first request records it.
+    instantiated: Mutex<Option<(SystemTime, SystemTime)>>,
 }
 
 impl WorkerState for Worker {
     type StoreData = InstanceState;
-    type RequestData = ();
+    /// The request's server span.
+    type RequestData = tracing::Span;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= self.policy.max_requests {
@@ -162,10 +170,30 @@ impl WorkerState for Worker {
 
     fn on_request_start(
         &self,
-        _store: StoreContextMut<'_, InstanceState>,
-        _data: (),
+        store: StoreContextMut<'_, InstanceState>,
+        span: tracing::Span,
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        let instantiated = self
+            .instantiated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((start, end)) = instantiated {
+            bv_telemetry::record_finished_span(
+                &span,
+                format!("instantiate {}", self.component),
+                start,
+                end,
+                vec![opentelemetry::KeyValue::new(
+                    "bv.component",
+                    self.component.clone(),
+                )],
+            );
+        }
+        // Host calls of the guest (outbound HTTP, Postgres, ...) and its
+        // log lines belong to this request from now on.
+        store.data().span.set(span);
         Box::pin(tokio::time::sleep(self.timeout))
     }
 

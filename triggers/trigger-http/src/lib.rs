@@ -11,11 +11,17 @@
 #![deny(missing_docs)]
 
 mod body;
+mod cors;
+mod hardening;
 pub mod headers;
 mod instance;
+mod limits;
 mod metrics;
 mod problem;
+mod rate_limit;
+mod security_headers;
 mod server;
+mod trace;
 
 pub use metrics::Metrics;
 pub use server::{serve, ServeOptions};
@@ -33,6 +39,7 @@ use bv_runtime::AppRuntime;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler, ProxyPre, TrapOrPanicError};
 use wasmtime_wasi_http::WasiBody;
 
@@ -56,6 +63,8 @@ pub struct HttpTrigger {
     components: HashMap<Arc<str>, ComponentHandler>,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
+    /// Request limits, CORS, rate limits and security headers.
+    hardening: hardening::Hardening,
 }
 
 impl HttpTrigger {
@@ -118,7 +127,9 @@ impl HttpTrigger {
             components.insert(id, handler);
         }
 
+        let hardening = hardening::Hardening::new(&runtime)?;
         let trigger = Arc::new(Self {
+            hardening,
             runtime,
             router,
             base,
@@ -157,14 +168,31 @@ impl HttpTrigger {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// Handles one request that arrived from the network.
+    /// Handles one request that arrived from the network, inside its server
+    /// span.
     pub async fn handle(
+        &self,
+        req: Request<WasiBody>,
+        client: Option<SocketAddr>,
+        full_url: String,
+    ) -> Response<WasiBody> {
+        let span = trace::server_span(&req);
+        let response = self
+            .route_and_dispatch(req, client, full_url)
+            .instrument(span.clone())
+            .await;
+        trace::finish(&span, &response);
+        response
+    }
+
+    async fn route_and_dispatch(
         &self,
         mut req: Request<WasiBody>,
         client: Option<SocketAddr>,
         full_url: String,
     ) -> Response<WasiBody> {
         let start = Instant::now();
+        let mut ticket = hardening::Ticket::new(&req);
         let path = req.uri().path().to_string();
         let Some(matched) = self.router.route(&path) else {
             let response = problem::response(
@@ -174,17 +202,43 @@ impl HttpTrigger {
                 &format!("no route matches `{path}`"),
             );
             self.count("", "", &response, start);
-            return response;
+            return self.hardening.finish(ticket, response);
         };
         headers::set(req.headers_mut(), &full_url, &self.base, &matched, client);
         let component = matched.target.clone();
         let route = matched.raw_route.clone();
         drop(matched);
-        self.dispatch(&component, route, req, start).await
+        trace::routed(&tracing::Span::current(), &component, &route, &mut req);
+        let admitted = self
+            .hardening
+            .admit(&component, &route, req, client, &mut ticket)
+            .await;
+        let response = match admitted {
+            Ok(req) => self.dispatch(&component, route, req, start).await,
+            Err(response) => {
+                self.count(&component, &route, &response, start);
+                response
+            }
+        };
+        self.hardening.finish(ticket, response)
     }
 
-    /// Handles a request a guest sent to `http://<component>.spin.internal`.
+    /// Handles a request a guest sent to `http://<component>.spin.internal`,
+    /// inside a server span of its own (child of the caller's client span).
     pub async fn handle_chained(
+        &self,
+        component: &str,
+        req: Request<WasiBody>,
+    ) -> Result<Response<WasiBody>, wasmtime_wasi_http::Error> {
+        let span = trace::server_span(&req);
+        let result = self.chained(component, req).instrument(span.clone()).await;
+        if let Ok(response) = &result {
+            trace::finish(&span, response);
+        }
+        result
+    }
+
+    async fn chained(
         &self,
         component: &str,
         mut req: Request<WasiBody>,
@@ -216,6 +270,7 @@ impl HttpTrigger {
             }
         };
         let id = handler.id.clone();
+        trace::routed(&tracing::Span::current(), &id, &route, &mut req);
         Ok(self.dispatch(&id, route, req, start).await)
     }
 
@@ -250,7 +305,12 @@ impl HttpTrigger {
         gauge.inc();
         let in_flight = InFlight(gauge);
 
-        let outcome = tokio::time::timeout(handler.timeout, handler.proxy.handle((), req)).await;
+        let body_limit = limits::BodyLimitHit::of(&req);
+        let outcome = tokio::time::timeout(
+            handler.timeout,
+            handler.proxy.handle(tracing::Span::current(), req),
+        )
+        .await;
         let response = match outcome {
             Ok(Ok(response)) => {
                 response.map(|body| body::Guarded::new(body, (permit, in_flight)).boxed_unsync())
@@ -271,6 +331,7 @@ impl HttpTrigger {
                 )
             }
         };
+        let response = limits::BodyLimitHit::answer(body_limit, component, response);
         self.count(component, &route, &response, start);
         response
     }
@@ -313,7 +374,11 @@ impl HttpTrigger {
                 component: component.to_string(),
                 route: route.to_string(),
             })
-            .observe(start.elapsed().as_secs_f64());
+            .observe(
+                start.elapsed().as_secs_f64(),
+                metrics::TraceLabels::current(),
+                None,
+            );
     }
 }
 

@@ -2,6 +2,7 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -20,6 +21,20 @@ pub(crate) struct RouteLabels {
     pub route: String,
 }
 
+/// The exemplar of a latency observation: the trace of the request, so a
+/// slow bucket leads to a trace that landed in it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TraceLabels {
+    pub trace_id: String,
+}
+
+impl TraceLabels {
+    /// The trace of the current span, when tracing is on.
+    pub(crate) fn current() -> Option<Self> {
+        bv_telemetry::trace_ids(&tracing::Span::current()).map(|(trace_id, _)| Self { trace_id })
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ComponentLabels {
     pub component: String,
@@ -35,20 +50,24 @@ pub(crate) struct RejectionLabels {
 /// Every metric the HTTP trigger exports on the admin listener's `/metrics`.
 pub struct Metrics {
     pub(crate) requests: Family<RequestLabels, Counter>,
-    pub(crate) duration: Family<RouteLabels, Histogram>,
+    pub(crate) duration: Family<RouteLabels, HistogramWithExemplars<TraceLabels>>,
     pub(crate) instantiation: Family<ComponentLabels, Histogram>,
     pub(crate) traps: Family<ComponentLabels, Counter>,
     pub(crate) rejections: Family<RejectionLabels, Counter>,
     pub(crate) in_flight: Family<ComponentLabels, Gauge>,
 }
 
-fn latency_histogram() -> Histogram {
+fn latency_histogram() -> HistogramWithExemplars<TraceLabels> {
     // 0.5 ms .. 10 s: the SLOs are stated in tens and hundreds of milliseconds;
     // 0.3 s is the latency SLO's threshold (infra/observability/sli-targets.yaml),
     // so the SLI is an exact bucket, not the nearest one below.
-    Histogram::new([
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ])
+    HistogramWithExemplars::new(
+        [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 1.0, 2.5, 5.0,
+            10.0,
+        ]
+        .into_iter(),
+    )
 }
 
 fn instantiation_histogram() -> Histogram {
@@ -62,9 +81,10 @@ impl Metrics {
     /// Creates the HTTP trigger's metrics in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
-        let duration = Family::<RouteLabels, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
-        );
+        let duration =
+            Family::<RouteLabels, HistogramWithExemplars<TraceLabels>>::new_with_constructor(
+                latency_histogram as fn() -> HistogramWithExemplars<TraceLabels>,
+            );
         let instantiation = Family::<ComponentLabels, Histogram>::new_with_constructor(
             instantiation_histogram as fn() -> Histogram,
         );

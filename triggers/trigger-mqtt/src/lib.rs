@@ -72,6 +72,7 @@ use bv_runtime::{AppRuntime, ComponentRuntime, InstanceState};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use bv_runtime::trigger::{Failure, MessageMetrics as Metrics, Outcome};
 pub use config::{BrokerSettings, MqttTriggerConfig, StringOrInt, Subscription};
@@ -419,13 +420,19 @@ async fn worker(
     let component = sub.component.id.clone();
     while let Some(publish) = messages.recv().await {
         let started = std::time::Instant::now();
+        let span = message_span(&component, &publish.topic, publish.qos as u8);
         let outcome = handle(
             &runtime,
             &sub,
             publish.payload.to_vec(),
             publish.topic.clone(),
+            &span,
         )
+        .instrument(span.clone())
         .await;
+        if let Err(failure) = &outcome {
+            record_failure(&span, failure);
+        }
         let kind = Outcome::of(&outcome);
         let failures = metrics.record(&component, &sub.topic, kind);
         match outcome {
@@ -443,14 +450,17 @@ async fn worker(
                 }
             }
             Err(failure) => {
-                tracing::error!(
-                    component = %component,
-                    topic = %publish.topic,
-                    qos = publish.qos as u8,
-                    dup = publish.dup,
-                    failures,
-                    "mqtt handler failed: {failure}"
-                );
+                // In the message's span, so the line has its trace id.
+                span.in_scope(|| {
+                    tracing::error!(
+                        component = %component,
+                        topic = %publish.topic,
+                        qos = publish.qos as u8,
+                        dup = publish.dup,
+                        failures,
+                        "mqtt handler failed: {failure}"
+                    )
+                });
                 if publish.qos != QoS::AtMostOnce
                     && unacked.fetch_add(1, Ordering::SeqCst) + 1 >= MAX_UNACKED
                 {
@@ -461,18 +471,21 @@ async fn worker(
     }
 }
 
-/// One message in a fresh instance.
+/// One message in a fresh instance, working under `span`.
 async fn handle(
     runtime: &AppRuntime,
     sub: &Sub,
     payload: Vec<u8>,
     topic: String,
+    span: &tracing::Span,
 ) -> Result<(), Failure> {
     let call = async {
         let mut store = runtime.new_store(&sub.component).map_err(Failure::trap)?;
+        store.data().span.set(span.clone());
         let instance = sub
             .pre
             .instantiate_async(&mut store)
+            .instrument(instantiate_span(span, &sub.component.id))
             .await
             .map_err(Failure::trap)?;
         let result = store
@@ -490,4 +503,53 @@ async fn handle(
         Ok(result) => result,
         Err(_) => Err(Failure::Timeout),
     }
+}
+
+/// The span of handling one message on `topic` (`process {topic}`, kind
+/// consumer); a root, as MQTT 3.1.1 messages carry no trace context.
+/// `Span::none()` when tracing is off.
+fn message_span(component: &str, topic: &str, qos: u8) -> tracing::Span {
+    if !bv_telemetry::tracing_enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        parent: None,
+        "mqtt.process",
+        otel.name = %format!("process {topic}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        messaging.system = "mqtt",
+        messaging.operation.type = "process",
+        messaging.destination.name = topic,
+        // i64: the OpenTelemetry layer records unsigned integers as text.
+        messaging.mqtt.qos = i64::from(qos),
+        bv.component = component,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// The span of instantiating `component`, a child of `parent`.
+fn instantiate_span(parent: &tracing::Span, component: &str) -> tracing::Span {
+    if !bv_telemetry::tracing_enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        parent: parent,
+        "instantiate",
+        otel.name = %format!("instantiate {component}"),
+        bv.component = component,
+    )
+}
+
+/// Marks a span as failed, `error.type` being the metric outcome.
+fn record_failure(span: &tracing::Span, failure: &Failure) {
+    span.record("otel.status_code", "error");
+    span.record("otel.status_description", failure.to_string());
+    let kind = match failure {
+        Failure::Handler(_) => "error",
+        Failure::Trap(_) => "trap",
+        Failure::Timeout => "timeout",
+    };
+    span.record("error.type", kind);
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bv_runtime::{AppRuntime, ComponentRuntime};
+use tracing::Instrument as _;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -94,13 +95,17 @@ impl Sink {
         matches!(self, Sink::Component { .. })
     }
 
-    /// Delivers `event` once.
+    /// Delivers `event` once, under `span` (the attempt's delivery span;
+    /// `Span::none()` when tracing is off). A component works under the
+    /// span, and gets the event with `traceparent` naming it, so that what
+    /// the handler calls or publishes joins the trace.
     pub async fn deliver(
         &self,
         runtime: &AppRuntime,
         subscription: &str,
         event: &OutboxEvent,
         attempt: u32,
+        span: &tracing::Span,
     ) -> Attempt {
         match self {
             Sink::Component {
@@ -108,16 +113,22 @@ impl Sink {
                 pre,
                 timeout,
             } => {
+                let json = match bv_telemetry::traceparent(span) {
+                    Some(traceparent) => with_traceparent(&event.json, &traceparent),
+                    None => event.json.clone(),
+                };
                 let delivery = Delivery {
-                    event: event.json.clone(),
+                    event: json,
                     offset: event.seq.max(0) as u64,
                     attempt,
                     subscription: subscription.to_string(),
                 };
                 let call = async {
                     let mut store = runtime.new_store(component).map_err(|e| format!("{e:#}"))?;
+                    store.data().span.set(span.clone());
                     let instance = pre
                         .instantiate_async(&mut store)
+                        .instrument(instantiate_span(span, &component.id))
                         .await
                         .map_err(|e| format!("{e:#}"))?;
                     store
@@ -234,5 +245,144 @@ impl Sink {
                 }
             }
         }
+    }
+}
+
+/// The span of one delivery attempt of `event` to `subscription`
+/// (`process {type}`, kind consumer, OpenTelemetry messaging conventions),
+/// a child of the span named by the event's `traceparent` when it has one,
+/// a root otherwise; `Span::none()` when tracing is off.
+pub fn delivery_span(
+    subscription: &str,
+    component: &str,
+    event: &OutboxEvent,
+    attempt: u32,
+) -> tracing::Span {
+    if !bv_telemetry::tracing_enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        parent: None,
+        "bv_events.process",
+        otel.name = %format!("process {}", event.ty),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        messaging.system = "bv_events",
+        messaging.operation.type = "process",
+        messaging.destination.name = subscription,
+        messaging.message.id = %event.id,
+        cloudevents.event_type = %event.ty,
+        cloudevents.event_source = %event.source,
+        cloudevents.event_subject = event.subject.as_deref(),
+        bv.component = component,
+        bv.event.offset = event.seq,
+        // i64: the OpenTelemetry layer records unsigned integers as text.
+        bv.event.attempt = i64::from(attempt),
+        error.type = tracing::field::Empty,
+        bv.event.dead_lettered = tracing::field::Empty,
+    );
+    bv_telemetry::set_remote_parent(&span, traceparent_of(&event.json).as_deref());
+    span
+}
+
+/// Marks a delivery span as failed: `error.type` is the metric outcome
+/// (`error`, `trap`, `timeout`, `rejected`).
+pub fn record_failure(span: &tracing::Span, outcome: &str, error: &str) {
+    span.record("otel.status_code", "error");
+    span.record("otel.status_description", error);
+    span.record("error.type", outcome);
+}
+
+/// The span of instantiating `component` for a delivery, a child of `parent`.
+fn instantiate_span(parent: &tracing::Span, component: &str) -> tracing::Span {
+    if !bv_telemetry::tracing_enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        parent: parent,
+        "instantiate",
+        otel.name = %format!("instantiate {component}"),
+        bv.component = component,
+    )
+}
+
+/// The `traceparent` attribute of a CloudEvent in JSON, if any.
+fn traceparent_of(json: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        traceparent: Option<String>,
+    }
+    serde_json::from_str::<Envelope>(json).ok()?.traceparent
+}
+
+/// The CloudEvent `json` with its `traceparent` set to `traceparent`, every
+/// other attribute kept as written; a text that is not a JSON object is
+/// left as it is (the handler rejects it).
+fn with_traceparent(json: &str, traceparent: &str) -> String {
+    use serde_json::value::RawValue;
+    let Ok(mut attributes) =
+        serde_json::from_str::<std::collections::BTreeMap<String, Box<RawValue>>>(json)
+    else {
+        return json.to_string();
+    };
+    let value = serde_json::to_string(traceparent)
+        .ok()
+        .and_then(|v| RawValue::from_string(v).ok());
+    let Some(value) = value else {
+        return json.to_string();
+    };
+    attributes.insert("traceparent".into(), value);
+    serde_json::to_string(&attributes).unwrap_or_else(|_| json.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_or_adds_the_traceparent() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let event = r#"{"id":"e-1","traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","data":{"a":1,"f":0.30000000000000004,"big":123456789012345678901234567890}}"#;
+        assert_eq!(
+            traceparent_of(event).as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+        let rewritten = with_traceparent(event, tp);
+        assert_eq!(traceparent_of(&rewritten).as_deref(), Some(tp));
+        let value: serde_json::Value = serde_json::from_str(&rewritten).unwrap();
+        assert_eq!(value["data"]["a"], 1);
+        assert_eq!(value["id"], "e-1");
+        // `data` is kept byte for byte (numbers are not re-printed).
+        assert!(
+            rewritten.contains(
+                r#""data":{"a":1,"f":0.30000000000000004,"big":123456789012345678901234567890}"#
+            ),
+            "{rewritten}"
+        );
+
+        let untraced = r#"{"id":"e-2"}"#;
+        assert_eq!(traceparent_of(untraced), None);
+        assert_eq!(
+            traceparent_of(&with_traceparent(untraced, tp)).as_deref(),
+            Some(tp)
+        );
+        assert_eq!(with_traceparent("[1]", tp), "[1]");
+        assert_eq!(traceparent_of("not json"), None);
+    }
+
+    #[test]
+    fn no_spans_while_tracing_is_off() {
+        let event = OutboxEvent {
+            seq: 1,
+            tx: "1".into(),
+            id: "e".into(),
+            source: "/s".into(),
+            ty: "t.v1".into(),
+            subject: None,
+            json: "{}".into(),
+        };
+        assert!(delivery_span("s", "c", &event, 1).is_none());
+        assert!(instantiate_span(&tracing::Span::none(), "c").is_none());
     }
 }

@@ -13,12 +13,13 @@ use futures::StreamExt as _;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::backoff::Backoff;
 use crate::config::Start;
 use crate::metrics::Metrics;
 use crate::schema::{ensure_schema, LOCK_CLASS};
-use crate::sink::{Attempt, OutboxEvent, Sink};
+use crate::sink::{delivery_span, record_failure, Attempt, OutboxEvent, Sink};
 
 /// Events read per query.
 const BATCH: i64 = 128;
@@ -366,7 +367,8 @@ impl Subscriber {
         Ok(())
     }
 
-    /// Delivers one event with retries.
+    /// Delivers one event with retries. Each attempt to a component is a
+    /// span (see [`delivery_span`]) that records how it ended.
     async fn deliver(
         &self,
         client: &Client,
@@ -378,9 +380,15 @@ impl Subscriber {
         loop {
             attempt += 1;
             let number = attempts_before.max(0) as u32 + attempt;
+            let span = if self.sink.is_component() {
+                delivery_span(&self.name, &self.component, event, number)
+            } else {
+                tracing::Span::none()
+            };
             let result = self
                 .sink
-                .deliver(&self.runtime, &self.name, event, number)
+                .deliver(&self.runtime, &self.name, event, number, &span)
+                .instrument(span.clone())
                 .await;
             let (error, reject) = match result {
                 Attempt::Ok => {
@@ -389,14 +397,20 @@ impl Subscriber {
                 }
                 Attempt::Retry { outcome, error } => {
                     self.metrics.delivery(&self.name, outcome);
+                    record_failure(&span, outcome, &error);
                     (error, false)
                 }
                 Attempt::Reject(error) => {
                     self.metrics.delivery(&self.name, "rejected");
+                    record_failure(&span, "rejected", &error);
                     (error, true)
                 }
             };
             if reject || attempt >= self.max_attempts {
+                if self.sink.is_component() {
+                    span.record("bv.event.dead_lettered", true);
+                }
+                // In the attempt's span, so its log line has the trace id.
                 self.give_up(
                     client,
                     event,
@@ -404,18 +418,23 @@ impl Subscriber {
                     &error,
                     reject,
                 )
+                .instrument(span)
                 .await?;
                 return Ok(Fate::GivenUp);
             }
             let delay = self.backoff.delay(attempt);
-            tracing::warn!(
-                subscription = %self.name,
-                event_id = %event.id,
-                offset = event.seq,
-                attempt = number,
-                "postgres trigger: delivery to {} failed: {error}; retrying in {delay:?}",
-                self.component
-            );
+            span.in_scope(|| {
+                tracing::warn!(
+                    subscription = %self.name,
+                    event_id = %event.id,
+                    offset = event.seq,
+                    attempt = number,
+                    "postgres trigger: delivery to {} failed: {error}; retrying in {delay:?}",
+                    self.component
+                )
+            });
+            // The attempt ends here; the wait belongs to no span.
+            drop(span);
             tokio::select! {
                 _ = stop.cancelled() => return Ok(Fate::Stopped),
                 _ = tokio::time::sleep(delay) => {}

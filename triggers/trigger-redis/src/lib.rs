@@ -33,6 +33,7 @@ use bv_runtime::{AppRuntime, ComponentRuntime};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use bv_runtime::trigger::{Failure, MessageMetrics as Metrics, Outcome};
 pub use config::{RedisTriggerConfig, Subscription};
@@ -289,7 +290,13 @@ async fn worker(
     let component = handler.component.id.clone();
     while let Some(payload) = queue.recv().await {
         let started = std::time::Instant::now();
-        let outcome = handle(&runtime, &handler, payload).await;
+        let span = message_span(&component, &channel);
+        let outcome = handle(&runtime, &handler, payload, &span)
+            .instrument(span.clone())
+            .await;
+        if let Err(failure) = &outcome {
+            record_failure(&span, failure);
+        }
         let elapsed = started.elapsed();
         let kind = Outcome::of(&outcome);
         let failures = metrics.record(&component, &channel, kind);
@@ -300,24 +307,34 @@ async fn worker(
                 elapsed_ms = elapsed.as_millis() as u64,
                 "redis message handled"
             ),
-            Err(failure) => tracing::error!(
-                component = %component,
-                channel = %channel,
-                "redis handler failed: {failure} (failures so far: {failures})"
-            ),
+            // In the message's span, so the line has its trace id.
+            Err(failure) => span.in_scope(|| {
+                tracing::error!(
+                    component = %component,
+                    channel = %channel,
+                    "redis handler failed: {failure} (failures so far: {failures})"
+                )
+            }),
         }
     }
 }
 
-/// One message in a fresh instance.
-async fn handle(runtime: &AppRuntime, handler: &Handler, payload: Vec<u8>) -> Result<(), Failure> {
+/// One message in a fresh instance, working under `span`.
+async fn handle(
+    runtime: &AppRuntime,
+    handler: &Handler,
+    payload: Vec<u8>,
+    span: &tracing::Span,
+) -> Result<(), Failure> {
     let call = async {
         let mut store = runtime
             .new_store(&handler.component)
             .map_err(Failure::trap)?;
+        store.data().span.set(span.clone());
         let instance = handler
             .pre
             .instantiate_async(&mut store)
+            .instrument(instantiate_span(span, &handler.component.id))
             .await
             .map_err(Failure::trap)?;
         let result = store
@@ -336,4 +353,51 @@ async fn handle(runtime: &AppRuntime, handler: &Handler, payload: Vec<u8>) -> Re
         Ok(result) => result,
         Err(_) => Err(Failure::Timeout),
     }
+}
+
+/// The span of handling one message of `channel` (`process {channel}`,
+/// kind consumer); a root, as Redis messages carry no trace context.
+/// `Span::none()` when tracing is off.
+fn message_span(component: &str, channel: &str) -> tracing::Span {
+    if !bv_telemetry::tracing_enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        parent: None,
+        "redis.process",
+        otel.name = %format!("process {channel}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        messaging.system = "redis",
+        messaging.operation.type = "process",
+        messaging.destination.name = channel,
+        bv.component = component,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// The span of instantiating `component`, a child of `parent`.
+fn instantiate_span(parent: &tracing::Span, component: &str) -> tracing::Span {
+    if !bv_telemetry::tracing_enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        parent: parent,
+        "instantiate",
+        otel.name = %format!("instantiate {component}"),
+        bv.component = component,
+    )
+}
+
+/// Marks a message span as failed, `error.type` being the metric outcome.
+fn record_failure(span: &tracing::Span, failure: &Failure) {
+    span.record("otel.status_code", "error");
+    span.record("otel.status_description", failure.to_string());
+    let kind = match failure {
+        Failure::Handler(_) => "error",
+        Failure::Trap(_) => "trap",
+        Failure::Timeout => "timeout",
+    };
+    span.record("error.type", kind);
 }

@@ -6,6 +6,7 @@
 //! or a compensation racing the saga it undoes never holds or gives back
 //! twice.
 
+use bv_service::Trace;
 use bytes::Bytes;
 use serde_json::Value;
 use spin_sdk::http::body::IncomingBodyExt;
@@ -38,17 +39,46 @@ impl Answer {
     }
 }
 
-/// Calls `method url` with a JSON `body` (if any) and the `x-bv-customer`
-/// header (if any). `Err` when the call itself failed (no answer).
+/// How long an unguarded call (the cart, a cancel's or the sweeper's
+/// give-back, a fulfilment) may take before it is abandoned; the saga's
+/// own calls have deadlines of their own (`order`'s `resilience`).
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`send`] within [`CALL_TIMEOUT`]: a callee that does not answer in time
+/// is an `Err` like one that cannot be reached.
 pub async fn call(
+    trace: &Trace,
     method: &str,
     url: &str,
-    customer: Option<&str>,
+    authorization: Option<&str>,
     body: Option<&Value>,
 ) -> Result<Answer, String> {
-    let mut builder = http::Request::builder().method(method).uri(url);
-    if let Some(customer) = customer {
-        builder = builder.header("x-bv-customer", customer);
+    let sent = send(trace, method, url, authorization, body);
+    bv_resilience::within(sent, spin_sdk::time::sleep(CALL_TIMEOUT))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{method} {url}: no answer within {} s",
+                CALL_TIMEOUT.as_secs()
+            ))
+        })
+}
+
+/// Sends `method url` with a JSON `body` (if any) and the caller's
+/// `authorization` header (if any: the cart is asked for the customer with
+/// the customer's own token; inventory and payment take internal calls), in `trace` (its `traceparent` forwarded, so the
+/// callee's work joins the caller's trace). `Err` when the call itself
+/// failed (no answer). No deadline of its own: see [`call`].
+pub async fn send(
+    trace: &Trace,
+    method: &str,
+    url: &str,
+    authorization: Option<&str>,
+    body: Option<&Value>,
+) -> Result<Answer, String> {
+    let mut builder = trace.forward(http::Request::builder().method(method).uri(url));
+    if let Some(authorization) = authorization {
+        builder = builder.header("authorization", authorization);
     }
     let bytes = match body {
         Some(body) => {
@@ -78,8 +108,9 @@ pub async fn call(
 /// captured). Both are idempotent and answer 404 when there is nothing to
 /// give back, so this is safe whatever step the saga reached. `Err` names
 /// the call that failed; compensating again later is the remedy.
-pub async fn give_back(order_id: &str) -> Result<(), String> {
+pub async fn give_back(trace: &Trace, order_id: &str) -> Result<(), String> {
     let released = call(
+        trace,
         "POST",
         &format!("{INVENTORY}/reservations/{order_id}/release"),
         None,
@@ -92,7 +123,14 @@ pub async fn give_back(order_id: &str) -> Result<(), String> {
             released.status, released.body
         ));
     }
-    let refunded = call("POST", &format!("{PAYMENT}/{order_id}/refund"), None, None).await?;
+    let refunded = call(
+        trace,
+        "POST",
+        &format!("{PAYMENT}/{order_id}/refund"),
+        None,
+        None,
+    )
+    .await?;
     // 409: the payment was declined, so there is nothing to give back.
     if !matches!(refunded.status, 200 | 404 | 409) {
         return Err(format!(

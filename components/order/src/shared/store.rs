@@ -143,6 +143,9 @@ pub struct Move<'a> {
     pub saga: Option<&'a str>,
     /// The event type to publish (`com.bitvelocity.order.<x>.v1`) and its data.
     pub event: (&'a str, Value),
+    /// The `traceparent` of the request or event that makes the move: the
+    /// event joins its trace.
+    pub trace: Option<&'a str>,
 }
 
 /// Applies `m` to order `id` in one transaction with its event; `false`
@@ -183,7 +186,7 @@ pub async fn transition(conn: &Connection, id: &str, m: Move<'_>) -> Result<bool
         .map_err(Problem::internal)?;
     }
     let (ty, data) = m.event;
-    tx.publish(&CloudEvent::new(ty, SOURCE, id, data))
+    tx.publish(&CloudEvent::new(ty, SOURCE, id, data).traced(m.trace))
         .await
         .map_err(Problem::internal)?;
     tx.commit().await.map_err(Problem::internal)?;

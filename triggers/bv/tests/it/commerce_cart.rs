@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::auth_support::{self, admin};
 use crate::harness::*;
 use crate::pg_support::*;
 use crate::redis::redis_shared_lock;
@@ -26,6 +27,7 @@ name = "commerce-cart"
 [variables]
 db_url = {{ required = true }}
 redis_url = {{ default = "{REDIS}" }}
+auth_public_keys = {{ required = true }}
 
 [[trigger.http]]
 route = "/api/products/..."
@@ -40,6 +42,7 @@ source = "{{wasm:product}}"
 allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
 [component.product.variables]
 db_url = "{{{{ db_url }}}}"
+auth_public_keys = "{{{{ auth_public_keys }}}}"
 
 [component.cart]
 source = "{{wasm:cart}}"
@@ -50,6 +53,7 @@ redis_url = "{{{{ redis_url }}}}"
 cart_ttl_seconds = "{TTL}"
 cart_key_prefix = "{prefix}"
 product_cache_ttl_seconds = "{cache_ttl}"
+auth_public_keys = "{{{{ auth_public_keys }}}}"
 "#
     )
 }
@@ -80,7 +84,10 @@ impl Shop {
         let app = spawn_app_with(
             &manifest(&prefix, cache_ttl),
             Spawn {
-                env: vec![("SPIN_VARIABLE_DB_URL".into(), db.url())],
+                env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
+                    .into_iter()
+                    .chain(auth_support::env())
+                    .collect(),
                 ..Default::default()
             },
         )
@@ -105,7 +112,7 @@ impl Shop {
             self.app.addr,
             "POST",
             "/api/products",
-            &[("content-type", "application/json"), ("x-bv-role", "admin")],
+            &[("content-type", "application/json"), admin()],
             body.to_string(),
         )
         .await;
@@ -113,7 +120,7 @@ impl Shop {
         r.json()["id"].as_str().unwrap().to_string()
     }
 
-    /// A cart request of `customer` (none: no identity header).
+    /// A cart request with `customer`'s token (none: no token).
     async fn call(&self, customer: Option<&str>, method: &str, path: &str, body: &str) -> Reply {
         self.call_with(customer, method, path, "application/json", body.to_string())
             .await
@@ -129,7 +136,7 @@ impl Shop {
     ) -> Reply {
         let mut headers = vec![("content-type", content_type)];
         if let Some(customer) = customer {
-            headers.push(("x-bv-customer", customer));
+            headers.push(auth_support::customer(customer));
         }
         request(self.app.addr, method, path, &headers, body).await
     }
@@ -482,7 +489,7 @@ async fn unknown_and_deleted_products_are_refused() {
         shop.app.addr,
         "DELETE",
         &format!("/api/products/{cup}"),
-        &[("x-bv-role", "admin")],
+        &[admin()],
         Bytes::new(),
     )
     .await;
@@ -652,7 +659,7 @@ async fn bad_input_is_a_specific_problem_and_changes_nothing() {
     let r = shop
         .call(Some("not a customer"), "GET", "/api/carts/me", "")
         .await;
-    assert_eq!(problem(&r), (401, "unauthenticated".into()));
+    assert_eq!(problem(&r), (401, "invalid-token".into()));
 
     // Malformed JSON, wrong media type, too large.
     let r = shop

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::auth_support::{self, admin, customer};
 use crate::harness::*;
 use crate::pg_support::*;
 
@@ -15,6 +16,7 @@ const MANIFEST: &str = r#"spin_manifest_version = 2
 name = "inventory"
 [variables]
 db_url = { required = true }
+auth_public_keys = { required = true }
 
 [application.trigger.postgres]
 address = "{{ db_url }}"
@@ -36,6 +38,7 @@ source = "{wasm:inventory}"
 allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
 [component.inventory.variables]
 db_url = "{{ db_url }}"
+auth_public_keys = "{{ auth_public_keys }}"
 
 [component.inventory-projector]
 source = "{wasm:inventory-projector}"
@@ -79,7 +82,10 @@ impl Shop {
         let app = spawn_app_with(
             MANIFEST,
             Spawn {
-                env: vec![("SPIN_VARIABLE_DB_URL".into(), db.url())],
+                env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
+                    .into_iter()
+                    .chain(auth_support::env())
+                    .collect(),
                 ..Default::default()
             },
         )
@@ -168,8 +174,18 @@ impl Shop {
         )
     }
 
+    /// A POST as an administrator: restocking is theirs, and the
+    /// reservation calls (the order saga's, over service chaining) take
+    /// outside callers only with an administrator's token.
     async fn post(&self, path: &str, headers: &[(&str, &str)], body: impl Into<String>) -> Reply {
-        request(self.app.addr, "POST", path, headers, body.into()).await
+        let mut headers = headers.to_vec();
+        headers.push(admin());
+        request(self.app.addr, "POST", path, &headers, body.into()).await
+    }
+
+    /// A GET as an administrator.
+    async fn get(&self, path: &str) -> Reply {
+        request(self.app.addr, "GET", path, &[admin()], "").await
     }
 
     async fn post_json(&self, path: &str, body: &Value) -> Reply {
@@ -184,7 +200,7 @@ impl Shop {
     async fn restock(&self, id: &str, body: Value) -> Reply {
         self.post(
             &format!("/api/inventory/{id}/restock"),
-            &[("content-type", "application/json"), ("x-bv-role", "admin")],
+            &[("content-type", "application/json")],
             body.to_string(),
         )
         .await
@@ -327,24 +343,23 @@ async fn restocking_is_for_admins_and_adds_to_on_hand() {
     let shop = Shop::start("inv_restock").await;
     shop.product("p1", 0).await;
 
-    let r = shop
-        .post(
-            "/api/inventory/p1/restock",
-            &[("content-type", "application/json")],
-            r#"{"quantity": 5}"#,
-        )
-        .await;
-    problem(&r, 403, "forbidden");
-    let r = shop
-        .post(
-            "/api/inventory/p1/restock",
-            &[
-                ("content-type", "application/json"),
-                ("x-bv-role", "customer"),
-            ],
-            r#"{"quantity": 5}"#,
-        )
-        .await;
+    let r = request(
+        shop.app.addr,
+        "POST",
+        "/api/inventory/p1/restock",
+        &[("content-type", "application/json")],
+        r#"{"quantity": 5}"#,
+    )
+    .await;
+    problem(&r, 401, "unauthenticated");
+    let r = request(
+        shop.app.addr,
+        "POST",
+        "/api/inventory/p1/restock",
+        &[("content-type", "application/json"), customer("cora")],
+        r#"{"quantity": 5}"#,
+    )
+    .await;
     problem(&r, 403, "forbidden");
 
     let r = shop.restock("p1", json!({ "quantity": 5 })).await;
@@ -375,23 +390,19 @@ async fn restocking_is_for_admins_and_adds_to_on_hand() {
     let r = shop
         .post(
             "/api/inventory/p1/restock",
-            &[("content-type", "application/json"), ("x-bv-role", "admin")],
+            &[("content-type", "application/json")],
             "{\"quantity\": ",
         )
         .await;
     problem(&r, 400, "malformed-json");
     let r = shop
-        .post(
-            "/api/inventory/p1/restock",
-            &[("x-bv-role", "admin")],
-            r#"{"quantity": 5}"#,
-        )
+        .post("/api/inventory/p1/restock", &[], r#"{"quantity": 5}"#)
         .await;
     problem(&r, 415, "unsupported-media-type");
     let r = shop
         .post(
             "/api/inventory/p1/restock",
-            &[("content-type", "application/json"), ("x-bv-role", "admin")],
+            &[("content-type", "application/json")],
             format!(r#"{{"quantity": 5, "pad": "{}"}}"#, "x".repeat(4096)),
         )
         .await;
@@ -481,7 +492,7 @@ async fn a_reservation_holds_every_line_or_none() {
     assert!(body["expiresAt"].as_str().unwrap().ends_with('Z'), "{body}");
     assert_eq!(shop.counts("p1").await, (10, 3, 7));
     assert_eq!(shop.counts("p2").await, (1, 1, 0));
-    let r = shop.app.get("/api/inventory/reservations/r-short").await;
+    let r = shop.get("/api/inventory/reservations/r-short").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), body);
 
@@ -558,7 +569,7 @@ async fn a_reservation_id_is_an_idempotency_key() {
                     addr,
                     "POST",
                     "/api/inventory/reservations",
-                    &[("content-type", "application/json")],
+                    &[("content-type", "application/json"), admin()],
                     body,
                 )
                 .await
@@ -638,10 +649,7 @@ async fn release_and_commit_happen_once_and_never_after_each_other() {
         let r = shop.post(path, &[], "").await;
         problem(&r, 404, "not-found");
     }
-    let r = shop
-        .app
-        .get("/api/inventory/reservations/r-rel/release")
-        .await;
+    let r = shop.get("/api/inventory/reservations/r-rel/release").await;
     problem(&r, 405, "method-not-allowed");
 
     let released = shop.events(RELEASED).await;
@@ -680,7 +688,7 @@ async fn concurrent_reservations_never_oversell() {
                     addr,
                     "POST",
                     "/api/inventory/reservations",
-                    &[("content-type", "application/json")],
+                    &[("content-type", "application/json"), admin()],
                     body,
                 )
                 .await;
@@ -752,7 +760,7 @@ async fn concurrent_reservations_never_oversell() {
                     addr,
                     "POST",
                     &path,
-                    &[("content-type", "application/json")],
+                    &[("content-type", "application/json"), admin()],
                     body,
                 )
                 .await;
@@ -895,7 +903,7 @@ async fn bad_reservations_are_refused_and_change_nothing() {
     let p = problem(&r, 422, "invalid-field");
     assert_eq!(p["field"], "items");
 
-    let r = shop.app.get("/api/inventory/reservations").await;
+    let r = shop.get("/api/inventory/reservations").await;
     problem(&r, 405, "method-not-allowed");
     let r = shop.app.send("DELETE", "/api/inventory/p1", "").await;
     problem(&r, 405, "method-not-allowed");
@@ -906,7 +914,7 @@ async fn bad_reservations_are_refused_and_change_nothing() {
         "/api/inventory/reservations/bad%20id",
         "/api/inventory/reservations/r-1",
     ] {
-        let r = shop.app.get(path).await;
+        let r = shop.get(path).await;
         problem(&r, 404, "not-found");
     }
 

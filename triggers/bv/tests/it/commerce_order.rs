@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::auth_support::{self, admin};
 use crate::harness::*;
 use crate::pg_support::*;
 use crate::redis::redis_shared_lock;
 
-const ADMIN: (&str, &str) = ("x-bv-role", "admin");
 const JSON: (&str, &str) = ("content-type", "application/json");
 
 /// The manifest: every commerce component the checkout touches.
@@ -25,6 +25,7 @@ name = "commerce-order"
 [variables]
 db_url = {{ required = true }}
 redis_url = {{ default = "redis://127.0.0.1:6379" }}
+auth_public_keys = {{ required = true }}
 
 [application.trigger.postgres]
 address = "{{{{ db_url }}}}"
@@ -69,12 +70,14 @@ source = "{{wasm:product}}"
 allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
 [component.product.variables]
 db_url = "{{{{ db_url }}}}"
+auth_public_keys = "{{{{ auth_public_keys }}}}"
 
 [component.inventory]
 source = "{{wasm:inventory}}"
 allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
 [component.inventory.variables]
 db_url = "{{{{ db_url }}}}"
+auth_public_keys = "{{{{ auth_public_keys }}}}"
 
 [component.inventory-projector]
 source = "{{wasm:inventory-projector}}"
@@ -91,6 +94,7 @@ redis_url = "{{{{ redis_url }}}}"
 cart_ttl_seconds = "3600"
 cart_key_prefix = "{prefix}"
 product_cache_ttl_seconds = "30"
+auth_public_keys = "{{{{ auth_public_keys }}}}"
 
 [component.payment]
 source = "{{wasm:payment}}"
@@ -101,12 +105,14 @@ db_url = "{{{{ db_url }}}}"
 payment_amount_limit = "100000"
 payment_latency_ms = "{latency_ms}"
 payment_outage = "false"
+auth_public_keys = "{{{{ auth_public_keys }}}}"
 
 [component.order]
 source = "{{wasm:order}}"
 allowed_outbound_hosts = ["postgres://127.0.0.1:5432", "http://inventory.spin.internal", "http://payment.spin.internal", "http://cart.spin.internal"]
 [component.order.variables]
 db_url = "{{{{ db_url }}}}"
+auth_public_keys = "{{{{ auth_public_keys }}}}"
 
 [component.order-sweeper]
 source = "{{wasm:order-sweeper}}"
@@ -118,15 +124,15 @@ db_url = "{{{{ db_url }}}}"
     )
 }
 
-struct Shop {
-    app: TestApp,
+pub(crate) struct Shop {
+    pub(crate) app: TestApp,
     db: TestDb,
     prefix: String,
     _lock: std::fs::File,
 }
 
 impl Shop {
-    async fn start(tag: &str) -> Self {
+    pub(crate) async fn start(tag: &str) -> Self {
         Self::start_with(tag, 0, 30).await
     }
 
@@ -152,25 +158,34 @@ impl Shop {
         spawn_app_with(
             &manifest(&db.url(), prefix, latency_ms, saga_timeout),
             Spawn {
-                env: vec![("SPIN_VARIABLE_DB_URL".into(), db.url())],
+                env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
+                    .into_iter()
+                    .chain(auth_support::env())
+                    .collect(),
                 ..Default::default()
             },
         )
         .await
     }
 
-    async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
         request(self.app.addr, method, path, headers, body.to_string()).await
     }
 
     /// A product priced `price` cents with `on_hand` units in stock: its id.
-    async fn product(&self, sku: &str, price: i64, on_hand: i64) -> String {
+    pub(crate) async fn product(&self, sku: &str, price: i64, on_hand: i64) -> String {
         let body = json!({
             "sku": sku, "name": format!("Product {sku}"), "category": "mugs",
             "price": { "amount": price, "currency": "EUR" }
         });
         let r = self
-            .call("POST", "/api/products", &[ADMIN, JSON], &body.to_string())
+            .call("POST", "/api/products", &[admin(), JSON], &body.to_string())
             .await;
         assert_eq!(r.status, 201, "{}", r.text());
         let id = r.json()["id"].as_str().unwrap().to_string();
@@ -189,7 +204,7 @@ impl Shop {
                 .call(
                     "POST",
                     &format!("/api/inventory/{id}/restock"),
-                    &[ADMIN, JSON],
+                    &[admin(), JSON],
                     &json!({ "quantity": on_hand }).to_string(),
                 )
                 .await;
@@ -204,23 +219,27 @@ impl Shop {
         r.json()
     }
 
-    async fn add_to_cart(&self, customer: &str, product: &str, quantity: i64) {
+    pub(crate) async fn add_to_cart(&self, customer: &str, product: &str, quantity: i64) {
         let r = self
             .call(
                 "POST",
                 "/api/carts/me/items",
-                &[("x-bv-customer", customer), JSON],
+                &[auth_support::customer(customer), JSON],
                 &json!({ "productId": product, "quantity": quantity }).to_string(),
             )
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
 
-    async fn checkout(&self, customer: &str, key: &str, token: &str) -> Reply {
+    pub(crate) async fn checkout(&self, customer: &str, key: &str, token: &str) -> Reply {
         self.call(
             "POST",
             "/api/orders",
-            &[("x-bv-customer", customer), ("idempotency-key", key), JSON],
+            &[
+                auth_support::customer(customer),
+                ("idempotency-key", key),
+                JSON,
+            ],
             &json!({ "card": { "token": token } }).to_string(),
         )
         .await
@@ -230,7 +249,7 @@ impl Shop {
         self.call(
             "GET",
             &format!("/api/orders/{id}"),
-            &[("x-bv-customer", customer)],
+            &[auth_support::customer(customer)],
             "",
         )
         .await
@@ -286,25 +305,43 @@ async fn checkout_pays_and_fulfilment_commits_the_stock() {
     assert_eq!(shop.stock(&mug).await["available"], 3);
     // The cart was emptied.
     let cart = shop
-        .call("GET", "/api/carts/me", &[("x-bv-customer", "alice")], "")
+        .call(
+            "GET",
+            "/api/carts/me",
+            &[auth_support::customer("alice")],
+            "",
+        )
         .await;
     assert_eq!(cart.json()["items"], json!([]), "{}", cart.text());
     // The payment was captured.
-    let pay = shop.app.get(&format!("/api/payments/{id}")).await;
+    let pay = shop
+        .call("GET", &format!("/api/payments/{id}"), &[admin()], "")
+        .await;
     assert_eq!(pay.json()["status"], "CAPTURED", "{}", pay.text());
 
     // Visible to its customer only.
     assert_eq!(shop.order("alice", &id).await.json()["status"], "PAID");
     assert_problem(&shop.order("bob", &id).await, 404, "not-found");
     let list = shop
-        .call("GET", "/api/orders", &[("x-bv-customer", "alice")], "")
+        .call("GET", "/api/orders", &[auth_support::customer("alice")], "")
         .await;
     assert_eq!(list.json()["orders"][0]["orderId"], id.as_str());
 
     // Fulfil: admin only, commits the stock.
     let path = format!("/api/orders/{id}/fulfil");
-    assert_problem(&shop.call("POST", &path, &[], "").await, 403, "forbidden");
-    let r = shop.call("POST", &path, &[ADMIN], "").await;
+    assert_problem(
+        &shop.call("POST", &path, &[], "").await,
+        401,
+        "unauthenticated",
+    );
+    assert_problem(
+        &shop
+            .call("POST", &path, &[auth_support::customer("alice")], "")
+            .await,
+        403,
+        "forbidden",
+    );
+    let r = shop.call("POST", &path, &[admin()], "").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["status"], "FULFILLED");
     let stock = shop.stock(&mug).await;
@@ -315,13 +352,13 @@ async fn checkout_pays_and_fulfilment_commits_the_stock() {
 
     // Illegal moves.
     assert_problem(
-        &shop.call("POST", &path, &[ADMIN], "").await,
+        &shop.call("POST", &path, &[admin()], "").await,
         409,
         "illegal-transition",
     );
     let cancel = format!("/api/orders/{id}/cancel");
     let r = shop
-        .call("POST", &cancel, &[("x-bv-customer", "alice")], "")
+        .call("POST", &cancel, &[auth_support::customer("alice")], "")
         .await;
     assert_problem(&r, 409, "illegal-transition");
 
@@ -372,7 +409,7 @@ async fn a_declined_card_fails_the_order_and_releases_the_stock() {
         .call(
             "POST",
             &format!("/api/orders/{id}/cancel"),
-            &[("x-bv-customer", "carol")],
+            &[auth_support::customer("carol")],
             "",
         )
         .await;
@@ -386,14 +423,16 @@ async fn a_declined_card_fails_the_order_and_releases_the_stock() {
         .call(
             "POST",
             &format!("/api/orders/{id}/cancel"),
-            &[("x-bv-customer", "carol")],
+            &[auth_support::customer("carol")],
             "",
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["status"], "CANCELLED");
     assert_eq!(shop.stock(&mug).await["available"], 3);
-    let pay = shop.app.get(&format!("/api/payments/{id}")).await;
+    let pay = shop
+        .call("GET", &format!("/api/payments/{id}"), &[admin()], "")
+        .await;
     assert_eq!(pay.json()["status"], "REFUNDED", "{}", pay.text());
 }
 
@@ -493,7 +532,11 @@ async fn a_crashed_checkout_is_cancelled_by_the_sweeper() {
             addr,
             "POST",
             "/api/orders",
-            &[("x-bv-customer", "erin"), ("idempotency-key", "k"), JSON],
+            &[
+                auth_support::customer("erin"),
+                ("idempotency-key", "k"),
+                JSON,
+            ],
             json!({ "card": { "token": "tok_visa" } }).to_string(),
         )
         .await
@@ -589,7 +632,7 @@ type Headers<'a> = Vec<(&'a str, &'a str)>;
 async fn bad_input_is_refused_and_changes_nothing() {
     let shop = Shop::start("bad").await;
     let mug = shop.product("MUG", 1299, 5).await;
-    let customer = ("x-bv-customer", "frank");
+    let customer = auth_support::customer("frank");
     let key = ("idempotency-key", "k");
     let good = json!({ "card": { "token": "tok_visa" } }).to_string();
     // Empty cart.
@@ -731,7 +774,7 @@ async fn the_demo_catalogue_can_be_bought_on_a_fresh_database() {
         .call(
             "POST",
             &format!("/api/orders/{}/fulfil", order["orderId"].as_str().unwrap()),
-            &[ADMIN],
+            &[admin()],
             "",
         )
         .await;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::auth_support::{self, admin, customer};
 use crate::harness::*;
 use crate::pg_support::*;
 
@@ -18,6 +19,7 @@ db_url = { required = true }
 payment_amount_limit = { default = "100000" }
 payment_latency_ms = { default = "0" }
 payment_outage = { default = "false" }
+auth_public_keys = { required = true }
 
 [[trigger.http]]
 route = "/api/payments/..."
@@ -32,6 +34,7 @@ db_url = "{{ db_url }}"
 payment_amount_limit = "{{ payment_amount_limit }}"
 payment_latency_ms = "{{ payment_latency_ms }}"
 payment_outage = "{{ payment_outage }}"
+auth_public_keys = "{{ auth_public_keys }}"
 "#;
 
 const AUTHORIZED: &str = "com.bitvelocity.payment.authorized.v1";
@@ -52,6 +55,7 @@ impl Processor {
         let db = TestDb::new(tag).await;
         events_init(&db).await;
         let mut env = vec![("SPIN_VARIABLE_DB_URL".to_string(), db.url())];
+        env.extend(auth_support::env());
         env.extend(
             vars.iter()
                 .map(|(k, v)| (format!("SPIN_VARIABLE_{}", k.to_uppercase()), v.to_string())),
@@ -67,12 +71,16 @@ impl Processor {
         Self { db, app }
     }
 
+    /// A call as an administrator: the payment calls are the order saga's
+    /// (over service chaining), and from outside an administrator's.
     async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut headers = headers.to_vec();
+        headers.push(admin());
         request(
             self.app.addr,
             method,
             &format!("/api/payments{path}"),
-            headers,
+            &headers,
             body.to_string(),
         )
         .await
@@ -100,7 +108,7 @@ impl Processor {
         self.call(
             method,
             "/admin/outage",
-            &[("content-type", "application/json"), ("x-bv-role", "admin")],
+            &[("content-type", "application/json")],
             body,
         )
         .await
@@ -402,15 +410,24 @@ async fn an_outage_answers_503_records_nothing_and_can_be_switched_at_run_time()
     p.assert_nothing_recorded().await;
 
     // The switch is for admins only.
-    let r = p
-        .call(
-            "POST",
-            "/admin/outage",
-            &[("content-type", "application/json")],
-            r#"{"on":false}"#,
-        )
-        .await;
+    let r = request(
+        p.app.addr,
+        "POST",
+        "/api/payments/admin/outage",
+        &[("content-type", "application/json"), customer("cora")],
+        r#"{"on":false}"#,
+    )
+    .await;
     assert_problem(&r, 403, "forbidden", None);
+    let r = request(
+        p.app.addr,
+        "POST",
+        "/api/payments/admin/outage",
+        &[("content-type", "application/json")],
+        r#"{"on":false}"#,
+    )
+    .await;
+    assert_problem(&r, 401, "unauthenticated", None);
     let r = p.admin("GET", "").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::auth_support::{self, admin, customer};
 use crate::harness::*;
 use crate::pg_support::*;
 
@@ -15,7 +16,6 @@ use crate::pg_support::*;
 #[path = "../../../../components/product/src/list_sql.rs"]
 mod list_sql;
 
-const ADMIN: (&str, &str) = ("x-bv-role", "admin");
 const JSON: (&str, &str) = ("content-type", "application/json");
 
 /// The demo catalogue's size (migration `0002_demo_catalog`).
@@ -28,6 +28,7 @@ fn manifest(extra: &str) -> String {
 name = "catalog"
 [variables]
 db_url = {{ required = true }}
+auth_public_keys = {{ required = true }}
 
 [[trigger.http]]
 route = "/api/products/..."
@@ -38,6 +39,7 @@ source = "{{wasm:product}}"
 allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
 [component.product.variables]
 db_url = "{{{{ db_url }}}}"
+auth_public_keys = "{{{{ auth_public_keys }}}}"
 {extra}
 "#
     )
@@ -47,7 +49,10 @@ async fn start(db: &TestDb, manifest: &str) -> TestApp {
     spawn_app_with(
         manifest,
         Spawn {
-            env: vec![("SPIN_VARIABLE_DB_URL".into(), db.url())],
+            env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
+                .into_iter()
+                .chain(auth_support::env())
+                .collect(),
             ..Default::default()
         },
     )
@@ -69,7 +74,7 @@ async fn create(app: &TestApp, body: Value) -> Reply {
         app,
         "POST",
         "/api/products",
-        &[ADMIN, JSON],
+        &[admin(), JSON],
         &body.to_string(),
     )
     .await
@@ -189,13 +194,13 @@ async fn create_read_replace_delete_with_etags_and_their_events() {
     change["price"]["amount"] = json!(999);
     change.as_object_mut().unwrap().remove("description");
     let body = change.to_string();
-    let r = call(&app, "PUT", &path, &[ADMIN, JSON], &body).await;
+    let r = call(&app, "PUT", &path, &[admin(), JSON], &body).await;
     assert_problem(&r, 428, "precondition-required", None);
     let r = call(
         &app,
         "PUT",
         &path,
-        &[ADMIN, JSON, ("if-match", "\"7\"")],
+        &[admin(), JSON, ("if-match", "\"7\"")],
         &body,
     )
     .await;
@@ -204,7 +209,7 @@ async fn create_read_replace_delete_with_etags_and_their_events() {
         &app,
         "PUT",
         &path,
-        &[ADMIN, JSON, ("if-match", "W/\"1\"")],
+        &[admin(), JSON, ("if-match", "W/\"1\"")],
         &body,
     )
     .await;
@@ -213,7 +218,7 @@ async fn create_read_replace_delete_with_etags_and_their_events() {
         &app,
         "PUT",
         &path,
-        &[ADMIN, JSON, ("if-match", "\"1\"")],
+        &[admin(), JSON, ("if-match", "\"1\"")],
         &body,
     )
     .await;
@@ -231,7 +236,7 @@ async fn create_read_replace_delete_with_etags_and_their_events() {
         &app,
         "PUT",
         &path,
-        &[ADMIN, JSON, ("if-match", "\"2\"")],
+        &[admin(), JSON, ("if-match", "\"2\"")],
         &body,
     )
     .await;
@@ -248,36 +253,32 @@ async fn create_read_replace_delete_with_etags_and_their_events() {
     let mut b = change.clone();
     b["name"] = json!("Mug B");
     let (a, b) = (a.to_string(), b.to_string());
+    let headers = [admin(), JSON, ("if-match", "\"2\"")];
     let (ra, rb) = tokio::join!(
-        call(
-            &app,
-            "PUT",
-            &path,
-            &[ADMIN, JSON, ("if-match", "\"2\"")],
-            &a
-        ),
-        call(
-            &app,
-            "PUT",
-            &path,
-            &[ADMIN, JSON, ("if-match", "\"2\"")],
-            &b
-        ),
+        call(&app, "PUT", &path, &headers, &a),
+        call(&app, "PUT", &path, &headers, &b),
     );
     let mut statuses = [ra.status, rb.status];
     statuses.sort();
     assert_eq!(statuses, [200, 412], "{} / {}", ra.text(), rb.text());
 
     // DELETE: 204, then gone from GET, from the listing and for PUT.
-    let r = call(&app, "DELETE", &path, &[ADMIN, ("if-match", "\"2\"")], "").await;
+    let r = call(&app, "DELETE", &path, &[admin(), ("if-match", "\"2\"")], "").await;
     assert_problem(&r, 412, "precondition-failed", None);
-    let r = call(&app, "DELETE", &path, &[ADMIN], "").await;
+    let r = call(&app, "DELETE", &path, &[admin()], "").await;
     assert_eq!(r.status, 204, "{}", r.text());
     assert!(r.body.is_empty());
     assert_problem(&app.get(&path).await, 404, "not-found", None);
-    let r = call(&app, "DELETE", &path, &[ADMIN], "").await;
+    let r = call(&app, "DELETE", &path, &[admin()], "").await;
     assert_problem(&r, 404, "not-found", None);
-    let r = call(&app, "PUT", &path, &[ADMIN, JSON, ("if-match", "*")], &body).await;
+    let r = call(
+        &app,
+        "PUT",
+        &path,
+        &[admin(), JSON, ("if-match", "*")],
+        &body,
+    )
+    .await;
     assert_problem(&r, 404, "not-found", None);
     let list = app.get("/api/products?limit=100").await.json();
     assert!(list["items"]
@@ -358,7 +359,7 @@ async fn a_sku_is_unique_among_live_products() {
         &app,
         "DELETE",
         &format!("/api/products/{first}"),
-        &[ADMIN],
+        &[admin()],
         "",
     )
     .await;
@@ -400,7 +401,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             "{\"sku\":".into(),
             400,
             "malformed-json",
@@ -409,7 +410,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             with(&|b| b["name"] = json!(5)),
             422,
             "invalid-field",
@@ -418,7 +419,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             with(&|b| b["price"]["amount"] = json!(-1)),
             422,
             "invalid-field",
@@ -427,7 +428,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             with(&|b| b["price"]["amount"] = json!(12.5)),
             422,
             "invalid-field",
@@ -436,7 +437,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             with(&|b| b["price"]["currency"] = json!("XXX")),
             422,
             "invalid-field",
@@ -445,7 +446,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             with(&|b| {
                 b.as_object_mut().unwrap().remove("sku");
             }),
@@ -456,7 +457,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             with(&|b| {
                 b["price"].as_object_mut().unwrap().remove("currency");
             }),
@@ -467,7 +468,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             with(&|b| b["sku"] = json!("mug 2")),
             422,
             "invalid-field",
@@ -476,7 +477,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             with(&|b| b["category"] = json!("Mugs!")),
             422,
             "invalid-field",
@@ -485,7 +486,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             with(&|b| b["name"] = json!("  ")),
             422,
             "invalid-field",
@@ -494,7 +495,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             with(&|b| b["colour"] = json!("red")),
             422,
             "invalid-field",
@@ -503,7 +504,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             "[]".into(),
             422,
             "invalid-field",
@@ -512,7 +513,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             big,
             413,
             "body-too-large",
@@ -521,7 +522,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "POST",
             "/api/products".into(),
-            vec![ADMIN, ("content-type", "text/plain")],
+            vec![admin(), ("content-type", "text/plain")],
             with(&|_| {}),
             415,
             "unsupported-media-type",
@@ -533,14 +534,14 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
             "/api/products".into(),
             vec![JSON],
             with(&|_| {}),
-            403,
-            "forbidden",
+            401,
+            "unauthenticated",
             None,
         ),
         (
             "POST",
             "/api/products".into(),
-            vec![("x-bv-role", "customer"), JSON],
+            vec![customer("shopper"), JSON],
             with(&|_| {}),
             403,
             "forbidden",
@@ -551,8 +552,8 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
             item.clone(),
             vec![JSON, ("if-match", "\"1\"")],
             with(&|b| b["sku"] = json!("MUG-1")),
-            403,
-            "forbidden",
+            401,
+            "unauthenticated",
             None,
         ),
         (
@@ -560,14 +561,14 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
             item.clone(),
             vec![],
             String::new(),
-            403,
-            "forbidden",
+            401,
+            "unauthenticated",
             None,
         ),
         (
             "PATCH",
             item.clone(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             "{}".into(),
             405,
             "method-not-allowed",
@@ -576,7 +577,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "DELETE",
             "/api/products".into(),
-            vec![ADMIN],
+            vec![admin()],
             String::new(),
             405,
             "method-not-allowed",
@@ -613,7 +614,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "PUT",
             unknown.into(),
-            vec![ADMIN, JSON, ("if-match", "*")],
+            vec![admin(), JSON, ("if-match", "*")],
             with(&|_| {}),
             404,
             "not-found",
@@ -622,7 +623,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "DELETE",
             unknown.into(),
-            vec![ADMIN],
+            vec![admin()],
             String::new(),
             404,
             "not-found",
@@ -632,7 +633,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "PUT",
             item.clone(),
-            vec![ADMIN, JSON],
+            vec![admin(), JSON],
             with(&|b| b["sku"] = json!("MUG-1")),
             428,
             "precondition-required",
@@ -641,7 +642,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "PUT",
             item.clone(),
-            vec![ADMIN, JSON, ("if-match", "\"9\"")],
+            vec![admin(), JSON, ("if-match", "\"9\"")],
             with(&|b| b["sku"] = json!("MUG-1")),
             412,
             "precondition-failed",
@@ -650,7 +651,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "PUT",
             item.clone(),
-            vec![ADMIN, JSON, ("if-match", "\"1\"")],
+            vec![admin(), JSON, ("if-match", "\"1\"")],
             with(&|_| {}),
             422,
             "invalid-field",
@@ -659,7 +660,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "PUT",
             item.clone(),
-            vec![ADMIN, JSON, ("if-match", "\"1\"")],
+            vec![admin(), JSON, ("if-match", "\"1\"")],
             with(&|b| {
                 b.as_object_mut().unwrap().remove("sku");
                 b["price"]["amount"] = json!("12");
@@ -671,7 +672,7 @@ async fn every_rejected_request_is_a_specific_problem_and_changes_nothing() {
         (
             "PUT",
             item.clone(),
-            vec![ADMIN, JSON, ("if-match", "\"1\"")],
+            vec![admin(), JSON, ("if-match", "\"1\"")],
             "{".into(),
             400,
             "malformed-json",
@@ -929,7 +930,7 @@ async fn the_listing_pages_searches_and_filters() {
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty());
     let tea = "/api/products/5eed0000-0000-4000-8000-000000000007";
-    let r = call(&app, "DELETE", tea, &[ADMIN], "").await;
+    let r = call(&app, "DELETE", tea, &[admin()], "").await;
     assert_eq!(r.status, 204, "{}", r.text());
     let r = call(
         &app,
@@ -1109,7 +1110,7 @@ db_url = "{{ db_url }}"
         &app,
         "PUT",
         &format!("/api/products/{id}"),
-        &[ADMIN, JSON, ("if-match", "\"1\"")],
+        &[admin(), JSON, ("if-match", "\"1\"")],
         &change.to_string(),
     )
     .await;

@@ -75,8 +75,10 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The admin listener's address.
     pub admin: SocketAddr,
-    /// Everything `bv` wrote to stderr so far.
+    /// Everything `bv` wrote (stdout and stderr) so far.
     pub log: Arc<Mutex<String>>,
+    /// Only what `bv` wrote to stderr (its log lines) so far.
+    pub stderr: Arc<Mutex<String>>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -150,14 +152,19 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("starting bv");
     let log = Arc::new(Mutex::new(String::new()));
+    let stderr_log = Arc::new(Mutex::new(String::new()));
     let stderr = child.stderr.take().unwrap();
     {
         let log = log.clone();
+        let stderr_log = stderr_log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut log = log.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
+                let mut stderr_log = stderr_log.lock().unwrap();
+                stderr_log.push_str(&line);
+                stderr_log.push('\n');
             }
         });
     }
@@ -186,6 +193,7 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
                 addr,
                 admin,
                 log,
+                stderr: stderr_log,
                 _tmp: tmp,
             });
         }

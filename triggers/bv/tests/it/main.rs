@@ -4,24 +4,35 @@
 
 mod harness;
 
+mod auth;
+mod auth_support;
+mod capabilities;
+mod chaos;
+mod chaos_support;
 mod commerce_cart;
 mod commerce_inventory;
 mod commerce_order;
 mod commerce_payment;
 mod commerce_product;
+mod component_logs;
 mod cron;
 mod events;
 mod events_cli;
 mod faults;
+mod hardening;
 mod host_interfaces;
 mod lifecycle;
 mod manifest_errors;
 mod mqtt;
 mod observability;
 mod openapi;
+mod otlp_support;
 mod pg_support;
 mod postgres;
+mod rate_limit;
 mod redis;
 mod requests;
 mod routing;
 mod sqlite;
+mod tracing;
+mod tracing_events;

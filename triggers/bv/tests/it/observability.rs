@@ -4,6 +4,9 @@
 //! query is one that a running `bv` (HTTP, Postgres, Redis, MQTT and cron
 //! triggers, plus the cart component's own endpoint) actually exports, so a
 //! renamed metric cannot silently leave a dashboard empty or an alert mute.
+//! Business metrics (`bv_app_*`, reported by components as metric lines)
+//! must be ones a `bv_service::telemetry` call in `components/` reports;
+//! `component_logs` checks that such calls reach `/metrics`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -169,6 +172,8 @@ fn le_values(expr: &str) -> Vec<String> {
 struct Used {
     /// Exported metric names (`bv_…`, `cart_…`), with the file using them.
     metrics: BTreeMap<String, BTreeSet<String>>,
+    /// Business metric names (`bv_app_…`), with the file using them.
+    app: BTreeMap<String, BTreeSet<String>>,
     /// Recording-rule names (`a:b:c`), with the file using them.
     recorded: BTreeMap<String, BTreeSet<String>>,
     /// Histogram bucket bounds selected with `le="…"`.
@@ -202,6 +207,7 @@ fn used_by_config() -> Used {
     }
     let mut used = Used {
         metrics: BTreeMap::new(),
+        app: BTreeMap::new(),
         recorded: BTreeMap::new(),
         le: BTreeSet::new(),
     };
@@ -211,6 +217,8 @@ fn used_by_config() -> Used {
             for id in identifiers(&expr) {
                 let target = if id.contains(':') {
                     &mut used.recorded
+                } else if id.starts_with("bv_app_") {
+                    &mut used.app
                 } else if id.starts_with("bv_") || id.starts_with("cart_") {
                     &mut used.metrics
                 } else {
@@ -221,6 +229,82 @@ fn used_by_config() -> Used {
         }
     }
     used
+}
+
+// --- What components report -------------------------------------------------
+
+/// Every `.rs` file under `dir` (build outputs excluded).
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "target") {
+                rust_files(&path, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The series names `bv` serves for the metrics the components report with
+/// a literal name (`telemetry::counter("orders", …)` → `bv_app_orders_total`;
+/// a histogram gives `_bucket`, `_sum` and `_count`), with the file.
+fn reported_app_metrics() -> BTreeMap<String, PathBuf> {
+    let mut files = Vec::new();
+    rust_files(&repo_root().join("components"), &mut files);
+    let mut names = BTreeMap::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (call, suffixes) in [
+            ("telemetry::counter(", &["_total"][..]),
+            ("telemetry::gauge(", &[""][..]),
+            ("telemetry::observe(", &["_bucket", "_sum", "_count"][..]),
+        ] {
+            for (at, _) in text.match_indices(call) {
+                let rest = text[at + call.len()..].trim_start();
+                let Some(literal) = rest.strip_prefix('"') else {
+                    continue; // a name computed at run time (a test component)
+                };
+                let name = &literal[..literal.find('"').unwrap()];
+                let name = name.strip_suffix("_total").unwrap_or(name);
+                for suffix in suffixes {
+                    names.insert(format!("bv_app_{name}{suffix}"), file.clone());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn business_metrics_in_the_config_are_ones_components_report() {
+    let used = used_by_config();
+    let reported = reported_app_metrics();
+    for expected in [
+        "bv_app_orders_total",
+        "bv_app_saga_compensations_total",
+        "bv_app_checkout_saga_seconds_bucket",
+    ] {
+        assert!(
+            reported.contains_key(expected),
+            "{expected} is not reported by any component: {reported:?}"
+        );
+    }
+    let unknown: Vec<_> = used
+        .app
+        .iter()
+        .filter(|(name, _)| !reported.contains_key(*name))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "infra/observability queries business metrics no component reports: {unknown:?}\nreported: {:?}",
+        reported.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        used.app.contains_key("bv_app_orders_total"),
+        "the saga alert and the checkout dashboard use bv_app_orders_total"
+    );
 }
 
 // --- What bv exports ---------------------------------------------------------

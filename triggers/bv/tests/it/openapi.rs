@@ -370,7 +370,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The source the HTTP API's problems come from: the HTTP components (not
-/// the test components), `bv-service` and the runtime's HTTP trigger.
+/// the test components), `bv-service`, `bv-auth` and the runtime's HTTP
+/// trigger.
 fn problem_sources() -> Vec<PathBuf> {
     let root = repo_root();
     let mut files = Vec::new();
@@ -384,6 +385,7 @@ fn problem_sources() -> Vec<PathBuf> {
         }
     }
     rust_files(&root.join("shared/service/src"), &mut files);
+    rust_files(&root.join("shared/auth/src"), &mut files);
     rust_files(&root.join("triggers/trigger-http/src"), &mut files);
     files
 }
@@ -495,7 +497,10 @@ async fn parameterless_gets_answer_documented_statuses() {
     let app = spawn_app_with(
         &manifest,
         Spawn {
-            env: vec![("SPIN_VARIABLE_DB_URL".into(), db.url())],
+            env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
+                .into_iter()
+                .chain(crate::auth_support::env_with_signing_keys())
+                .collect(),
             ..Default::default()
         },
     )

@@ -1,0 +1,700 @@
+//! What the fault tests (`chaos.rs`) stand on: servers of their own that
+//! they can stop and start without disturbing the other tests, which share
+//! the machine's PostgreSQL (5432) and Redis (6379), and the shop they run.
+//!
+//! - [`PrivateRedis`]: a real `redis-server` on a free port, with an
+//!   append-only file fsynced on every write (so what it acknowledged
+//!   survives a kill), stopped with SIGKILL and started again on the same
+//!   port and data.
+//! - [`PrivatePostgres`]: a real PostgreSQL cluster of its own (`initdb`
+//!   and `pg_ctl` from `/usr/lib/postgresql/<version>/bin`, trust
+//!   authentication, a free port, its data in a temporary directory; run
+//!   as the `postgres` user when the tests run as root, since PostgreSQL
+//!   refuses root), stopped with `pg_ctl stop -m immediate` (like a crash:
+//!   sessions cut, no checkpoint) and started again on the same data.
+//! - [`Shop`]: `bv up` on every commerce component the checkout touches,
+//!   pointed at those servers, with the knobs the faults need.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::auth_support;
+use crate::harness::*;
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `redis-server` of the test's own.
+pub struct PrivateRedis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis is running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server (Debian package redis-server)");
+        self.child = Some(child);
+        wait_for_port(self.port, "redis-server");
+    }
+
+    /// Kills it (SIGKILL): connections cut, nothing flushed beyond what it
+    /// already fsynced.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The newest installed PostgreSQL's `bin` directory.
+fn pg_bin() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's server binaries under /usr/lib/postgresql")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("no initdb under /usr/lib/postgresql")
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A PostgreSQL cluster of the test's own.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+    running: bool,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = running_as_root();
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let mut pg = Self {
+            port: free_port(),
+            dir,
+            bin: pg_bin(),
+            as_postgres,
+            running: false,
+        };
+        let data = pg.data();
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        pg.restart();
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `tool` of the cluster's PostgreSQL, run as `postgres` when needed.
+    fn command(&self, tool: &str) -> Command {
+        let program = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(&program);
+            cmd
+        } else {
+            Command::new(&program)
+        };
+        cmd.current_dir(self.dir.path()).stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let mut cmd = self.command(tool);
+        let out = cmd
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts it again on the same port and data (crash recovery first
+    /// when it was stopped with `immediate`).
+    pub fn restart(&mut self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        let data = self.data();
+        let log = self.dir.path().join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+        );
+        self.running = true;
+    }
+
+    /// Stops it like a crash: every session cut at once.
+    pub fn stop(&mut self) {
+        let data = self.data();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+        self.running = false;
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+            self.port
+        )
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        if self.running {
+            let data = self.data();
+            let _ = self
+                .command("pg_ctl")
+                .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The shop's knobs.
+#[derive(Clone)]
+pub struct Knobs {
+    /// `postgres://…` of every component's database.
+    pub db_url: String,
+    pub redis_url: String,
+    pub payment_latency_ms: u32,
+    pub payment_timeout_ms: u32,
+    pub breaker_open_ms: u32,
+    pub product_cache_ttl_seconds: u32,
+    pub saga_timeout_seconds: u32,
+}
+
+impl Knobs {
+    pub fn new(db_url: String, redis_url: String) -> Self {
+        Self {
+            db_url,
+            redis_url,
+            payment_latency_ms: 0,
+            payment_timeout_ms: 2_000,
+            breaker_open_ms: 10_000,
+            product_cache_ttl_seconds: 30,
+            saga_timeout_seconds: 2,
+        }
+    }
+}
+
+/// The port of a `postgres://host:port/…` URL.
+fn pg_port(url: &str) -> &str {
+    let after_host = url.split('@').nth(1).unwrap();
+    let host_port = after_host.split('/').next().unwrap();
+    host_port.rsplit(':').next().unwrap()
+}
+
+/// Every commerce component the checkout touches, on the knobs' servers.
+fn manifest(k: &Knobs) -> String {
+    let pg = format!("postgres://127.0.0.1:{}", pg_port(&k.db_url));
+    r#"spin_manifest_version = 2
+[application]
+name = "chaos"
+[variables]
+db_url = { required = true }
+redis_url = { required = true }
+auth_public_keys = { required = true }
+
+[application.trigger.postgres]
+address = "{{ db_url }}"
+poll_interval_ms = 100
+
+[[trigger.http]]
+route = "/api/products/..."
+component = "product"
+
+[[trigger.http]]
+route = "/api/inventory/..."
+component = "inventory"
+
+[[trigger.http]]
+route = "/api/carts/..."
+component = "cart"
+
+[[trigger.http]]
+route = "/api/payments/..."
+component = "payment"
+
+[[trigger.http]]
+route = "/api/orders/..."
+component = "order"
+
+[[trigger.postgres]]
+component = "inventory-projector"
+events = ["com.bitvelocity.product.created.v1"]
+
+[[trigger.postgres]]
+component = "order-sweeper"
+events = ["com.bitvelocity.order.expired.v1"]
+retry_initial_ms = 100
+retry_max_ms = 1000
+
+[[trigger.cron]]
+component = "order-sweeper"
+cron_expression = "*/1 * * * * *"
+
+[component.product]
+source = "{wasm:product}"
+allowed_outbound_hosts = ["@PG@"]
+[component.product.variables]
+db_url = "{{ db_url }}"
+auth_public_keys = "{{ auth_public_keys }}"
+
+[component.inventory]
+source = "{wasm:inventory}"
+allowed_outbound_hosts = ["@PG@"]
+[component.inventory.variables]
+db_url = "{{ db_url }}"
+auth_public_keys = "{{ auth_public_keys }}"
+
+[component.inventory-projector]
+source = "{wasm:inventory-projector}"
+allowed_outbound_hosts = ["@PG@"]
+[component.inventory-projector.variables]
+db_url = "{{ db_url }}"
+
+[component.cart]
+source = "{wasm:cart}"
+allowed_outbound_hosts = ["{{ redis_url }}", "http://product.spin.internal"]
+key_value_stores = ["default"]
+[component.cart.variables]
+redis_url = "{{ redis_url }}"
+cart_ttl_seconds = "3600"
+product_cache_ttl_seconds = "@CACHE_TTL@"
+product_timeout_ms = "1000"
+breaker_open_ms = "@BREAKER_OPEN@"
+auth_public_keys = "{{ auth_public_keys }}"
+
+[component.payment]
+source = "{wasm:payment}"
+allowed_outbound_hosts = ["@PG@"]
+key_value_stores = ["default"]
+[component.payment.variables]
+db_url = "{{ db_url }}"
+payment_amount_limit = "100000"
+payment_latency_ms = "@LATENCY@"
+payment_outage = "false"
+auth_public_keys = "{{ auth_public_keys }}"
+
+[component.order]
+source = "{wasm:order}"
+allowed_outbound_hosts = ["@PG@", "{{ redis_url }}", "http://inventory.spin.internal", "http://payment.spin.internal", "http://cart.spin.internal"]
+[component.order.variables]
+db_url = "{{ db_url }}"
+redis_url = "{{ redis_url }}"
+payment_timeout_ms = "@PAYMENT_TIMEOUT@"
+inventory_timeout_ms = "2000"
+breaker_open_ms = "@BREAKER_OPEN@"
+auth_public_keys = "{{ auth_public_keys }}"
+
+[component.order-sweeper]
+source = "{wasm:order-sweeper}"
+allowed_outbound_hosts = ["@PG@", "http://inventory.spin.internal", "http://payment.spin.internal"]
+environment = { DB_URL = "@DB_URL@", SAGA_TIMEOUT_SECONDS = "@SAGA_TIMEOUT@" }
+[component.order-sweeper.variables]
+db_url = "{{ db_url }}"
+"#
+    .replace("@PG@", &pg)
+    .replace("@DB_URL@", &k.db_url)
+    .replace("@CACHE_TTL@", &k.product_cache_ttl_seconds.to_string())
+    .replace("@BREAKER_OPEN@", &k.breaker_open_ms.to_string())
+    .replace("@LATENCY@", &k.payment_latency_ms.to_string())
+    .replace("@PAYMENT_TIMEOUT@", &k.payment_timeout_ms.to_string())
+    .replace("@SAGA_TIMEOUT@", &k.saga_timeout_seconds.to_string())
+}
+
+pub const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// How long any one request of a fault test may take: past it, it hung.
+pub const HANG: Duration = Duration::from_secs(25);
+
+/// A reply and how long it took.
+pub struct Timed {
+    pub reply: Reply,
+    pub took: Duration,
+}
+
+impl Timed {
+    pub fn kind(&self) -> String {
+        if self.reply.status < 400 {
+            return String::new();
+        }
+        serde_json::from_slice::<Value>(&self.reply.body)
+            .ok()
+            .and_then(|v| v["type"].as_str().map(str::to_string))
+            .map(|t| t.trim_start_matches("urn:bitvelocity:problem:").to_string())
+            .unwrap_or_else(|| format!("(not a problem: {})", self.reply.text()))
+    }
+
+    pub fn json(&self) -> Value {
+        self.reply.json()
+    }
+}
+
+/// The shop: `bv up` on [`manifest`].
+pub struct Shop {
+    pub app: TestApp,
+}
+
+impl Shop {
+    pub async fn start(knobs: Knobs) -> Self {
+        let app = spawn_app_with(
+            &manifest(&knobs),
+            Spawn {
+                env: Self::env(&knobs),
+                ..Default::default()
+            },
+        )
+        .await;
+        Self { app }
+    }
+
+    fn env(k: &Knobs) -> Vec<(String, String)> {
+        let mut env = auth_support::env();
+        env.push(("SPIN_VARIABLE_DB_URL".into(), k.db_url.clone()));
+        env.push(("SPIN_VARIABLE_REDIS_URL".into(), k.redis_url.clone()));
+        env
+    }
+
+    /// Stops `bv` (SIGTERM, drained) and starts it again with `knobs`, on
+    /// the same servers.
+    pub async fn restart_with(&mut self, knobs: Knobs) {
+        self.app.terminate().await;
+        *self = Self::start(knobs).await;
+    }
+
+    /// One request, timed; panics when it hangs past [`HANG`].
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Timed {
+        let start = Instant::now();
+        let reply = tokio::time::timeout(
+            HANG,
+            request(self.app.addr, method, path, headers, body.to_string()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path} hung for {HANG:?}"));
+        Timed {
+            reply,
+            took: start.elapsed(),
+        }
+    }
+
+    /// A product priced `price` EUR cents with `on_hand` units: its id.
+    pub async fn product(&self, sku: &str, price: i64, on_hand: i64) -> String {
+        let admin = auth_support::admin();
+        let body = json!({
+            "sku": sku, "name": format!("Product {sku}"), "category": "mugs",
+            "price": { "amount": price, "currency": "EUR" }
+        });
+        let r = self
+            .call("POST", "/api/products", &[admin, JSON], &body.to_string())
+            .await;
+        assert_eq!(r.reply.status, 201, "{}", r.reply.text());
+        let id = r.json()["id"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .call("GET", &format!("/api/inventory/{id}"), &[admin], "")
+            .await
+            .reply
+            .status
+            != 200
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no stock record\n{}",
+                self.app.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let r = self
+            .call(
+                "POST",
+                &format!("/api/inventory/{id}/restock"),
+                &[admin, JSON],
+                &json!({ "quantity": on_hand }).to_string(),
+            )
+            .await;
+        assert_eq!(r.reply.status, 200, "{}", r.reply.text());
+        id
+    }
+
+    pub async fn add(&self, customer: &str, product: &str, quantity: i64) -> Timed {
+        self.call(
+            "POST",
+            "/api/carts/me/items",
+            &[auth_support::customer(customer), JSON],
+            &json!({ "productId": product, "quantity": quantity }).to_string(),
+        )
+        .await
+    }
+
+    pub async fn cart(&self, customer: &str) -> Timed {
+        self.call(
+            "GET",
+            "/api/carts/me",
+            &[auth_support::customer(customer)],
+            "",
+        )
+        .await
+    }
+
+    pub async fn checkout(&self, customer: &str, key: &str) -> Timed {
+        self.call(
+            "POST",
+            "/api/orders",
+            &[
+                auth_support::customer(customer),
+                ("idempotency-key", key),
+                JSON,
+            ],
+            &json!({ "card": { "token": "tok_visa" } }).to_string(),
+        )
+        .await
+    }
+
+    /// Switches the payment provider's outage on or off.
+    pub async fn payment_outage(&self, on: bool) {
+        let r = self
+            .call(
+                "POST",
+                "/api/payments/admin/outage",
+                &[auth_support::admin(), JSON],
+                &json!({ "on": on }).to_string(),
+            )
+            .await;
+        assert_eq!(r.reply.status, 200, "{}", r.reply.text());
+        assert_eq!(r.json()["on"], on);
+    }
+}
+
+/// The database the shop's components share, read natively.
+pub async fn db(url: &str) -> tokio_postgres::Client {
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// What the database holds once every saga has ended: orders by status,
+/// and whether the stock and payments agree with them.
+#[derive(Debug)]
+pub struct Books {
+    pub paid: Vec<String>,
+    pub failed: i64,
+    pub cancelled: i64,
+    /// Units reserved in stock.
+    pub reserved: i64,
+    /// Units the PAID orders hold.
+    pub held_by_paid: i64,
+    /// Payments CAPTURED for PAID orders.
+    pub captured_for_paid: i64,
+    /// Payments still holding money (AUTHORIZED or CAPTURED) for orders
+    /// that are not PAID.
+    pub held_for_unpaid: i64,
+}
+
+/// Waits (up to `within`) until no saga is unfinished, then reads the
+/// books. `url` is the shop's database.
+pub async fn settled_books(url: &str, within: Duration) -> Books {
+    let deadline = Instant::now() + within;
+    loop {
+        let client = db(url).await;
+        let open: i64 = client
+            .query_one(
+                "SELECT count(*) FROM orders.sagas WHERE state <> 'finished'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if open == 0 {
+            return books(&client).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} sagas still unfinished after {within:?}"
+        );
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn books(client: &tokio_postgres::Client) -> Books {
+    let count = |status: &'static str| async move {
+        client
+            .query_one(
+                "SELECT count(*) FROM orders.orders WHERE status = $1",
+                &[&status],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let paid = client
+        .query(
+            "SELECT order_id FROM orders.orders WHERE status = 'PAID'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    let one = |sql: &'static str| async move {
+        client
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get::<_, Option<i64>>(0)
+            .unwrap_or(0)
+    };
+    Books {
+        paid,
+        failed: count("FAILED").await,
+        cancelled: count("CANCELLED").await,
+        reserved: one("SELECT sum(reserved)::bigint FROM inventory.stock").await,
+        held_by_paid: one(
+            "SELECT sum((l->>'quantity')::bigint)::bigint FROM orders.orders o,
+             jsonb_array_elements(o.items) l WHERE o.status = 'PAID'",
+        )
+        .await,
+        captured_for_paid: one(
+            "SELECT count(*) FROM orders.orders o JOIN payments p ON p.payment_id = o.order_id
+             WHERE o.status = 'PAID' AND p.status = 'CAPTURED'",
+        )
+        .await,
+        held_for_unpaid: one(
+            "SELECT count(*) FROM payments p JOIN orders.orders o ON o.order_id = p.payment_id
+             WHERE o.status <> 'PAID' AND p.status IN ('AUTHORIZED', 'CAPTURED')",
+        )
+        .await,
+    }
+}

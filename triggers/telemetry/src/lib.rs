@@ -1,0 +1,266 @@
+//! Telemetry of `bv`: OpenTelemetry traces, W3C trace-context propagation and
+//! the span an instance is working under.
+//!
+//! Spans are ordinary `tracing` spans; when tracing is on (see
+//! [`tracing_enabled`]) the `tracing-opentelemetry` layer turns them into
+//! OpenTelemetry spans, and the helpers here read or set their W3C trace
+//! context. When tracing is off every helper is a cheap no-op.
+//!
+//! [`init`] installs both halves at start-up: the log lines ([`LogFormat`],
+//! JSON by default) and, when an OTLP endpoint is configured, the span
+//! exporter ([`config`] checks the `OTEL_*` variables).
+#![deny(missing_docs)]
+
+pub mod config;
+mod export;
+mod logs;
+pub mod metrics_push;
+
+pub use logs::LogFormat;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::TracerProvider as _;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+static TRACING: AtomicBool = AtomicBool::new(false);
+
+/// The tracer of spans recorded after the fact ([`record_finished_span`]).
+static TRACER: OnceLock<opentelemetry_sdk::trace::SdkTracer> = OnceLock::new();
+
+/// Whether spans are exported (an OTLP endpoint is configured).
+pub fn tracing_enabled() -> bool {
+    TRACING.load(Ordering::Relaxed)
+}
+
+/// Marks tracing as on; called by the initialisation once the exporter and
+/// the `tracing-opentelemetry` layer are installed.
+pub fn set_tracing_enabled(on: bool) {
+    TRACING.store(on, Ordering::Relaxed);
+}
+
+struct One<'a>(Option<&'a str>);
+
+impl Extractor for One<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == "traceparent").then_some(self.0).flatten()
+    }
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent"]
+    }
+}
+
+struct Capture(Option<String>);
+
+impl Injector for Capture {
+    fn set(&mut self, key: &str, value: String) {
+        if key == "traceparent" {
+            self.0 = Some(value);
+        }
+    }
+}
+
+/// Makes the remote span named by the W3C `traceparent` the parent of
+/// `span` (a malformed or missing value leaves `span` a root).
+pub fn set_remote_parent(span: &tracing::Span, traceparent: Option<&str>) {
+    if !tracing_enabled() || traceparent.is_none() {
+        return;
+    }
+    let context = TraceContextPropagator::new().extract(&One(traceparent));
+    if context.span().span_context().is_valid() {
+        let _ = span.set_parent(context);
+    }
+}
+
+/// The W3C `traceparent` of `span`, to send on an outbound call or carry in
+/// an event; `None` when tracing is off or the span is disabled.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    if !tracing_enabled() {
+        return None;
+    }
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut out = Capture(None);
+    TraceContextPropagator::new().inject_context(&context, &mut out);
+    out.0
+}
+
+/// `(trace_id, span_id)` of `span` in lowercase hex, for log lines.
+pub fn trace_ids(span: &tracing::Span) -> Option<(String, String)> {
+    if !tracing_enabled() {
+        return None;
+    }
+    let context = span.context();
+    let otel = context.span();
+    let sc = otel.span_context();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
+
+/// Records a finished span `name` (kind internal) under `parent` that ran
+/// from `start` to `end`: for work measured before the span it belongs to
+/// was known (an instance is created before the request that needed it is
+/// handed to it). A no-op when tracing is off.
+pub fn record_finished_span(
+    parent: &tracing::Span,
+    name: String,
+    start: SystemTime,
+    end: SystemTime,
+    attributes: Vec<opentelemetry::KeyValue>,
+) {
+    use opentelemetry::trace::{Span as _, Tracer as _};
+    let (true, Some(tracer)) = (tracing_enabled(), TRACER.get()) else {
+        return;
+    };
+    let context = parent.context();
+    if !context.span().span_context().is_valid() {
+        return;
+    }
+    let mut span = tracer
+        .span_builder(name)
+        .with_kind(opentelemetry::trace::SpanKind::Internal)
+        .with_start_time(start)
+        .with_attributes(attributes)
+        .start_with_context(tracer, &context);
+    span.end_with_timestamp(end);
+}
+
+/// The span an instance is working under: the request or delivery it is
+/// handling. Shared between the trigger (which sets it when a request
+/// starts) and the capabilities (which parent their client spans and the
+/// component's log lines on it).
+///
+/// A reused instance may serve several requests at once; it then holds the
+/// most recently started one, so host-side spans of such an instance can
+/// land under a neighbouring request. Outbound HTTP prefers the
+/// `traceparent` the guest forwards, which is exact.
+#[derive(Clone)]
+pub struct CurrentSpan(Arc<Mutex<tracing::Span>>);
+
+impl Default for CurrentSpan {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(tracing::Span::none())))
+    }
+}
+
+impl CurrentSpan {
+    /// Holds `span` from now on.
+    pub fn set(&self, span: tracing::Span) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = span;
+    }
+
+    /// The span held now (`Span::none()` before the first request).
+    pub fn get(&self) -> tracing::Span {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl std::fmt::Debug for CurrentSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CurrentSpan")
+    }
+}
+
+/// The log filter when `RUST_LOG` is unset or invalid. Components' output
+/// (target `guest`) passes at every level: each component's `log_level`
+/// filters it.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,guest=trace,wasmtime=warn,cranelift=warn,tokio_postgres=warn";
+
+/// How long exiting waits for queued spans to reach the collector.
+const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// What [`init`] installed; [`Telemetry::shutdown`] (or dropping it)
+/// flushes the spans still queued.
+pub struct Telemetry {
+    exporter: Option<(
+        opentelemetry_sdk::trace::SdkTracerProvider,
+        tokio::runtime::Runtime,
+    )>,
+}
+
+impl Telemetry {
+    /// Exports what is queued and stops the exporter (at most a few seconds:
+    /// an unreachable collector must not hold up the exit).
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some((provider, runtime)) = self.exporter.take() {
+            set_tracing_enabled(false);
+            export::shutdown(provider, runtime, FLUSH_LIMIT);
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Installs the global subscriber: log lines in `format` on stderr, filtered
+/// by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]), and, if `traces` is true
+/// and the environment configures an OTLP endpoint, the OpenTelemetry layer
+/// that exports `bv`'s spans. Without an endpoint no OpenTelemetry layer is
+/// installed at all, so spans cost only what logging needs of them.
+///
+/// Fails on an `OTEL_*` value that would otherwise be ignored or guessed at
+/// (see [`config::trace_config`]).
+pub fn init(format: LogFormat, traces: bool) -> anyhow::Result<Telemetry> {
+    let trace_config = if traces {
+        config::trace_config(|name| std::env::var(name).ok())?
+    } else {
+        None
+    };
+    let exporter = trace_config.as_ref().map(export::provider).transpose()?;
+
+    let log_filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let log_layer = match format {
+        LogFormat::Json => logs::JsonLayer.with_filter(log_filter()).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(log_filter())
+            .boxed(),
+    };
+    let otel_layer = exporter.as_ref().map(|(provider, _)| {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        let _ = TRACER.set(provider.tracer("bv"));
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("bv"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_level(false)
+            .with_tracked_inactivity(false)
+            // Parents come from tracing's own span tree; entering a span
+            // need not attach an OpenTelemetry context (cheaper, and a
+            // span's name can still be set after it is first entered).
+            .with_context_activation(false)
+            // Only bv's own spans and events: never the exporter's or the
+            // HTTP client's (which would trace the export of traces).
+            .with_filter(Targets::new().with_target("bv", LevelFilter::INFO))
+    });
+    tracing_subscriber::registry()
+        .with(otel_layer)
+        .with(log_layer)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))?;
+    set_tracing_enabled(exporter.is_some());
+    Ok(Telemetry { exporter })
+}

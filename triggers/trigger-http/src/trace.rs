@@ -1,0 +1,69 @@
+//! The server span of each request.
+//!
+//! Every request, from the network or chained from a guest, runs inside a
+//! span named `"{METHOD} {route}"` (kind server) that carries the OTel HTTP
+//! attributes and `bv.component`; log lines inside it get its component and
+//! route. When tracing is on, its parent is the caller's W3C `traceparent`
+//! and the `traceparent` the guest sees is rewritten to the span's own, so
+//! what the guest forwards continues this trace.
+
+use bv_telemetry::tracing_enabled;
+use http::{Request, Response};
+use tracing::field::Empty;
+use wasmtime_wasi_http::WasiBody;
+
+const TRACEPARENT: &str = "traceparent";
+
+/// A server span for `req`, before routing (the route is recorded by
+/// [`routed`]).
+pub(crate) fn server_span(req: &Request<WasiBody>) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "http.server",
+        otel.name = Empty,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = req.method().as_str(),
+        http.route = Empty,
+        url.path = req.uri().path(),
+        http.response.status_code = Empty,
+        bv.component = Empty,
+    );
+    if tracing_enabled() {
+        span.record("otel.name", req.method().as_str());
+        let inbound = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
+        bv_telemetry::set_remote_parent(&span, inbound);
+    }
+    span
+}
+
+/// Records where `req` was routed and hands the guest the span's own
+/// `traceparent`.
+pub(crate) fn routed(
+    span: &tracing::Span,
+    component: &str,
+    route: &str,
+    req: &mut Request<WasiBody>,
+) {
+    span.record("http.route", route);
+    span.record("bv.component", component);
+    if !tracing_enabled() {
+        return;
+    }
+    span.record("otel.name", format!("{} {route}", req.method()));
+    if let Some(value) =
+        bv_telemetry::traceparent(span).and_then(|tp| http::HeaderValue::from_str(&tp).ok())
+    {
+        req.headers_mut().insert(TRACEPARENT, value);
+    }
+}
+
+/// Records the response status; a 5xx makes the span an error.
+pub(crate) fn finish(span: &tracing::Span, response: &Response<WasiBody>) {
+    let status = response.status().as_u16();
+    // As i64: the OpenTelemetry layer records unsigned values as text.
+    span.record("http.response.status_code", i64::from(status));
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+    }
+}
