@@ -194,7 +194,9 @@ fn histogram_points(family: &Family, start: u64, now: u64) -> Vec<HistogramDataP
     let bucket = format!("{}_bucket", family.name);
     let sum = format!("{}_sum", family.name);
     let count = format!("{}_count", family.name);
-    let mut points: Vec<(Vec<(String, String)>, HistogramDataPoint, u64)> = Vec::new();
+    // (labels without `le`, the point, the cumulative count so far)
+    type Series = (Vec<(String, String)>, HistogramDataPoint, u64);
+    let mut points: Vec<Series> = Vec::new();
     for sample in &family.samples {
         let key: Vec<(String, String)> = sample
             .labels
