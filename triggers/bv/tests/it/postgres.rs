@@ -24,6 +24,9 @@ source = "{{wasm:pg-probe}}"
 allowed_outbound_hosts = [{allowed}]
 [component.pg.variables]
 db_url = "{{{{ db_url }}}}"
+# Oversized values travel in the request body.
+[component.pg.tool.bv]
+max_request_body_bytes = 67108864
 "#
     )
 }

@@ -69,7 +69,11 @@ async fn request_body_is_streamed_to_the_guest() {
 
 #[tokio::test]
 async fn large_body_arrives_whole() {
-    let app = spawn_app(&probe_app("/p/...", "")).await;
+    let app = spawn_app(&probe_app(
+        "/p/...",
+        "[component.probe.tool.bv]\nmax_request_body_bytes = 16777216\n",
+    ))
+    .await;
     let body = vec![7u8; 8 * 1024 * 1024];
     let reply = app.send("POST", "/p/count", body).await;
     assert_eq!(reply.status, 200);
