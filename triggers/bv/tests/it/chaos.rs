@@ -259,8 +259,18 @@ async fn redis_stopped_during_cart_and_checkout_load() {
         tally(checkouts_down.iter().copied())
     );
     assert!(adds_down.len() >= 4, "load ran while Redis was down");
+    // An add racing the kill itself may still be served (and is then kept,
+    // checked below); every other one fails fast with 503.
+    let refused = adds_down
+        .iter()
+        .filter(|s| (s.status, s.kind.as_str()) == (503, "unavailable"))
+        .count();
+    assert!(refused + 2 >= adds_down.len(), "{adds_down:?}");
     for s in &adds_down {
-        assert_eq!((s.status, s.kind.as_str()), (503, "unavailable"), "{s:?}");
+        assert!(
+            matches!((s.status, s.kind.as_str()), (503, "unavailable") | (200, _)),
+            "{s:?}"
+        );
         assert!(s.took() < Duration::from_secs(3), "slow failure: {s:?}");
     }
     for s in &checkouts_down {
