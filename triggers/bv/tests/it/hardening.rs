@@ -146,7 +146,6 @@ async fn a_declared_body_over_the_limit_is_refused_before_the_component_runs() {
     let at_limit = app.send("POST", "/small/count", vec![b'x'; 1024]).await;
     assert_eq!((at_limit.status, at_limit.text()), (200, "1024".into()));
 
-
     // `big` has the application's default (1 MiB).
     let big = app.send("POST", "/big/count", vec![b'x'; 512 * 1024]).await;
     assert_eq!((big.status, big.text()), (200, (512 * 1024).to_string()));
