@@ -19,7 +19,8 @@
 #    SQL and answer (checked byte for byte) from hyper + deadpool-postgres.
 # 2. Checkout: `commerce-bench checkout`: restocked demo products,
 #    $CHECKOUT_WARMUP warm-up then $CUSTOMERS measured customers with a 1–2
-#    line cart each, checked out from $CLIENTS connections (POST
+#    line cart each (each with an access token the driver mints with the
+#    run's own signing key, handed to bv as the auth variables), checked out from $CLIENTS connections (POST
 #    /api/orders, own Idempotency-Key, tok_visa); every order verified PAID
 #    in the database; CPU, bv's per-component request times and the
 #    database's transaction counters around the measured checkouts.
@@ -106,7 +107,7 @@ if ! command -v wrk >/dev/null; then
     SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk
 fi
-for tool in curl psql wrk redis-cli; do
+for tool in curl psql wrk redis-cli openssl; do
     command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }
 done
 for port in "$PORT" "$ADMIN_PORT" "$NATIVE_PORT" "$SINK_PORT"; do
@@ -205,6 +206,13 @@ log "== load average: $LOAD_BEFORE"
 log "== database $DB, Redis prefix $PREFIX"
 psql_ -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 
+# A signing key of the run's own: bv's auth variables carry it, and the
+# driver mints every customer's (and the restocking admin's) token with it.
+COMMERCE_BENCH_AUTH_SEED="$(openssl rand 32 | base64 | tr '+/' '-_' | tr -d '=\n')"
+export COMMERCE_BENCH_AUTH_SEED
+{ read -r AUTH_SIGNING_KEYS; read -r AUTH_PUBLIC_KEYS; } < <("$BENCH" auth-keys)
+[[ -n "$AUTH_SIGNING_KEYS" && -n "$AUTH_PUBLIC_KEYS" ]] || { log "commerce-bench auth-keys printed nothing"; exit 1; }
+
 OTEL_ENV=(-u OTEL_EXPORTER_OTLP_ENDPOINT)
 if [[ "$TRACING" == 1 ]]; then
     log "== OTLP sink on 127.0.0.1:$SINK_PORT (bv exports traces and metrics to it)"
@@ -218,6 +226,7 @@ fi
 log "== bv up (root spin.toml, scratch database, tracing: $TRACING) on $BASE"
 env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "${OTEL_ENV[@]}" SPIN_VARIABLE_DB_URL="$DB_URL" \
     SPIN_VARIABLE_REDIS_URL="$REDIS_URL" RUST_LOG="${RUST_LOG:-warn}" \
+    SPIN_VARIABLE_AUTH_SIGNING_KEYS="$AUTH_SIGNING_KEYS" SPIN_VARIABLE_AUTH_PUBLIC_KEYS="$AUTH_PUBLIC_KEYS" \
     "$BV" up --from "$MANIFEST" --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     --state-dir "$WORK/state" --cache-dir "$HOME/.cache/bitvelocity/loadtest-bv-cache" \
     >"$WORK/bv.log" 2>&1 &

@@ -32,7 +32,15 @@ cargo build --release -p bv
 say "clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
 say "tests"
+# Every app the integration tests start logs into this directory, beside
+# the secrets the tests use; the scan after the suite reads them all.
+BV_SUITE_LOG_DIR="$(mktemp -d -t bv-suite-logs.XXXXXX)"
+export BV_SUITE_LOG_DIR
 cargo test --release --workspace --no-fail-fast
+say "scanning the suite's logs for the secrets it used"
+cargo test --release -p bv --test it -- --ignored --exact \
+  suite_secrets::the_suite_logs_hold_none_of_the_secrets_it_used
+rm -rf "$BV_SUITE_LOG_DIR"
 say "guest library tests (on the host)"
 (cd components && cargo test -p bv-events-guest -p bv-service -p bv-auth -p bv-resilience)
 # Apart: cargo stops matching the other -p specs when `auth` is among them.

@@ -30,6 +30,7 @@ use tokio_postgres::{Client, NoTls};
 use crate::client::Connection;
 use crate::measure;
 use crate::setup::{self, Product};
+use crate::token::Minter;
 
 /// `checkout` options.
 #[derive(clap::Args)]
@@ -61,6 +62,10 @@ pub struct Args {
     /// Makes customer ids unique to this run.
     #[arg(long)]
     tag: String,
+    /// The seed of the app's signing key (see `auth-keys`): each customer's
+    /// access token is minted with it.
+    #[arg(long, env = "COMMERCE_BENCH_AUTH_SEED", hide_env_values = true)]
+    auth_seed: String,
     /// Seconds to wait for the database's counters to include everything
     /// (an idle backend reports within 10 s).
     #[arg(long, default_value_t = 11)]
@@ -76,8 +81,22 @@ pub struct Args {
     breakdown: std::path::PathBuf,
 }
 
-fn customer_id(tag: &str, i: usize) -> String {
-    format!("bench-{tag}-{i}")
+/// The run's customers: their ids and access tokens.
+struct Customers {
+    tag: String,
+    minter: Minter,
+}
+
+impl Customers {
+    /// Customer `i`'s id.
+    fn id(&self, i: usize) -> String {
+        format!("bench-{}-{i}", self.tag)
+    }
+
+    /// Customer `i`'s `authorization` header value.
+    fn bearer(&self, i: usize) -> String {
+        self.minter.bearer(&self.id(i), "customer")
+    }
 }
 
 /// Customer `i`'s cart: (product index, quantity) lines, distinct products.
@@ -228,14 +247,15 @@ where
 /// Adds customer `i`'s lines to their cart.
 async fn fill_cart(
     mut conn: Connection,
-    tag: &str,
+    customers: &Customers,
     products: &[Product],
     i: usize,
 ) -> (Connection, Result<(), String>) {
-    let customer = customer_id(tag, i);
+    let customer = customers.id(i);
+    let bearer = customers.bearer(i);
     for (p, quantity) in cart_plan(i, products.len()) {
         let body = json!({ "productId": products[p].id, "quantity": quantity });
-        let headers = [("x-bv-customer", customer.as_str())];
+        let headers = [("authorization", bearer.as_str())];
         match conn
             .send("POST", "/api/carts/me/items", &headers, Some(&body))
             .await
@@ -254,11 +274,16 @@ async fn fill_cart(
 }
 
 /// Checks customer `i`'s cart out: 201 and `PAID`, or the reason why not.
-async fn check_out(mut conn: Connection, tag: &str, i: usize) -> (Connection, Result<(), String>) {
-    let customer = customer_id(tag, i);
-    let key = format!("checkout-{tag}-{i}");
+async fn check_out(
+    mut conn: Connection,
+    customers: &Customers,
+    i: usize,
+) -> (Connection, Result<(), String>) {
+    let customer = customers.id(i);
+    let bearer = customers.bearer(i);
+    let key = format!("checkout-{}-{i}", customers.tag);
     let headers = [
-        ("x-bv-customer", customer.as_str()),
+        ("authorization", bearer.as_str()),
         ("idempotency-key", key.as_str()),
     ];
     let body = json!({ "card": { "token": "tok_visa" } });
@@ -355,7 +380,11 @@ struct Cpu {
 
 /// Fills the carts, checks out, checks, writes the figures.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let tag = Arc::new(args.tag.clone());
+    let customers = Arc::new(Customers {
+        tag: args.tag.clone(),
+        minter: Minter::from_seed(&args.auth_seed)?,
+    });
+    let tag = args.tag.clone();
     let db = connect(&args.db).await?;
     let row = db
         .query_one("SELECT current_database(), pg_backend_pid()", &[])
@@ -380,17 +409,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let fill = {
-        let (tag, products) = (tag.clone(), products.clone());
+        let (customers, products) = (customers.clone(), products.clone());
         move |conn, i| {
-            let (tag, products) = (tag.clone(), products.clone());
-            async move { fill_cart(conn, &tag, &products, i).await }
+            let (customers, products) = (customers.clone(), products.clone());
+            async move { fill_cart(conn, &customers, &products, i).await }
         }
     };
     let order = {
-        let tag = tag.clone();
+        let customers = customers.clone();
         move |conn, i| {
-            let tag = tag.clone();
-            async move { check_out(conn, &tag, i).await }
+            let customers = customers.clone();
+            async move { check_out(conn, &customers, i).await }
         }
     };
     let failed = |jobs: &Jobs| jobs.progress.failed.load(Ordering::Relaxed);

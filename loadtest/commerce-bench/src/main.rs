@@ -8,6 +8,8 @@
 //!   checkouts/s, latency and what a checkout cost.
 //! - `commerce-bench native-product` answers the product component's GETs
 //!   natively from the same database: the baseline of the product GETs.
+//! - `commerce-bench auth-keys` prints the auth variables of the
+//!   benchmark's signing key (setup and checkout mint tokens with it).
 //! - `commerce-bench otlp-sink` accepts and drops OTLP exports (the tracing
 //!   benchmark's collector).
 
@@ -17,6 +19,7 @@ mod measure;
 mod native;
 mod otlp_sink;
 mod setup;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +41,8 @@ enum Command {
     NativeProduct(native::Args),
     /// Accept and drop OTLP/HTTP exports, until killed; GET /stats counts them.
     OtlpSink(otlp_sink::Args),
+    /// Print auth_signing_keys and auth_public_keys for the benchmark's seed.
+    AuthKeys(token::KeysArgs),
 }
 
 fn main() {
@@ -50,6 +55,7 @@ fn main() {
         Command::Checkout(args) => runtime.block_on(checkout::run(args)),
         Command::NativeProduct(args) => runtime.block_on(native::run(args)),
         Command::OtlpSink(args) => runtime.block_on(otlp_sink::run(args)),
+        Command::AuthKeys(args) => token::print_keys(args),
     };
     if let Err(e) = result {
         eprintln!("commerce-bench: {e:#}");

@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
 use crate::client::Connection;
+use crate::token::Minter;
 
 /// `setup` options.
 #[derive(clap::Args)]
@@ -19,6 +20,10 @@ pub struct Args {
     /// Units added to every product's stock.
     #[arg(long, default_value_t = 100_000)]
     restock: i64,
+    /// The seed of the app's signing key (see `auth-keys`): restocking
+    /// takes an administrator's token.
+    #[arg(long, env = "COMMERCE_BENCH_AUTH_SEED", hide_env_values = true)]
+    auth_seed: String,
     /// Longest wait for the catalogue and its stock records.
     #[arg(long, default_value_t = 60)]
     timeout_s: u64,
@@ -70,6 +75,7 @@ pub async fn products(conn: &mut Connection) -> anyhow::Result<Vec<Product>> {
 
 /// Waits for the catalogue and its stock records, then restocks.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let admin = Minter::from_seed(&args.auth_seed)?.bearer("bench-admin", "admin");
     let mut conn = Connection::open(&args.url).await?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
     // The first request migrates the catalogue and adds the demo products.
@@ -105,7 +111,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let path = format!("/api/inventory/{}/restock", p.id);
         let body = json!({ "quantity": args.restock });
         let answer = conn
-            .send("POST", &path, &[("x-bv-role", "admin")], Some(&body))
+            .send(
+                "POST",
+                &path,
+                &[("authorization", admin.as_str())],
+                Some(&body),
+            )
             .await?;
         if answer.status != 200 {
             bail!("POST {path} answered {}: {}", answer.status, answer.text());

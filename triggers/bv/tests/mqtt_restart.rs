@@ -12,6 +12,11 @@
 #[allow(dead_code)]
 mod harness;
 
+// The harness logs every app for the suite's secret scan.
+#[path = "it/suite_secrets.rs"]
+#[allow(dead_code)]
+mod suite_secrets;
+
 #[path = "it/mqtt_support.rs"]
 mod support;
 

@@ -1,5 +1,6 @@
 //! What every message trigger (Redis, MQTT, …) shares: how a delivery ended,
-//! and the counters that report it on the admin `/metrics`.
+//! the counters that report it on the admin `/metrics`, and the spans that
+//! trace it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -34,6 +35,36 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// Marks `span` (a delivery's) as failed by this failure.
+    pub fn record_on(&self, span: &tracing::Span) {
+        record_failure(span, self.outcome().as_str(), &self.to_string());
+    }
+}
+
+/// Marks a delivery's `span` as failed: status `error`, `description` as its
+/// message and `outcome` (the metric's `outcome` label: `error`, `trap`,
+/// `timeout`, …) as `error.type`, so traces and metrics name a failure alike.
+pub fn record_failure(span: &tracing::Span, outcome: &str, description: &str) {
+    span.record("otel.status_code", "error");
+    span.record("otel.status_description", description);
+    span.record("error.type", outcome);
+}
+
+/// The span of instantiating `component` for a delivery, a child of the
+/// delivery's `parent`; `Span::none()` when tracing is off.
+pub fn instantiate_span(parent: &tracing::Span, component: &str) -> tracing::Span {
+    if !bv_telemetry::tracing_enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        parent: parent,
+        "instantiate",
+        otel.name = %format!("instantiate {component}"),
+        bv.component = component,
+    )
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -66,7 +97,8 @@ impl Outcome {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    /// The label value (`ok`, `error`, `trap`, `timeout`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Error => "error",

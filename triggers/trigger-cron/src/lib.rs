@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bv_runtime::trigger::instantiate_span;
 use bv_runtime::{AppRuntime, ComponentRuntime};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -187,7 +188,7 @@ async fn fire(runtime: &AppRuntime, job: &Scheduled, metrics: &Metrics, tick: Da
         .instrument(span.clone())
         .await;
     if let Err(failure) = &outcome {
-        record_failure(&span, failure);
+        failure.record_on(&span);
     }
     let failures = metrics.record(component, &job.expression, Outcome::of(&outcome));
     match outcome {
@@ -254,29 +255,4 @@ fn tick_span(component: &str, expression: &str, tick: DateTime<Utc>) -> tracing:
         bv.component = component,
         error.type = tracing::field::Empty,
     )
-}
-
-/// The span of instantiating `component`, a child of `parent`.
-fn instantiate_span(parent: &tracing::Span, component: &str) -> tracing::Span {
-    if !bv_telemetry::tracing_enabled() {
-        return tracing::Span::none();
-    }
-    tracing::info_span!(
-        parent: parent,
-        "instantiate",
-        otel.name = %format!("instantiate {component}"),
-        bv.component = component,
-    )
-}
-
-/// Marks a span as failed, `error.type` being the metric outcome.
-fn record_failure(span: &tracing::Span, failure: &Failure) {
-    span.record("otel.status_code", "error");
-    span.record("otel.status_description", failure.to_string());
-    let kind = match failure {
-        Failure::Handler(_) => "error",
-        Failure::Trap(_) => "trap",
-        Failure::Timeout => "timeout",
-    };
-    span.record("error.type", kind);
 }

@@ -68,6 +68,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bv_factor_outbound_mqtt::{mqtt_options, Address};
+use bv_runtime::trigger::instantiate_span;
 use bv_runtime::{AppRuntime, ComponentRuntime, InstanceState};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
 use tokio::sync::{mpsc, Notify};
@@ -431,7 +432,7 @@ async fn worker(
         .instrument(span.clone())
         .await;
         if let Err(failure) = &outcome {
-            record_failure(&span, failure);
+            failure.record_on(&span);
         }
         let kind = Outcome::of(&outcome);
         let failures = metrics.record(&component, &sub.topic, kind);
@@ -527,29 +528,4 @@ fn message_span(component: &str, topic: &str, qos: u8) -> tracing::Span {
         bv.component = component,
         error.type = tracing::field::Empty,
     )
-}
-
-/// The span of instantiating `component`, a child of `parent`.
-fn instantiate_span(parent: &tracing::Span, component: &str) -> tracing::Span {
-    if !bv_telemetry::tracing_enabled() {
-        return tracing::Span::none();
-    }
-    tracing::info_span!(
-        parent: parent,
-        "instantiate",
-        otel.name = %format!("instantiate {component}"),
-        bv.component = component,
-    )
-}
-
-/// Marks a span as failed, `error.type` being the metric outcome.
-fn record_failure(span: &tracing::Span, failure: &Failure) {
-    span.record("otel.status_code", "error");
-    span.record("otel.status_description", failure.to_string());
-    let kind = match failure {
-        Failure::Handler(_) => "error",
-        Failure::Trap(_) => "trap",
-        Failure::Timeout => "timeout",
-    };
-    span.record("error.type", kind);
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bv_runtime::trigger::instantiate_span;
 use bv_runtime::{AppRuntime, ComponentRuntime};
 use tracing::Instrument as _;
 
@@ -284,27 +285,6 @@ pub fn delivery_span(
     );
     bv_telemetry::set_remote_parent(&span, traceparent_of(&event.json).as_deref());
     span
-}
-
-/// Marks a delivery span as failed: `error.type` is the metric outcome
-/// (`error`, `trap`, `timeout`, `rejected`).
-pub fn record_failure(span: &tracing::Span, outcome: &str, error: &str) {
-    span.record("otel.status_code", "error");
-    span.record("otel.status_description", error);
-    span.record("error.type", outcome);
-}
-
-/// The span of instantiating `component` for a delivery, a child of `parent`.
-fn instantiate_span(parent: &tracing::Span, component: &str) -> tracing::Span {
-    if !bv_telemetry::tracing_enabled() {
-        return tracing::Span::none();
-    }
-    tracing::info_span!(
-        parent: parent,
-        "instantiate",
-        otel.name = %format!("instantiate {component}"),
-        bv.component = component,
-    )
 }
 
 /// The `traceparent` attribute of a CloudEvent in JSON, if any.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use bv_runtime::trigger::record_failure;
 use futures::StreamExt as _;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
@@ -19,7 +20,7 @@ use crate::backoff::Backoff;
 use crate::config::Start;
 use crate::metrics::Metrics;
 use crate::schema::{ensure_schema, LOCK_CLASS};
-use crate::sink::{delivery_span, record_failure, Attempt, OutboxEvent, Sink};
+use crate::sink::{delivery_span, Attempt, OutboxEvent, Sink};
 
 /// Events read per query.
 const BATCH: i64 = 128;

@@ -206,6 +206,7 @@ impl Shop {
     }
 
     async fn register(&self, email: &str, password: &str) -> Reply {
+        crate::suite_secrets::used(password);
         self.post(
             "/api/auth/register",
             json!({ "email": email, "password": password }),
@@ -214,6 +215,7 @@ impl Shop {
     }
 
     async fn login(&self, email: &str, password: &str) -> Reply {
+        crate::suite_secrets::used(password);
         self.post(
             "/api/auth/login",
             json!({ "email": email, "password": password }),
@@ -222,6 +224,7 @@ impl Shop {
     }
 
     async fn refresh(&self, refresh_token: &str) -> Reply {
+        crate::suite_secrets::used(refresh_token);
         self.post(
             "/api/auth/refresh",
             json!({ "refreshToken": refresh_token }),
@@ -235,17 +238,23 @@ impl Shop {
         assert_eq!(r.status, 201, "{}", r.text());
         let r = self.login(email, password).await;
         assert_eq!(r.status, 200, "{}\n{}", r.text(), self.app.log());
-        r.json()
+        let tokens = r.json();
+        for token in ["accessToken", "refreshToken"] {
+            crate::suite_secrets::used(tokens[token].as_str().unwrap_or_default());
+        }
+        tokens
     }
 
     /// A GET with `Authorization: Bearer <token>`.
     async fn get_as(&self, token: &str, path: &str) -> Reply {
+        crate::suite_secrets::used(token);
         let auth = format!("Bearer {token}");
         self.call("GET", path, &[("authorization", &auth)], "")
             .await
     }
 
     async fn send_as(&self, token: &str, method: &str, path: &str, body: Value) -> Reply {
+        crate::suite_secrets::used(token);
         let auth = format!("Bearer {token}");
         let body = if body.is_null() {
             String::new()

@@ -106,7 +106,9 @@ pub fn header(kid: &str) -> Value {
 
 /// A valid token for `subject` with `role`, signed with the test key.
 pub fn token(subject: &str, role: &str) -> String {
-    sign(&header(KID), &claims(subject, role), &SEED)
+    let token = sign(&header(KID), &claims(subject, role), &SEED);
+    crate::suite_secrets::used(&token);
+    token
 }
 
 /// An `authorization` header for `subject` with `role`, minted once per

@@ -150,6 +150,8 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    crate::suite_secrets::used_in_env(&spawn.env);
+    let suite_log = crate::suite_secrets::app_log();
     let mut child = cmd.spawn().expect("starting bv");
     let log = Arc::new(Mutex::new(String::new()));
     let stderr_log = Arc::new(Mutex::new(String::new()));
@@ -157,8 +159,10 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
     {
         let log = log.clone();
         let stderr_log = stderr_log.clone();
+        let suite_log = suite_log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                crate::suite_secrets::append(&suite_log, &line);
                 let mut log = log.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
@@ -175,6 +179,7 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
         std::thread::spawn(move || {
             let mut serving = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                crate::suite_secrets::append(&suite_log, &line);
                 log.lock().unwrap().push_str(&format!("{line}\n"));
                 if let Some(addr) = line.strip_prefix("Serving http://") {
                     serving = Some(addr.parse::<SocketAddr>().unwrap());

@@ -34,5 +34,6 @@ mod redis;
 mod requests;
 mod routing;
 mod sqlite;
+mod suite_secrets;
 mod tracing;
 mod tracing_events;
