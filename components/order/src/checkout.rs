@@ -177,6 +177,11 @@ fn answer(status: u16, body: &Value, replayed: bool) -> Reply {
     if replayed {
         builder = builder.header("idempotent-replayed", "true");
     }
+    if status == 201 {
+        if let Some(id) = body.get("orderId").and_then(Value::as_str) {
+            builder = builder.header("location", format!("/api/orders/{id}"));
+        }
+    }
     if let Some(seconds) = body.get("retryAfterSeconds").and_then(Value::as_u64) {
         builder = builder.header("retry-after", seconds);
     }

@@ -2,7 +2,7 @@
 //!
 //! | method and path | answer |
 //! |---|---|
-//! | `POST /api/orders` `{card: {token}}`, header `Idempotency-Key` | 201 the order, `PAID`; or a problem (below) with the order left `FAILED` |
+//! | `POST /api/orders` `{card: {token}}`, header `Idempotency-Key` | 201 the order, `PAID`, with its `Location`; or a problem (below) with the order left `FAILED` |
 //! | `GET /api/orders` | 200 `{orders: [...]}`, the customer's, newest first |
 //! | `GET /api/orders/{id}` | 200 the order; 404 (also for another customer's; an administrator sees every order) |
 //! | `POST /api/orders/{id}/cancel` | 200 `CANCELLED` (from PENDING, CONFIRMED, PAID; stock released, payment voided or refunded); the order's customer only |

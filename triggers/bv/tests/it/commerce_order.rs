@@ -301,6 +301,7 @@ async fn checkout_pays_and_fulfilment_commits_the_stock() {
     );
     assert_eq!(order["items"].as_array().unwrap().len(), 2);
     let id = order["orderId"].as_str().unwrap().to_string();
+    assert_eq!(r.headers["location"], format!("/api/orders/{id}"));
     assert_eq!(shop.stock(&mug).await["reserved"], 2);
     assert_eq!(shop.stock(&mug).await["available"], 3);
     // The cart was emptied.
@@ -500,6 +501,7 @@ async fn replays_answer_the_first_answer() {
     assert_eq!(again.status, 201);
     assert_eq!(again.json(), first.json());
     assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.headers["location"], first.headers["location"]);
     assert_problem(
         &shop.checkout("dave", "key-A", "tok_other").await,
         422,

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod api_fuzz;
 mod auth;
 mod auth_support;
 mod capabilities;

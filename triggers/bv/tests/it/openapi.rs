@@ -27,7 +27,7 @@ const PLATFORM_DB: &str = "postgres://postgres@127.0.0.1:5432/bitvelocity?sslmod
 const PROBLEM_SCHEMA: &str = "#/components/schemas/Problem";
 const PROBLEM_PREFIX: &str = "urn:bitvelocity:problem:";
 
-fn document_path() -> PathBuf {
+pub(crate) fn document_path() -> PathBuf {
     repo_root().join("docs/openapi.json")
 }
 
@@ -466,6 +466,22 @@ fn the_problem_kinds_the_code_answers_are_listed() {
     );
 }
 
+/// The root `spin.toml` as it is, with its sources made absolute (the
+/// harness built them where it points) and the platform database replaced
+/// by `db` wherever it is named (variable defaults and components'
+/// environments alike).
+pub(crate) fn root_manifest_for(db: &TestDb) -> String {
+    let root = repo_root();
+    component_wasm("api-docs");
+    std::fs::read_to_string(root.join("spin.toml"))
+        .unwrap()
+        .replace(
+            "source = \"components/",
+            &format!("source = \"{}/components/", root.display()),
+        )
+        .replace(PLATFORM_DB, &db.url())
+}
+
 /// A sample value for a required header parameter, so that a call gets
 /// past the caller checks.
 fn sample_header(name: &str) -> &'static str {
@@ -481,21 +497,8 @@ async fn parameterless_gets_answer_documented_statuses() {
     let doc = document();
     let _redis = redis_shared_lock();
     let db = TestDb::new("openapi").await;
-    // The root manifest as it is, with its sources made absolute (the
-    // harness built them where it points) and the platform database
-    // replaced by the test's wherever it is named (variable defaults and
-    // components' environments alike).
-    let root = repo_root();
-    component_wasm("api-docs");
-    let manifest = std::fs::read_to_string(root.join("spin.toml"))
-        .unwrap()
-        .replace(
-            "source = \"components/",
-            &format!("source = \"{}/components/", root.display()),
-        )
-        .replace(PLATFORM_DB, &db.url());
     let app = spawn_app_with(
-        &manifest,
+        &root_manifest_for(&db),
         Spawn {
             env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
                 .into_iter()
