@@ -349,6 +349,8 @@ if [[ -n "${SUMMARY:-}" ]]; then
         echo "hello_rps ${HELLO_RPS:-0}"
         echo "product_rps ${BV_GET_RPS:-0}"
         echo "list_rps $(rps_of "GET /api/products" bv)"
+        echo "native_product_rps $(rps_of "GET /api/products/{id}" native)"
+        echo "native_list_rps $(rps_of "GET /api/products" native)"
         for i in "${!NAMES[@]}"; do
             [[ "${NAMES[$i]}" == bv && "${ENDPOINTS[$i]}" == "GET /api/products/{id}" ]] && echo "product_p99_us ${P99[$i]}"
         done

@@ -10,7 +10,10 @@
 # http/protobuf to `commerce-bench otlp-sink`, plus metrics every 10 s).
 # Compares the headline figures of the two runs and writes the comparison to
 # loadtest/results/tracing-<date>.md (each run also writes its own
-# commerce-<date>.md).
+# commerce-<date>.md). The machine's speed drifts between two runs by as
+# much as the cost measured, so each bv GET rate is also taken relative to
+# the native server's rate for the same endpoint in the same run (which
+# tracing does not touch): the cost as the change of that ratio.
 #
 # Environment: passed on to commerce.sh (DURATION, CONNECTIONS, CUSTOMERS,
 # CLIENTS, …); defaults here are shorter than commerce.sh's own:
@@ -49,6 +52,16 @@ RESULTS="$ROOT/loadtest/results/tracing-$STAMP.md"
     for key in product_p99_us checkout_p50_ms checkout_p99_ms cpu_bv_us; do
         off="$(get 0 "$key")"; on="$(get 1 "$key")"
         printf '| %s | %s | %s | %s | |\n' "$key" "$off" "$on" "$(ratio "$on" "$off")"
+    done
+    echo
+    echo "Against the native server in the same run (tracing does not touch it; its own rate moved by $(cost "$(get 1 native_product_rps)" "$(get 0 native_product_rps)") and $(cost "$(get 1 native_list_rps)" "$(get 0 native_list_rps)") between the runs):"
+    echo
+    echo "| endpoint | bv / native, tracing off | bv / native, tracing on | throughput lost to tracing |"
+    echo "|---|---:|---:|---:|"
+    for pair in "product_rps native_product_rps" "list_rps native_list_rps"; do
+        set -- $pair
+        off="$(ratio "$(get 0 "$1")" "$(get 0 "$2")")"; on="$(ratio "$(get 1 "$1")" "$(get 1 "$2")")"
+        printf '| %s | %s | %s | %s |\n' "$1" "$off" "$on" "$(cost "$on" "$off")"
     done
     echo
     echo "Checkout errors: off $(get 0 checkout_errors), on $(get 1 checkout_errors)."
