@@ -166,9 +166,13 @@ fn admin_response(trigger: &HttpTrigger, path: &str) -> Response<Full<Bytes>> {
             "not found\n".to_string(),
         ),
     };
-    Response::builder()
+    let mut response = Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, content_type)
         .body(Full::new(Bytes::from(body)))
-        .expect("static response parts are valid")
+        .expect("static response parts are valid");
+    // The admin listener may be reached from a browser too (a dashboard
+    // proxy, an operator): the same headers as the application's answers.
+    crate::security_headers::apply(response.headers_mut());
+    response
 }

@@ -239,6 +239,16 @@ async fn every_response_carries_the_security_headers() {
         answers.iter().map(|r| r.status).collect::<Vec<_>>(),
         [200, 418, 500, 404, 413]
     );
+    // The admin listener's answers too.
+    for path in ["/metrics", "/healthz", "/nowhere"] {
+        let h = app.admin_get(path).await.headers;
+        assert_eq!(h["x-content-type-options"], "nosniff", "admin {path}");
+        assert_eq!(h["x-frame-options"], "DENY", "admin {path}");
+        assert_eq!(
+            h["content-security-policy"], "default-src 'none'; frame-ancestors 'none'",
+            "admin {path}"
+        );
+    }
 }
 
 const CORS: &str = r#"[application.tool.bv.cors]
