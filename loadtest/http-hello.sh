@@ -9,7 +9,10 @@
 #   bv strict    bv up --instance-policy strict (a fresh instance per request)
 #   wasmtime     wasmtime serve -Sp3,cli -Wcomponent-model-async (default reuse)
 #   wasmtime 1   the same with --max-instance-reuse-count 1
-#                (the wasmtime peers only when `wasmtime` is on PATH)
+#                (wasmtime-cli 48 from crates.io, installed once into
+#                $HOME/.cache/bitvelocity/wasmtime-48 when missing: see loadtest/wasmtime.sh)
+# bv serves loadtest/http-hello/spin.toml: the hello component alone, so the
+# run needs no variables, database or event subscriptions.
 # and loads each the same way: 2 s warm-up, then wrk -t1 -c16 -d${DURATION}s --latency.
 # Prints req/s, p50, p99 and the ratio to native; writes the table to
 # loadtest/results/http-hello-<date>.md.
@@ -34,6 +37,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bitvelocity/target}"
 BV="$CARGO_TARGET_DIR/release/bv"
 NATIVE="$CARGO_TARGET_DIR/release/native-hello"
 WASM="$ROOT/components/target/wasm32-wasip2/release/hello.wasm"
+APP="$ROOT/loadtest/http-hello/spin.toml"
 EXPECTED_BODY=$'Hello from BitVelocity\n'
 
 WORK="$(mktemp -d -t bv-loadtest.XXXXXX)"
@@ -72,11 +76,12 @@ if ! command -v wrk >/dev/null; then
 fi
 command -v curl >/dev/null || { log "curl is required"; exit 1; }
 
+WASMTIME="$(bash "$ROOT/loadtest/wasmtime.sh")"
 log "== building (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 cargo build --release -p bv
 cargo build --release -p native-hello
 log "== building the hello component (bv build)"
-"$BV" build --from "$ROOT/spin.toml"
+env -u CARGO_TARGET_DIR "$BV" build --from "$APP"
 [[ -f "$WASM" ]] || { log "no component at $WASM after bv build"; exit 1; }
 
 # ---------------------------------------------------------------- helpers
@@ -259,25 +264,19 @@ for policy in reuse strict; do
     while [[ "$admin" == "$port" ]]; do admin="$(free_port)"; done
     run_peer "bv $policy" "http://127.0.0.1:$port/hello/" "http://127.0.0.1:$admin" -- \
         env RUST_LOG="${RUST_LOG:-info,wasmtime=warn,cranelift=warn}" \
-        "$BV" up --from "$ROOT/spin.toml" --listen "127.0.0.1:$port" \
+        "$BV" up --from "$APP" --listen "127.0.0.1:$port" \
         --admin-listen "127.0.0.1:$admin" --instance-policy "$policy" \
         --state-dir "$STATE" --cache-dir "$CACHE"
 done
 
-WASMTIME_NOTE=""
-if command -v wasmtime >/dev/null; then
-    WASMTIME_NOTE="$(wasmtime --version)"
-    port="$(free_port)"
-    run_peer "wasmtime serve" "http://127.0.0.1:$port/hello/" "" -- \
-        wasmtime serve -Sp3,cli -Wcomponent-model-async --addr "127.0.0.1:$port" "$WASM"
-    port="$(free_port)"
-    run_peer "wasmtime serve, reuse 1" "http://127.0.0.1:$port/hello/" "" -- \
-        wasmtime serve -Sp3,cli -Wcomponent-model-async --max-instance-reuse-count 1 \
-        --addr "127.0.0.1:$port" "$WASM"
-else
-    WASMTIME_NOTE="skipped: \`wasmtime\` is not on PATH (cargo install wasmtime-cli --version '^48' adds it)"
-    log "== wasmtime serve: $WASMTIME_NOTE"
-fi
+WASMTIME_NOTE="$("$WASMTIME" --version)"
+port="$(free_port)"
+run_peer "wasmtime serve" "http://127.0.0.1:$port/hello/" "" -- \
+    "$WASMTIME" serve -Sp3,cli -Wcomponent-model-async --addr "127.0.0.1:$port" "$WASM"
+port="$(free_port)"
+run_peer "wasmtime serve, reuse 1" "http://127.0.0.1:$port/hello/" "" -- \
+    "$WASMTIME" serve -Sp3,cli -Wcomponent-model-async --max-instance-reuse-count 1 \
+    --addr "127.0.0.1:$port" "$WASM"
 
 # ---------------------------------------------------------------- report
 CPU_MODEL="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"

@@ -9,8 +9,29 @@ pub struct EngineLimits {
 }
 
 /// Instances (and memories, tables, stacks) the pooling allocator keeps slots
-/// for. Each in-flight instance holds one slot.
+/// for by default. Each in-flight instance holds one slot.
 const POOL_INSTANCES: u32 = 1000;
+
+/// The environment variable that sets the number of pool slots instead.
+///
+/// Every memory slot reserves (not commits) about 4 GiB of address space so
+/// that compiled code needs no bounds checks; where address space itself is
+/// limited (`ulimit -v`, or `valgrind`, which offers a process well under
+/// 64 GiB) the default pool cannot be reserved, and a smaller one can.
+const POOL_INSTANCES_ENV: &str = "BV_POOL_INSTANCES";
+
+fn pool_instances() -> anyhow::Result<u32> {
+    match std::env::var(POOL_INSTANCES_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(POOL_INSTANCES),
+        Err(e) => anyhow::bail!("{POOL_INSTANCES_ENV}: {e}"),
+        Ok(v) => match v.trim().parse::<u32>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => anyhow::bail!(
+                "{POOL_INSTANCES_ENV} must be a whole number of instances above 0, not `{v}`"
+            ),
+        },
+    }
+}
 
 /// The engine configuration `bv` runs every component with.
 ///
@@ -27,14 +48,15 @@ pub fn engine_config(limits: &EngineLimits) -> anyhow::Result<Config> {
         .cranelift_opt_level(OptLevel::Speed)
         .parallel_compilation(true);
 
+    let instances = pool_instances()?;
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(POOL_INSTANCES)
-        .total_core_instances(POOL_INSTANCES * 4)
-        .total_memories(POOL_INSTANCES * 2)
-        .total_tables(POOL_INSTANCES * 4)
-        .total_stacks(POOL_INSTANCES)
+    pool.total_component_instances(instances)
+        .total_core_instances(instances.saturating_mul(4))
+        .total_memories(instances.saturating_mul(2))
+        .total_tables(instances.saturating_mul(4))
+        .total_stacks(instances)
         .max_memory_size(usize::try_from(limits.max_memory_bytes)?)
-        .max_unused_warm_slots(100)
+        .max_unused_warm_slots(instances.min(100))
         // Linear memory is handed back to the kernel on reuse: keeping even
         // 1 MiB resident made its memset the hottest symbol of strict mode
         // (see benches/instantiation.rs). Tables and async stacks are small
