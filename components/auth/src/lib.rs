@@ -44,6 +44,10 @@ use spin_sdk::http_service;
 
 use store::Rotation;
 
+/// Where `spin.toml` mounts this component (`route = "/api/auth/..."`); callers
+/// use the same path over service chaining.
+const MOUNT: &str = "/api/auth";
+
 /// Bodies are an email and a password, or a token: small.
 const MAX_BODY: usize = 4 * 1024;
 
@@ -62,7 +66,7 @@ fn method_not_allowed(allowed: &'static str) -> Result<Reply, Problem> {
 }
 
 async fn route(req: Request) -> Result<Reply, Problem> {
-    let path = path_info(&req);
+    let path = path_info(&req, MOUNT)?;
     let post = req.method() == Method::POST;
     match path.as_str() {
         "/register" if post => register(req).await,

@@ -46,6 +46,10 @@ use crate::domain::{AddItem, ChangeItem, ProductId, MAX_QUANTITY};
 use crate::identity::CustomerId;
 use crate::store::{Outcome, Store};
 
+/// Where `spin.toml` mounts this component (`route = "/api/carts/..."`); callers
+/// use the same path over service chaining.
+const MOUNT: &str = "/api/carts";
+
 /// Bodies are a product id and a quantity: a few bytes.
 const MAX_BODY: usize = 4 * 1024;
 
@@ -64,7 +68,7 @@ fn method_not_allowed(allowed: &str) -> Result<Reply, Problem> {
 }
 
 async fn route(req: Request) -> Result<Reply, Problem> {
-    let path = path_info(&req);
+    let path = path_info(&req, MOUNT)?;
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
     match (segments.as_slice(), method) {

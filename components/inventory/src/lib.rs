@@ -53,6 +53,10 @@ use spin_sdk::pg::Connection;
 use model::{NewReservation, ProductId, ReservationId, Restock, Status};
 use store::{atomically, Reserved};
 
+/// Where `spin.toml` mounts this component (`route = "/api/inventory/..."`); callers
+/// use the same path over service chaining.
+const MOUNT: &str = "/api/inventory";
+
 /// The largest restock body: `{"quantity": n}` needs a few bytes.
 const MAX_RESTOCK_BODY: usize = 1024;
 
@@ -71,7 +75,7 @@ async fn handle(req: Request) -> Reply {
 /// Where each path goes; anything else is 404, a known path with another
 /// method 405.
 async fn route(req: Request) -> Result<Reply, Problem> {
-    let path = path_info(&req);
+    let path = path_info(&req, MOUNT)?;
     let segments: Vec<String> = path
         .trim_start_matches('/')
         .split('/')

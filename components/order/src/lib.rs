@@ -88,6 +88,10 @@ use shared::model::Status;
 use shared::services::{self, INVENTORY};
 use shared::store::{self, Move, Order, COLUMNS};
 
+/// Where `spin.toml` mounts this component (`route = "/api/orders/..."`); callers
+/// use the same path over service chaining.
+const MOUNT: &str = "/api/orders";
+
 /// Set once this instance has seen the migrations applied.
 static MIGRATED: AtomicBool = AtomicBool::new(false);
 
@@ -100,7 +104,7 @@ async fn handle(req: Request) -> Reply {
 }
 
 async fn route(req: Request) -> Result<Reply, Problem> {
-    let path = path_info(&req);
+    let path = path_info(&req, MOUNT)?;
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let method = req.method().clone();
     match (parts.as_slice(), &method) {

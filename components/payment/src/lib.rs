@@ -79,12 +79,19 @@ use spin_sdk::http_service;
 use crate::api::Step;
 use crate::config::Config;
 
+/// Where `spin.toml` mounts this component (`route = "/api/payments/..."`); callers
+/// use the same path over service chaining.
+const MOUNT: &str = "/api/payments";
+
 /// Seconds a client should wait after a 503.
 const RETRY_AFTER_SECONDS: &str = "5";
 
 #[http_service]
 async fn handle(req: Request) -> Reply {
-    let path = path_info(&req);
+    let path = match path_info(&req, MOUNT) {
+        Ok(path) => path,
+        Err(p) => return p.into_response(),
+    };
     let endpoint = match Endpoint::parse(req.method(), &path) {
         Ok(endpoint) => endpoint,
         Err(reply) => return *reply,

@@ -39,6 +39,10 @@ use domain::{NewProduct, ProductId, Replacement};
 use listing::{Cursor, ListQuery};
 use store::Store;
 
+/// Where `spin.toml` mounts this component (`route = "/api/products/..."`); callers
+/// use the same path over service chaining.
+const MOUNT: &str = "/api/products";
+
 /// The largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -48,7 +52,7 @@ async fn handle(req: Request) -> Reply {
 }
 
 async fn serve(req: Request) -> Result<Reply, Problem> {
-    let path = path_info(&req);
+    let path = path_info(&req, MOUNT)?;
     let method = req.method().clone();
     if path.is_empty() {
         return match method {
@@ -90,11 +94,12 @@ fn product_id(segment: &str) -> Result<ProductId, Problem> {
     ProductId::parse(segment).ok_or_else(|| Problem::not_found(format!("no product {segment}")))
 }
 
-/// The collection's path as the client sees it (`/api/products`).
+/// The collection's path as the client sees it (`/api/products`, behind
+/// the application's base path if it has one). Not `spin-component-route`:
+/// over service chaining it is empty.
 fn collection(req: &Request) -> String {
-    header(req, "spin-component-route")
-        .unwrap_or("/api/products")
-        .to_string()
+    let base = header(req, "spin-base-path").unwrap_or("/");
+    format!("{}{MOUNT}", base.trim_end_matches('/'))
 }
 
 async fn list(req: Request) -> Result<Reply, Problem> {

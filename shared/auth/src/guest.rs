@@ -8,10 +8,13 @@
 //! Requests a component receives over service chaining (from another
 //! component of the app, `http://<component>.spin.internal`) are told
 //! apart from network requests by `spin-client-addr`: the runtime sets it
-//! on every network request (removing any the client sent) to the
-//! client's socket address, and leaves it out (bv) or sets an address
-//! with port 0 (Spin: `0.0.0.0:0`) on chained ones. Which components can
-//! chain to which is the manifest's `allowed_outbound_hosts`.
+//! on every network request to the client's socket address, and to
+//! `0.0.0.0:0` on chained ones (Spin and bv alike). A request is chained
+//! only when it carries exactly one such header, with port 0: `bv`
+//! removes any `spin-client-addr` a client sends, but Spin keeps it and
+//! appends its own after it, so a forged `0.0.0.0:0` from the network
+//! comes with a second value. Which components can chain to which is the
+//! manifest's `allowed_outbound_hosts`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -124,13 +127,17 @@ pub async fn require_admin(headers: &HeaderMap) -> Result<Principal, Problem> {
 /// service chaining rather than from the network (see the module's
 /// documentation).
 pub fn is_chained(headers: &HeaderMap) -> bool {
-    match headers.get(CLIENT_ADDR) {
-        None => true,
-        Some(v) => v
+    let mut addrs = headers.get_all(CLIENT_ADDR).iter();
+    match (addrs.next(), addrs.next()) {
+        (Some(v), None) => v
             .to_str()
             .ok()
             .and_then(|v| v.parse::<SocketAddr>().ok())
             .is_some_and(|addr| addr.port() == 0),
+        // None: not set by a host that follows Spin. Several: Spin keeps
+        // a `spin-client-addr` the client sent and appends its own after
+        // it, so a second value means the first is someone's forgery.
+        _ => false,
     }
 }
 
@@ -200,8 +207,12 @@ mod tests {
 
     #[test]
     fn chained_requests_have_no_network_client_address() {
-        assert!(is_chained(&HeaderMap::new()));
         assert!(is_chained(&headers(&[("spin-client-addr", "0.0.0.0:0")])));
+        assert!(!is_chained(&HeaderMap::new()));
+        // Spin appends its own address after one a client sent.
+        let mut forged = headers(&[("spin-client-addr", "0.0.0.0:0")]);
+        forged.append("spin-client-addr", "203.0.113.9:41000".parse().unwrap());
+        assert!(!is_chained(&forged));
         assert!(!is_chained(&headers(&[(
             "spin-client-addr",
             "127.0.0.1:53211"

@@ -25,5 +25,5 @@ pub mod trace;
 pub use migrate::{migrate, Migration};
 pub use money::{Currency, Money};
 pub use problem::Problem;
-pub use request::{json, parse_json, path_info, read_json, Reply};
+pub use request::{json, parse_json, path_info, path_within, read_json, Reply};
 pub use trace::Trace;

@@ -22,15 +22,51 @@ pub fn json(status: u16, body: &impl Serialize) -> Reply {
         .expect("a valid status")
 }
 
-/// The part of the path after the component's route (`spin-path-info`),
-/// without a trailing `/`.
-pub fn path_info(req: &Request) -> String {
-    req.headers()
-        .get("spin-path-info")
+/// The path inside the component, without a trailing `/`: `""` for the
+/// mount point itself, `/<id>` for `/api/products/<id>` when `mount` is
+/// `/api/products`. A request from the network and a request over service
+/// chaining to the same resource get the same path.
+///
+/// `mount` is where the manifest mounts the component: its route without
+/// the trailing `/...` (`route = "/api/products/..."` → `/api/products`).
+/// Callers address the component at the same path over service chaining
+/// (`http://product.spin.internal/api/products/<id>`).
+///
+/// Why not `spin-path-info` alone: Spin matches a request from the network
+/// against the component's route (`spin-path-info: /<id>`), but takes a
+/// chained request as matched by the catch-all `/...`, so the callee sees
+/// `spin-path-info` = the whole path and an empty `spin-component-route`.
+/// What both hosts give in both cases is the request's full path (also the
+/// path of `spin-full-url`) and `spin-base-path`: the path inside the
+/// component is the full path with the base and the mount removed. A path
+/// outside the mount (possible only over service chaining) is 404.
+pub fn path_info(req: &Request, mount: &str) -> Result<String, Problem> {
+    path_within(req.uri().path(), req.headers(), mount)
+}
+
+/// [`path_info`] from the request's path and headers.
+pub fn path_within(path: &str, headers: &http::HeaderMap, mount: &str) -> Result<String, Problem> {
+    let base = headers
+        .get("spin-base-path")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .trim_end_matches('/')
-        .to_string()
+        .unwrap_or("/")
+        .trim_end_matches('/');
+    let mount = mount.trim_end_matches('/');
+    strip_segments(path, base)
+        .and_then(|path| strip_segments(path, mount))
+        .map(|inner| inner.trim_end_matches('/').to_string())
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "no resource at `{path}` here (mounted on `{mount}`)"
+            ))
+        })
+}
+
+/// `path` without `prefix` when `prefix` is a whole number of its leading
+/// segments (`""` is every path's prefix).
+fn strip_segments<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
 /// Reads the body as JSON into `T`: 415 without a JSON content type, 413
@@ -130,6 +166,139 @@ mod tests {
                 .get("field")
                 .map_or(String::new(), |f| f.as_str().unwrap().to_string()),
         )
+    }
+
+    /// The headers Spin gives a request from the network matched by
+    /// `route = "<mount>/..."` (`crates/trigger-http/src/headers.rs`).
+    fn direct(mount: &str, path: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        let info = path.strip_prefix(mount).unwrap();
+        h.insert("spin-path-info", info.parse().unwrap());
+        h.insert("spin-component-route", mount.parse().unwrap());
+        h.insert(
+            "spin-matched-route",
+            format!("{mount}/...").parse().unwrap(),
+        );
+        h.insert("spin-base-path", "/".parse().unwrap());
+        h.insert("spin-client-addr", "127.0.0.1:50000".parse().unwrap());
+        h
+    }
+
+    /// The headers Spin gives a request to `http://<component>.spin.internal<path>`:
+    /// the synthetic catch-all match (`crates/trigger-http/src/outbound_http.rs`).
+    fn chained(path: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert("spin-path-info", path.parse().unwrap());
+        h.insert("spin-component-route", "".parse().unwrap());
+        h.insert("spin-matched-route", "/...".parse().unwrap());
+        h.insert("spin-raw-component-route", "/...".parse().unwrap());
+        h.insert("spin-base-path", "/".parse().unwrap());
+        h.insert("spin-client-addr", "0.0.0.0:0".parse().unwrap());
+        h
+    }
+
+    /// Every call the cart and the order saga (and its sweeper) make over
+    /// service chaining: (mount, full path, path inside the callee).
+    const CHAINED_CALLS: &[(&str, &str, &str)] = &[
+        // cart → product: a product's price.
+        (
+            "/api/products",
+            "/api/products/0b7c6f1e-8a36-4a8c-9a53-2f1d3c4b5a69",
+            "/0b7c6f1e-8a36-4a8c-9a53-2f1d3c4b5a69",
+        ),
+        // order → cart: read the customer's cart, clear it after the order.
+        ("/api/carts", "/api/carts/me", "/me"),
+        // order → inventory: reserve, release (also the sweeper), commit.
+        (
+            "/api/inventory",
+            "/api/inventory/reservations",
+            "/reservations",
+        ),
+        (
+            "/api/inventory",
+            "/api/inventory/reservations/ord-1/release",
+            "/reservations/ord-1/release",
+        ),
+        (
+            "/api/inventory",
+            "/api/inventory/reservations/ord-1/commit",
+            "/reservations/ord-1/commit",
+        ),
+        // order → payment: authorize, capture, refund (also the sweeper).
+        ("/api/payments", "/api/payments/authorize", "/authorize"),
+        (
+            "/api/payments",
+            "/api/payments/ord-1/capture",
+            "/ord-1/capture",
+        ),
+        (
+            "/api/payments",
+            "/api/payments/ord-1/refund",
+            "/ord-1/refund",
+        ),
+    ];
+
+    #[test]
+    fn chained_and_direct_requests_reach_the_same_path() {
+        for &(mount, path, inner) in CHAINED_CALLS {
+            assert_eq!(
+                path_within(path, &direct(mount, path), mount).unwrap(),
+                inner,
+                "from the network: {path}"
+            );
+            assert_eq!(
+                path_within(path, &chained(path), mount).unwrap(),
+                inner,
+                "over service chaining: {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_mount_point_and_trailing_slashes() {
+        let mount = "/api/orders";
+        for path in ["/api/orders", "/api/orders/"] {
+            assert_eq!(path_within(path, &direct(mount, path), mount).unwrap(), "");
+            assert_eq!(path_within(path, &chained(path), mount).unwrap(), "");
+        }
+        let path = "/api/orders/o1/";
+        assert_eq!(path_within(path, &chained(path), mount).unwrap(), "/o1");
+        // No headers at all: the path as it is.
+        assert_eq!(
+            path_within("/api/orders/o1", &http::HeaderMap::new(), mount).unwrap(),
+            "/o1"
+        );
+    }
+
+    #[test]
+    fn an_application_base_is_removed_first() {
+        let mut h = direct("/shop/api/carts", "/shop/api/carts/me");
+        h.insert("spin-base-path", "/shop".parse().unwrap());
+        assert_eq!(
+            path_within("/shop/api/carts/me", &h, "/api/carts").unwrap(),
+            "/me"
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert("spin-base-path", "/shop/".parse().unwrap());
+        assert_eq!(
+            path_within("/shop/api/carts", &h, "/api/carts").unwrap(),
+            ""
+        );
+    }
+
+    #[test]
+    fn paths_outside_the_mount_are_404() {
+        let mount = "/api/products";
+        for path in [
+            "/",
+            "/x",
+            "/api/productsx/1",
+            "/api/product",
+            "/api/orders/1",
+        ] {
+            let p = path_within(path, &chained(path), mount).unwrap_err();
+            assert_eq!((p.status, p.kind), (404, "not-found"), "{path}");
+        }
     }
 
     #[test]

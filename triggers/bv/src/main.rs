@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod compat;
 mod events;
 
 /// Every request allocates (headers, bodies, per-instance state) across
@@ -174,6 +175,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         build(&manifest)?;
     }
     let app = bv_manifest::load(&manifest)?;
+    compat::report(&app);
     let runtime_config = match &args.runtime_config_file {
         Some(path) => bv_manifest::load_runtime_config(path)?,
         None => bv_manifest::RuntimeConfig::default(),

@@ -33,8 +33,9 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The application's own HTTP handler, reached by service chaining.
 pub trait LocalService: Send + Sync {
-    /// Handles `request` with the component `component`, as if it had arrived
-    /// from the network (same routing headers, limits and metrics).
+    /// Handles `request` with the component `component`, routed as Spin
+    /// routes a chained request (the catch-all `/...`, whatever the
+    /// component's routes), with the component's limits and metrics.
     fn handle(
         &self,
         component: &str,

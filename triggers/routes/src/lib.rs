@@ -370,6 +370,27 @@ pub struct RouteMatch<'a, T> {
     pub base: String,
 }
 
+impl<'a, T> RouteMatch<'a, T> {
+    /// The match Spin gives a service-chaining request
+    /// (`http://<component>.spin.internal/<path>`): the component's own
+    /// routes are not consulted; the request is taken as matched by the
+    /// catch-all `/...` under the root base, so the whole `path` is the path
+    /// info, the component route is empty and there are no parameters.
+    /// (Spin: `RouteMatch::synthetic` in `crates/routes/src/lib.rs`, used by
+    /// `crates/trigger-http/src/outbound_http.rs`.)
+    pub fn synthetic(target: &'a T, path: &str) -> Self {
+        Self {
+            target,
+            raw_route: "/...".to_string(),
+            based_route: "/...".to_string(),
+            component_route: String::new(),
+            path_info: path.to_string(),
+            params: Vec::new(),
+            base: "/".to_string(),
+        }
+    }
+}
+
 /// A successful match of one route against a path, before choosing the best.
 struct Candidate {
     params: Vec<(String, String)>,

@@ -1,6 +1,6 @@
 //! The `spin-*` request headers Spin sets for every component.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use bv_routes::RouteMatch;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -21,6 +21,43 @@ pub const BASE_PATH: &str = "spin-base-path";
 pub const CLIENT_ADDR: &str = "spin-client-addr";
 /// Prefix of one header per `:name` route parameter.
 pub const PATH_MATCH_PREFIX: &str = "spin-path-match-";
+
+/// The client address Spin gives a service-chaining request
+/// (`CHAINED_CLIENT_ADDR` in Spin's `crates/trigger-http/src/outbound_http.rs`).
+pub const CHAINED_CLIENT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+/// Sets the headers of a request a guest sent to
+/// `http://<component>.spin.internal`, exactly as Spin 4.1 does:
+///
+/// - Spin does not match the callee's routes; it takes the request as
+///   matched by the catch-all `/...` ([`RouteMatch::synthetic`]), so
+///   `spin-matched-route` and `spin-raw-component-route` are `/...`,
+///   `spin-component-route` is empty, `spin-path-info` is the whole path and
+///   no `spin-path-match-*` header is set, whatever routes the callee has
+///   (public or private);
+/// - `spin-base-path` is `/` (Spin always sets `/`);
+/// - `spin-client-addr` is `0.0.0.0:0`;
+/// - Spin drops the `host` header before it intercepts the request, and
+///   builds `spin-full-url` from the `host` header, else `localhost`: so it
+///   is `http://localhost<path and query>`.
+///
+/// Spin's code: `crates/factor-outbound-http/src/wasi.rs` (`prepare_request`
+/// removes `host`), `crates/trigger-http/src/outbound_http.rs` (the
+/// interceptor: synthetic match, client address),
+/// `crates/trigger-http/src/headers.rs` (`compute_default_headers`) and
+/// `crates/routes/src/lib.rs` (`RouteMatch::synthetic`).
+pub(crate) fn set_chained(headers: &mut HeaderMap, uri: &http::Uri) {
+    headers.remove(http::header::HOST);
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let matched = RouteMatch::synthetic(&(), uri.path());
+    set(
+        headers,
+        &format!("http://localhost{path_and_query}"),
+        &matched.base,
+        &matched,
+        Some(CHAINED_CLIENT_ADDR),
+    );
+}
 
 /// Removes any `spin-*` header the client sent (they are the runtime's to
 /// set; a client must not spoof `spin-client-addr`), then sets them.

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bv_factor_outbound_http::{BoxFuture, LocalService};
-use bv_routes::{RouteMatch, RouteSpec, Router};
+use bv_routes::Router;
 use bv_runtime::AppRuntime;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -51,8 +51,6 @@ struct ComponentHandler {
     proxy: ProxyHandler<ComponentInstances>,
     concurrency: Arc<Semaphore>,
     timeout: Duration,
-    /// The component's own route, to compute headers for chained requests.
-    own_route: Option<Router<()>>,
 }
 
 /// The HTTP trigger for one application.
@@ -104,17 +102,12 @@ impl HttpTrigger {
                 ),
             };
             let timeout = Duration::from_millis(component.settings.request_timeout_ms);
-            let own_route = match &trigger.route {
-                RouteSpec::Private => None,
-                spec => Some(Router::build(&base, [(spec.clone(), ())])?),
-            };
             let handler = ComponentHandler {
                 id: id.clone(),
                 concurrency: Arc::new(Semaphore::new(
                     component.settings.max_concurrent_requests as usize,
                 )),
                 timeout,
-                own_route,
                 proxy: ProxyHandler::new(ComponentInstances {
                     runtime: runtime.clone(),
                     policy: ReusePolicy::for_component(&component),
@@ -247,28 +240,11 @@ impl HttpTrigger {
         let Some(handler) = self.components.get(component) else {
             return Err(wasmtime_wasi_http::Error::DestinationNotFound);
         };
-        let path = req.uri().path().to_string();
-        let full_url = req.uri().to_string();
-        let matched = handler.own_route.as_ref().and_then(|r| r.route(&path));
-        let route = match matched {
-            Some(m) => {
-                headers::set(req.headers_mut(), &full_url, &self.base, &m, None);
-                m.raw_route.clone()
-            }
-            None => {
-                let m = RouteMatch {
-                    target: &(),
-                    base: self.base.clone(),
-                    raw_route: "/...".to_string(),
-                    based_route: "/...".to_string(),
-                    component_route: String::new(),
-                    path_info: path,
-                    params: Vec::new(),
-                };
-                headers::set(req.headers_mut(), &full_url, &self.base, &m, None);
-                m.raw_route
-            }
-        };
+        // Spin's routing of a chained request, not the callee's own routes:
+        // see `headers::set_chained`.
+        let uri = req.uri().clone();
+        headers::set_chained(req.headers_mut(), &uri);
+        let route = "/...".to_string();
         let id = handler.id.clone();
         trace::routed(&tracing::Span::current(), &id, &route, &mut req);
         Ok(self.dispatch(&id, route, req, start).await)

@@ -13,7 +13,7 @@
 //! | `/file?path=/x`        | the file's contents; 404 with the error                       |
 //! | `/kv/<store>/<key>`    | GET value (404 if none), PUT/POST set (204), DELETE (204), `?exists` → `true`/`false` |
 //! | `/kv/<store>`          | GET: the sorted keys as a JSON array; 403 if the store can't be opened |
-//! | `/fetch?url=<url>`     | outbound GET: 200 JSON `{status, body}`; 502 with the error   |
+//! | `/fetch?url=<url>[&method=M]` | outbound request (GET by default) with this request's body, `authorization` and `content-type`: 200 JSON `{status, body}`; 502 with the error |
 //! | `/panic`               | panics (a trap for the host)                                  |
 //! | `/loop`                | spins forever                                                 |
 //! | `/alloc?mb=N`          | allocates and touches N MiB, answers the length               |
@@ -67,7 +67,7 @@ async fn handle(req: Request) -> Reply {
             Err(e) => reply(404, e.to_string()),
         },
         "kv" => key_value(req, rest).await,
-        "fetch" => fetch(query(&req, "url").unwrap_or_default()).await,
+        "fetch" => fetch(req).await,
         "panic" => panic!("probe panic"),
         "loop" => {
             let mut n = 0u64;
@@ -164,9 +164,27 @@ async fn key_value(req: Request, rest: &str) -> Reply {
     result.unwrap_or_else(|e| reply(500, format!("{e:?}")))
 }
 
-/// `/fetch?url=...`: an outbound GET.
-async fn fetch(url: String) -> Reply {
-    let response = match spin_sdk::http::get(&url).await {
+/// `/fetch?url=...[&method=M]`: an outbound request (GET unless `method`
+/// says otherwise) carrying this request's body and its `authorization` and
+/// `content-type` headers.
+async fn fetch(req: Request) -> Reply {
+    let url = query(&req, "url").unwrap_or_default();
+    let method = query(&req, "method").unwrap_or_else(|| "GET".into());
+    let mut builder = http::Request::builder().method(method.as_str()).uri(&url);
+    for name in ["authorization", "content-type"] {
+        if let Some(value) = req.headers().get(name) {
+            builder = builder.header(name, value.clone());
+        }
+    }
+    let body = match req.into_body().bytes().await {
+        Ok(body) => body,
+        Err(e) => return reply(500, format!("{e:?}")),
+    };
+    let request = match builder.body(FullBody::new(body)) {
+        Ok(request) => request,
+        Err(e) => return reply(400, e.to_string()),
+    };
+    let response = match spin_sdk::http::send(request).await {
         Ok(response) => response,
         Err(e) => return reply(502, format!("{e:?}")),
     };

@@ -1,0 +1,527 @@
+//! Running the same manifest as Spin: chained requests get the headers
+//! Spin gives them, the commerce components' chained calls reach the same
+//! handlers as the same requests from the network, and `bv up` says which
+//! triggers will not run under Spin.
+
+use serde_json::{json, Value};
+
+use crate::auth_support::{self, admin};
+use crate::harness::*;
+use crate::pg_support::*;
+
+/// `s` percent-encoded for a query parameter.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+const CHAINING: &str = r#"spin_manifest_version = 2
+[application]
+name = "chaining"
+[[trigger.http]]
+route = "/front/..."
+component = "front"
+[[trigger.http]]
+route = "/headers/:kind/..."
+component = "public"
+[[trigger.http]]
+route = { private = true }
+component = "private"
+[component.front]
+source = "{probe}"
+environment = { PROBE_NAME = "front" }
+allowed_outbound_hosts = ["http://public.spin.internal", "http://private.spin.internal"]
+[component.public]
+source = "{probe}"
+environment = { PROBE_NAME = "public" }
+[component.private]
+source = "{probe}"
+environment = { PROBE_NAME = "private" }
+"#;
+
+/// A request to `http://<component>.spin.internal/<path>` gets exactly the
+/// headers Spin 4.1 gives it, whatever routes the callee has. Spin does not
+/// match the callee's routes: its outbound interceptor
+/// (`crates/trigger-http/src/outbound_http.rs` in Spin's source) routes the
+/// request with `RouteMatch::synthetic(component, path)`
+/// (`crates/routes/src/lib.rs`: raw and based route `/...`, trailing
+/// wildcard = the whole path, no named wildcards) and the client address
+/// `0.0.0.0:0`; `compute_default_headers` (`crates/trigger-http/src/headers.rs`)
+/// turns that into the headers below, with `spin-base-path` always `/`,
+/// `spin-component-route` = the raw route without `/...` (empty) and
+/// `spin-full-url` built from the `host` header, which Spin removes from
+/// outbound requests before intercepting them
+/// (`crates/factor-outbound-http/src/wasi.rs`), hence `localhost`.
+#[tokio::test]
+async fn chained_requests_get_spins_synthetic_route() {
+    let app = spawn_app(CHAINING).await;
+    // From the network, `public` is matched by its own route.
+    let direct = app.get("/headers/x/deep").await;
+    assert_eq!(direct.status, 404, "path info `/deep`: {}", direct.text());
+
+    for callee in ["public", "private"] {
+        let url = format!("http://{callee}.spin.internal/headers/x/deep?q=1");
+        let reply = app.get(&format!("/front/fetch?url={}", encode(&url))).await;
+        assert_eq!(reply.status, 200, "{callee}: {}", reply.text());
+        let fetched = reply.json();
+        assert_eq!(fetched["status"], 200, "{callee}: {fetched}");
+        let seen: serde_json::Value =
+            serde_json::from_str(fetched["body"].as_str().unwrap()).unwrap();
+        assert_eq!(seen["name"], callee);
+        let h = seen["headers"].as_object().unwrap();
+        let expected = [
+            ("spin-full-url", "http://localhost/headers/x/deep?q=1"),
+            ("spin-path-info", "/headers/x/deep"),
+            ("spin-matched-route", "/..."),
+            ("spin-raw-component-route", "/..."),
+            ("spin-component-route", ""),
+            ("spin-base-path", "/"),
+            ("spin-client-addr", "0.0.0.0:0"),
+        ];
+        for (name, value) in expected {
+            assert_eq!(
+                h.get(name).and_then(|v| v.as_str()),
+                Some(value),
+                "{callee}: {name} in {h:?}"
+            );
+        }
+        let spin: Vec<&String> = h.keys().filter(|k| k.starts_with("spin-")).collect();
+        assert_eq!(
+            spin.len(),
+            expected.len(),
+            "{callee}: no other spin-* header: {spin:?}"
+        );
+        assert!(!h.contains_key("host"), "{callee}: {h:?}");
+        assert_eq!(
+            seen["uri"], url,
+            "{callee}: the request itself is unchanged"
+        );
+    }
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// The services the cart and the order saga call, and `caller`, a probe
+/// that sends whatever request it is given over service chaining.
+fn shop_manifest(prefix: &str) -> String {
+    format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "chaining-shop"
+[variables]
+db_url = {{ required = true }}
+redis_url = {{ default = "redis://127.0.0.1:6379" }}
+auth_public_keys = {{ required = true }}
+
+[application.trigger.postgres]
+address = "{{{{ db_url }}}}"
+poll_interval_ms = 100
+
+[[trigger.http]]
+route = "/api/products/..."
+component = "product"
+[[trigger.http]]
+route = "/api/inventory/..."
+component = "inventory"
+[[trigger.http]]
+route = "/api/carts/..."
+component = "cart"
+[[trigger.http]]
+route = "/api/payments/..."
+component = "payment"
+[[trigger.http]]
+route = "/caller/..."
+component = "caller"
+[[trigger.postgres]]
+component = "inventory-projector"
+events = ["com.bitvelocity.product.created.v1"]
+
+[component.product]
+source = "{{wasm:product}}"
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
+[component.product.variables]
+db_url = "{{{{ db_url }}}}"
+auth_public_keys = "{{{{ auth_public_keys }}}}"
+
+[component.inventory]
+source = "{{wasm:inventory}}"
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
+[component.inventory.variables]
+db_url = "{{{{ db_url }}}}"
+auth_public_keys = "{{{{ auth_public_keys }}}}"
+
+[component.inventory-projector]
+source = "{{wasm:inventory-projector}}"
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
+[component.inventory-projector.variables]
+db_url = "{{{{ db_url }}}}"
+
+[component.cart]
+source = "{{wasm:cart}}"
+allowed_outbound_hosts = ["{{{{ redis_url }}}}", "http://product.spin.internal"]
+key_value_stores = ["default"]
+[component.cart.variables]
+redis_url = "{{{{ redis_url }}}}"
+cart_ttl_seconds = "3600"
+cart_key_prefix = "{prefix}"
+product_cache_ttl_seconds = "30"
+auth_public_keys = "{{{{ auth_public_keys }}}}"
+
+[component.payment]
+source = "{{wasm:payment}}"
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
+key_value_stores = ["default"]
+[component.payment.variables]
+db_url = "{{{{ db_url }}}}"
+payment_amount_limit = "100000"
+payment_latency_ms = "0"
+payment_outage = "false"
+auth_public_keys = "{{{{ auth_public_keys }}}}"
+
+[component.caller]
+source = "{{probe}}"
+allowed_outbound_hosts = ["http://product.spin.internal", "http://inventory.spin.internal", "http://payment.spin.internal", "http://cart.spin.internal"]
+"#
+    )
+}
+
+struct Shop {
+    app: TestApp,
+    _db: TestDb,
+    _lock: std::fs::File,
+}
+
+impl Shop {
+    async fn start() -> Self {
+        let lock = crate::redis::redis_shared_lock();
+        let prefix = format!("bv-it-chaining-{}:", std::process::id());
+        let db = TestDb::new("chaining").await;
+        let app = spawn_app_with(
+            &shop_manifest(&prefix),
+            Spawn {
+                env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
+                    .into_iter()
+                    .chain(auth_support::env())
+                    .collect(),
+                ..Default::default()
+            },
+        )
+        .await;
+        Self {
+            app,
+            _db: db,
+            _lock: lock,
+        }
+    }
+
+    /// `method path` from the network.
+    async fn direct(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        request(self.app.addr, method, path, headers, body.to_string()).await
+    }
+
+    /// `method path` sent by `caller` to `http://<component>.spin.internal<path>`,
+    /// with `headers` (`authorization`, `content-type`) and `body`: the
+    /// callee's status and body.
+    async fn chained(
+        &self,
+        component: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        let url = format!("http://{component}.spin.internal{path}");
+        let reply = request(
+            self.app.addr,
+            "POST",
+            &format!("/caller/fetch?method={method}&url={}", encode(&url)),
+            headers,
+            body.to_string(),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{method} {url}: {}", reply.text());
+        let answer = reply.json();
+        (
+            answer["status"].as_u64().unwrap() as u16,
+            answer["body"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+fn parse(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+/// Every call the cart makes to the product service and the order saga (and
+/// its sweeper) to the cart, inventory and payment services, over service
+/// chaining, where the callee sees Spin's synthetic route (`spin-path-info`
+/// = the whole path): each reaches the handler the same request from the
+/// network reaches, with the same answer.
+#[tokio::test]
+async fn the_shops_chained_calls_reach_the_same_handlers_as_direct_ones() {
+    let shop = Shop::start().await;
+    let admin = admin();
+    let customer = auth_support::customer("chaining-customer");
+
+    // A product in stock.
+    let body = json!({
+        "sku": "CHAIN-1", "name": "Chained mug", "category": "mugs",
+        "price": { "amount": 1250, "currency": "EUR" }
+    });
+    let r = shop
+        .direct("POST", "/api/products", &[admin, JSON], &body.to_string())
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while shop.app.get(&format!("/api/inventory/{id}")).await.status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stock record\n{}",
+            shop.app.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let restock = json!({ "quantity": 10 }).to_string();
+    let r = shop
+        .direct(
+            "POST",
+            &format!("/api/inventory/{id}/restock"),
+            &[admin, JSON],
+            &restock,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // cart → product: GET /api/products/<id>.
+    let path = format!("/api/products/{id}");
+    let direct = shop.direct("GET", &path, &[], "").await;
+    assert_eq!(direct.status, 200, "{}", direct.text());
+    let (status, body) = shop.chained("product", "GET", &path, &[], "").await;
+    assert_eq!((status, parse(&body)), (200, direct.json()), "GET {path}");
+
+    // The cart prices a line through that call.
+    let line = json!({ "productId": id, "quantity": 2 }).to_string();
+    let r = shop
+        .direct("POST", "/api/carts/me/items", &[customer, JSON], &line)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["items"][0]["unitPrice"]["amount"],
+        1250,
+        "{}",
+        r.text()
+    );
+
+    // order → cart: GET /api/carts/me with the customer's token.
+    let direct = shop.direct("GET", "/api/carts/me", &[customer], "").await;
+    assert_eq!(direct.status, 200, "{}", direct.text());
+    let (status, body) = shop
+        .chained("cart", "GET", "/api/carts/me", &[customer], "")
+        .await;
+    assert_eq!(
+        (status, parse(&body)),
+        (200, direct.json()),
+        "GET /api/carts/me"
+    );
+
+    // order → inventory: reserve (then the same from the network: a replay).
+    let reservation = json!({
+        "reservationId": "chained-1", "orderId": "chained-1",
+        "items": [{ "productId": id, "quantity": 2 }],
+    })
+    .to_string();
+    let path = "/api/inventory/reservations";
+    let (status, chained) = shop
+        .chained("inventory", "POST", path, &[JSON], &reservation)
+        .await;
+    assert_eq!(status, 201, "POST {path}: {chained}");
+    let direct = shop
+        .direct("POST", path, &[admin, JSON], &reservation)
+        .await;
+    assert_eq!(direct.status, 200, "a replay: {}", direct.text());
+    assert_eq!(parse(&chained), direct.json(), "POST {path}");
+
+    // order → payment: authorize, capture, refund; each then repeated from
+    // the network, which answers what the chained call did.
+    let authorize = json!({
+        "paymentId": "chained-1", "orderId": "chained-1",
+        "amount": { "amount": 2500, "currency": "EUR" },
+        "card": { "token": "tok_visa" },
+    })
+    .to_string();
+    for (path, body, status) in [
+        ("/api/payments/authorize", authorize.as_str(), 201),
+        ("/api/payments/chained-1/capture", "", 200),
+        ("/api/payments/chained-1/refund", "", 200),
+    ] {
+        let headers: &[(&str, &str)] = if body.is_empty() { &[] } else { &[JSON] };
+        let (got, chained) = shop.chained("payment", "POST", path, headers, body).await;
+        assert_eq!(got, status, "POST {path}: {chained}");
+        let mut with_admin = vec![admin];
+        with_admin.extend_from_slice(headers);
+        let direct = shop.direct("POST", path, &with_admin, body).await;
+        assert_eq!(direct.status, status, "POST {path}: {}", direct.text());
+        assert_eq!(parse(&chained), direct.json(), "POST {path}");
+    }
+
+    // order → inventory: commit this reservation, release another (the
+    // sweeper's and a failed saga's give-back).
+    let r = shop
+        .direct(
+            "POST",
+            "/api/inventory/reservations",
+            &[admin, JSON],
+            &reservation.replace("chained-1", "chained-2"),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    for (path, status) in [
+        ("/api/inventory/reservations/chained-1/commit", "COMMITTED"),
+        ("/api/inventory/reservations/chained-2/release", "RELEASED"),
+    ] {
+        let (got, chained) = shop.chained("inventory", "POST", path, &[], "").await;
+        assert_eq!(got, 200, "POST {path}: {chained}");
+        assert_eq!(parse(&chained)["status"], status, "POST {path}: {chained}");
+        let direct = shop.direct("POST", path, &[admin], "").await;
+        assert_eq!(direct.status, 200, "POST {path}: {}", direct.text());
+        assert_eq!(parse(&chained), direct.json(), "POST {path}");
+    }
+
+    // order → cart: DELETE /api/carts/me once the order is placed.
+    let (status, body) = shop
+        .chained("cart", "DELETE", "/api/carts/me", &[customer], "")
+        .await;
+    assert_eq!(status, 204, "DELETE /api/carts/me: {body}");
+    let cart = shop.direct("GET", "/api/carts/me", &[customer], "").await;
+    assert_eq!(cart.json()["items"], json!([]), "{}", cart.text());
+    let direct = shop
+        .direct("DELETE", "/api/carts/me", &[customer], "")
+        .await;
+    assert_eq!(direct.status, 204, "{}", direct.text());
+
+    // A chained path outside the callee's mount is no resource of it.
+    let (status, body) = shop
+        .chained("product", "GET", &format!("/{id}"), &[], "")
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        parse(&body)["type"],
+        "urn:bitvelocity:problem:not-found",
+        "{body}"
+    );
+}
+
+/// Each component's `MOUNT` (where its routing expects to be mounted) is
+/// its route in `spin.toml`.
+#[test]
+fn every_mount_is_the_manifests_route() {
+    let root = repo_root();
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root.join("spin.toml")).unwrap()).unwrap();
+    let mut checked = Vec::new();
+    for trigger in manifest["trigger"]["http"].as_array().unwrap() {
+        let component = trigger["component"].as_str().unwrap();
+        let Some(route) = trigger["route"].as_str() else {
+            continue;
+        };
+        let source = root.join("components").join(component).join("src/lib.rs");
+        let Ok(code) = std::fs::read_to_string(&source) else {
+            continue;
+        };
+        let uses_path = code.contains("path_info(&req, MOUNT)");
+        let mount = code
+            .lines()
+            .find_map(|l| l.strip_prefix("const MOUNT: &str = \""))
+            .map(|rest| rest.trim_end_matches("\";"));
+        match mount {
+            Some(mount) => assert_eq!(
+                format!("{mount}/..."),
+                route,
+                "{component}: MOUNT in {}",
+                source.display()
+            ),
+            None => assert!(!uses_path, "{component}: no MOUNT"),
+        }
+        if uses_path {
+            checked.push(component.to_string());
+        }
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        ["auth", "cart", "inventory", "order", "payment", "product"],
+        "components that route with bv_service::path_info"
+    );
+}
+
+/// `bv up` warns about a trigger only `bv` has, naming its components, and
+/// says nothing of the kind for an HTTP-only manifest.
+#[tokio::test]
+async fn bv_up_warns_about_triggers_spin_does_not_have() {
+    let db = TestDb::new("compat_warn").await;
+    let manifest = r#"spin_manifest_version = 2
+[application]
+name = "bv-only"
+[variables]
+db_url = { required = true }
+[application.trigger.postgres]
+address = "{{ db_url }}"
+[[trigger.http]]
+route = "/p/..."
+component = "probe"
+[[trigger.postgres]]
+component = "consumer"
+events = ["com.bitvelocity.product.*"]
+[[trigger.cron]]
+component = "ticker"
+cron_expression = "0 0 0 1 1 *"
+[component.probe]
+source = "{probe}"
+[component.consumer]
+source = "{wasm:event-consumer}"
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
+[component.consumer.variables]
+db_url = "{{ db_url }}"
+[component.ticker]
+source = "{wasm:cron-probe}"
+"#;
+    let app = spawn_app_with(
+        manifest,
+        Spawn {
+            env: vec![("SPIN_VARIABLE_DB_URL".into(), db.url())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let log = app.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("[[trigger.postgres]] (consumer) runs only under bv"))
+        .unwrap_or_else(|| panic!("no warning in:\n{log}"));
+    assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
+    assert!(
+        warning.contains("No built-in trigger named 'postgres'"),
+        "{warning}"
+    );
+    let cron = log
+        .lines()
+        .find(|l| l.contains("[[trigger.cron]] (ticker) needs the Spin plugin `trigger-cron`"))
+        .unwrap_or_else(|| panic!("no cron note in:\n{log}"));
+    assert!(cron.contains("\"level\":\"INFO\""), "{cron}");
+
+    let plain = spawn_app(&probe_app("/p/...", "")).await;
+    let log = plain.log();
+    assert!(!log.contains("runs only under bv"), "{log}");
+    assert!(!log.contains("needs the Spin plugin"), "{log}");
+}
