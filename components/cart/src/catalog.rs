@@ -97,6 +97,10 @@ pub struct Catalog<'a> {
     timeout: Duration,
     /// The product service's breaker.
     breaker: BreakerConfig,
+    /// Set when the request asked for current data (`Cache-Control:
+    /// no-cache`): every product is asked for, the cache only stands in
+    /// when the product service cannot answer.
+    revalidate: bool,
     /// Where the breaker is kept: the cart's Redis.
     breakers: spin::Store,
 }
@@ -127,6 +131,16 @@ impl<'a> Catalog<'a> {
                 config.redis_url.clone(),
                 config.key_prefix.clone(),
             ))),
+            revalidate: false,
+        }
+    }
+
+    /// Lookups that ask the product service every time (the request said
+    /// `Cache-Control: no-cache`, as a checkout does).
+    pub fn revalidating(self) -> Self {
+        Self {
+            revalidate: true,
+            ..self
         }
     }
 
@@ -144,7 +158,9 @@ impl<'a> Catalog<'a> {
         }
         let now = now_ms();
         let cached = join_all(ids.iter().map(|id| self.cached(id))).await;
-        let fresh = |c: &Cached| c.fetched_at_ms <= now && now - c.fetched_at_ms < self.ttl_ms;
+        let fresh = |c: &Cached| {
+            !self.revalidate && c.fetched_at_ms <= now && now - c.fetched_at_ms < self.ttl_ms
+        };
         let hits = cached.iter().flatten().filter(|c| fresh(c)).count();
         self.store.count_cache(hits, ids.len() - hits).await;
         // The same counts for bv's /metrics
@@ -170,7 +186,7 @@ impl<'a> Catalog<'a> {
     }
 
     fn cache_key(&self, id: &ProductId) -> String {
-        format!("{}cart:product:{id}", self.store.prefix())
+        cache_key(self.store.prefix(), id.as_str())
     }
 
     /// The cached copy of a product, fresh or not (the key-value store
@@ -301,6 +317,11 @@ fn classify(result: &Result<(u16, Bytes), String>) -> Verdict {
         Ok((status, _)) if *status < 500 && *status != 429 => Verdict::Success,
         _ => Verdict::Failure,
     }
+}
+
+/// The key-value key of product `id`'s cached copy.
+pub fn cache_key(prefix: &str, id: &str) -> String {
+    format!("{prefix}cart:product:{id}")
 }
 
 /// Milliseconds since the Unix epoch.
