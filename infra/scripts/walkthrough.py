@@ -6,9 +6,11 @@ import argparse
 import difflib
 import os
 import re
+import select
 import subprocess
 import sys
 import tempfile
+import time
 
 # The addresses and database the document's commands name.
 DOC_BASE = "http://127.0.0.1:3000"
@@ -18,6 +20,9 @@ DOC_DB = "bitvelocity"
 # A line with this comment right before a ```sh fence: the block is shown,
 # not run (starting the platform, dropping its database).
 NOT_RUN = "<!-- walkthrough: not run -->"
+
+# The longest a block may run.
+BLOCK_TIMEOUT = 60
 
 FENCE = re.compile(r"^```(\w*)\s*$")
 
@@ -86,7 +91,18 @@ class Shell:
         marker = f"__walkthrough_block_{self.n}_done__"
         self.proc.stdin.write(f"source {path} >{out} 2>&1 </dev/null; echo {marker}\n")
         self.proc.stdin.flush()
+        deadline = time.monotonic() + BLOCK_TIMEOUT
         while True:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(left, 0))
+            if not ready:
+                self.proc.kill()
+                with open(out) as f:
+                    printed = f.read()
+                raise SystemExit(
+                    f"walkthrough: a block still ran after {BLOCK_TIMEOUT} s:\n{script}\n"
+                    f"it had printed:\n{printed}"
+                )
             line = self.proc.stdout.readline()
             if not line:
                 raise SystemExit(f"walkthrough: the shell ended during block {self.n}:\n{script}")
@@ -128,8 +144,8 @@ def generate(lines, base, admin, db, cwd, env):
                     f"but the document has no output block after it:\n{printed}"
                 )
             continue
-        if printed and not printed.endswith("\n"):
-            printed += "\n"
+        # Blank lines at the end (psql ends its tables with one) are not shown.
+        printed = printed.rstrip("\n") + "\n" if printed.strip() else ""
         results.append((output, printed))
     shell.close()
     for (o_start, o_end), printed in reversed(results):

@@ -43,7 +43,10 @@ async fn on_product_event(event: Event<ProductEvent>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("opening the product cache: {e:?}"))?;
     let key = cache_key(&prefix, &event.data.product_id);
     match event.ty.as_str() {
-        DELETED => cache.delete(key).await.map_err(failed("dropping the copy"))?,
+        DELETED => cache
+            .delete(key)
+            .await
+            .map_err(failed("dropping the copy"))?,
         UPDATED => {
             let Some(bytes) = cache
                 .get(key.clone())
@@ -54,7 +57,10 @@ async fn on_product_event(event: Event<ProductEvent>) -> anyhow::Result<()> {
             };
             let Ok(mut cached) = serde_json::from_slice::<Value>(&bytes) else {
                 // Not a copy this cart wrote: drop it.
-                return Ok(cache.delete(key).await.map_err(failed("dropping the copy"))?);
+                return Ok(cache
+                    .delete(key)
+                    .await
+                    .map_err(failed("dropping the copy"))?);
             };
             cached["fetchedAtMs"] = Value::from(0);
             for field in ["name", "price"] {

