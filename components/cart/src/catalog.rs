@@ -31,6 +31,11 @@ use crate::store::Store;
 /// The product service, reached in-process through service chaining.
 const PRODUCT_SERVICE: &str = "http://product.spin.internal/api/products";
 
+/// How many times `product_timeout_ms` a revalidating lookup waits for
+/// each attempt (two attempts stay within the order service's 10 s for
+/// the whole cart call).
+const REVALIDATE_PATIENCE: u32 = 3;
+
 /// What the cart needs of a product.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Product {
@@ -243,9 +248,17 @@ impl<'a> Catalog<'a> {
             }
         };
         let guard = spin::guard("product", self.breaker, &self.breakers);
+        // A checkout's lookups (all of a cart's lines at once, under a
+        // checkout rush) may wait longer for an answer than a display's:
+        // without one the checkout is refused.
+        let timeout = if self.revalidate {
+            self.timeout * REVALIDATE_PATIENCE
+        } else {
+            self.timeout
+        };
         let policy = Policy {
             attempts: 2,
-            ..Policy::idempotent(self.timeout)
+            ..Policy::idempotent(timeout)
         };
         let called = guard.call(&policy, |_| self.get(id), classify).await;
         let (status, body) = match called.outcome {
@@ -254,7 +267,7 @@ impl<'a> Catalog<'a> {
             Outcome::TimedOut => {
                 return fall_back(format!(
                     "GET {id}: no answer within {} ms ({} attempts)",
-                    self.timeout.as_millis(),
+                    timeout.as_millis(),
                     called.attempts
                 ))
             }
