@@ -23,7 +23,7 @@ const HASH: u64 = fnv1a(DOCUMENT.as_bytes());
 const CACHE_CONTROL: &str = "public, max-age=300";
 
 /// The methods this resource answers.
-const ALLOW: &str = "GET";
+const ALLOW: &str = "GET, HEAD";
 
 const fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325_u64;
@@ -37,7 +37,8 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[http_service]
 async fn handle(req: Request) -> Reply {
-    if req.method() != Method::GET {
+    // HEAD is GET without the body (the runtime drops it).
+    if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut reply = Problem::method_not_allowed(ALLOW).into_response();
         reply
             .headers_mut()

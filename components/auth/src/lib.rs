@@ -20,7 +20,9 @@
 //! it too. An access token already issued stays valid until it expires.
 //!
 //! Passwords must pass [`password::weakness`] and are stored as argon2id
-//! hashes. A login for an unknown email costs one argon2id verification,
+//! hashes; hashing has a bulkhead of its own ([`hashing`]: at most
+//! `auth_hash_concurrency` hashes at once, 503 `concurrency-limit` with
+//! `Retry-After` past it). A login for an unknown email costs one argon2id verification,
 //! as a wrong password does. Roles: `admin` for the emails listed in
 //! `auth_admin_emails` (checked at every login and refresh), `customer`
 //! otherwise.
@@ -30,6 +32,7 @@
 
 mod config;
 mod email;
+mod hashing;
 mod password;
 mod schema;
 mod store;
@@ -74,8 +77,8 @@ async fn route(req: Request) -> Result<Reply, Problem> {
         "/refresh" if post => refresh(req).await,
         "/logout" if post => logout(req).await,
         "/register" | "/login" | "/refresh" | "/logout" => method_not_allowed("POST"),
-        "/jwks" if req.method() == Method::GET => jwks().await,
-        "/jwks" => method_not_allowed("GET"),
+        "/jwks" if matches!(req.method(), &Method::GET | &Method::HEAD) => jwks().await,
+        "/jwks" => method_not_allowed("GET, HEAD"),
         _ => Err(Problem::not_found(format!("no route /api/auth{path}"))),
     }
 }
@@ -102,7 +105,10 @@ async fn register(req: Request) -> Result<Reply, Problem> {
     if let Some(why) = password::weakness(&body.password, &email) {
         return Err(Problem::invalid_field("password", why));
     }
-    let hash = password::hash(&body.password).map_err(Problem::internal)?;
+    let slot = hashing::slot().await?;
+    let hash = password::hash(&body.password).map_err(Problem::internal);
+    slot.release().await;
+    let hash = hash?;
     let conn = store::open().await?;
     let Some(user) = store::create_user(&conn, &email, &hash).await? else {
         return Err(Problem::new(
@@ -131,18 +137,24 @@ fn invalid_credentials() -> Problem {
 async fn login(req: Request) -> Result<Reply, Problem> {
     let body: Credentials = read_json(req, MAX_BODY).await?;
     let email = email::normalize(&body.email);
-    let conn = store::open().await?;
-    let Some((user, hash)) = store::find_user(&conn, &email).await? else {
-        password::verify_dummy(&body.password);
+    // No connection is held while waiting for a hashing slot or hashing.
+    let found = store::find_user(&store::open().await?, &email).await?;
+    let slot = hashing::slot().await?;
+    let verified = match &found {
+        Some((_, hash)) => password::verify(&body.password, hash),
+        None => {
+            password::verify_dummy(&body.password);
+            false
+        }
+    };
+    slot.release().await;
+    let Some((user, _)) = found.filter(|_| verified) else {
         return Err(invalid_credentials());
     };
-    if !password::verify(&body.password, &hash) {
-        return Err(invalid_credentials());
-    }
     let (refresh, refresh_hash) = store::new_refresh_token()?;
     // Sign first: with broken keys, no session is left behind.
     let answer = tokens(&user, &email, refresh).await?;
-    store::start_session(&conn, &user, &refresh_hash).await?;
+    store::start_session(&store::open().await?, &user, &refresh_hash).await?;
     Ok(answer)
 }
 

@@ -31,6 +31,11 @@ use crate::store::Store;
 /// The product service, reached in-process through service chaining.
 const PRODUCT_SERVICE: &str = "http://product.spin.internal/api/products";
 
+/// How many times `product_timeout_ms` a revalidating lookup waits for
+/// each attempt (two attempts stay within the order service's 10 s for
+/// the whole cart call).
+const REVALIDATE_PATIENCE: u32 = 3;
+
 /// What the cart needs of a product.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Product {
@@ -97,6 +102,10 @@ pub struct Catalog<'a> {
     timeout: Duration,
     /// The product service's breaker.
     breaker: BreakerConfig,
+    /// Set when the request asked for current data (`Cache-Control:
+    /// no-cache`): every product is asked for, the cache only stands in
+    /// when the product service cannot answer.
+    revalidate: bool,
     /// Where the breaker is kept: the cart's Redis.
     breakers: spin::Store,
 }
@@ -127,6 +136,16 @@ impl<'a> Catalog<'a> {
                 config.redis_url.clone(),
                 config.key_prefix.clone(),
             ))),
+            revalidate: false,
+        }
+    }
+
+    /// Lookups that ask the product service every time (the request said
+    /// `Cache-Control: no-cache`, as a checkout does).
+    pub fn revalidating(self) -> Self {
+        Self {
+            revalidate: true,
+            ..self
         }
     }
 
@@ -144,7 +163,9 @@ impl<'a> Catalog<'a> {
         }
         let now = now_ms();
         let cached = join_all(ids.iter().map(|id| self.cached(id))).await;
-        let fresh = |c: &Cached| c.fetched_at_ms <= now && now - c.fetched_at_ms < self.ttl_ms;
+        let fresh = |c: &Cached| {
+            !self.revalidate && c.fetched_at_ms <= now && now - c.fetched_at_ms < self.ttl_ms
+        };
         let hits = cached.iter().flatten().filter(|c| fresh(c)).count();
         self.store.count_cache(hits, ids.len() - hits).await;
         // The same counts for bv's /metrics
@@ -170,7 +191,7 @@ impl<'a> Catalog<'a> {
     }
 
     fn cache_key(&self, id: &ProductId) -> String {
-        format!("{}cart:product:{id}", self.store.prefix())
+        cache_key(self.store.prefix(), id.as_str())
     }
 
     /// The cached copy of a product, fresh or not (the key-value store
@@ -227,9 +248,17 @@ impl<'a> Catalog<'a> {
             }
         };
         let guard = spin::guard("product", self.breaker, &self.breakers);
+        // A checkout's lookups (all of a cart's lines at once, under a
+        // checkout rush) may wait longer for an answer than a display's:
+        // without one the checkout is refused.
+        let timeout = if self.revalidate {
+            self.timeout * REVALIDATE_PATIENCE
+        } else {
+            self.timeout
+        };
         let policy = Policy {
             attempts: 2,
-            ..Policy::idempotent(self.timeout)
+            ..Policy::idempotent(timeout)
         };
         let called = guard.call(&policy, |_| self.get(id), classify).await;
         let (status, body) = match called.outcome {
@@ -238,7 +267,7 @@ impl<'a> Catalog<'a> {
             Outcome::TimedOut => {
                 return fall_back(format!(
                     "GET {id}: no answer within {} ms ({} attempts)",
-                    self.timeout.as_millis(),
+                    timeout.as_millis(),
                     called.attempts
                 ))
             }
@@ -301,6 +330,11 @@ fn classify(result: &Result<(u16, Bytes), String>) -> Verdict {
         Ok((status, _)) if *status < 500 && *status != 429 => Verdict::Success,
         _ => Verdict::Failure,
     }
+}
+
+/// The key-value key of product `id`'s cached copy.
+pub fn cache_key(prefix: &str, id: &str) -> String {
+    format!("{prefix}cart:product:{id}")
 }
 
 /// Milliseconds since the Unix epoch.

@@ -66,6 +66,11 @@ impl Config {
     }
 }
 
+/// `cart_key_prefix` alone (what the product events' handler needs).
+pub async fn key_prefix() -> Result<String, Problem> {
+    Ok(optional("cart_key_prefix").await?.unwrap_or_default())
+}
+
 /// A variable the manifest may leave out.
 async fn optional(name: &str) -> Result<Option<String>, Problem> {
     match variables::get(name).await {

@@ -20,6 +20,13 @@
 //! `unavailable` 503 (Redis or the product service is down), and
 //! `not-found` 404 / `method-not-allowed` 405 (with `Allow`) elsewhere.
 //!
+//! Product lookups are cached for display (`product_cache_ttl_seconds`),
+//! and the catalogue's `product.updated` / `product.deleted` events
+//! refresh or drop a cached copy as soon as they are delivered (see
+//! [`invalidation`]). `GET /api/carts/me` with `Cache-Control: no-cache`
+//! (what the order service sends at checkout) looks every line's product
+//! up now.
+//!
 //! While the product service is down (failing, slow, or cut off by its
 //! circuit breaker), a product the cart has seen before is priced from its
 //! last known copy: the answer is 200 with `degraded: true`, the line
@@ -31,6 +38,7 @@ mod catalog;
 mod config;
 mod domain;
 mod identity;
+mod invalidation;
 mod metrics;
 mod store;
 mod view;
@@ -70,18 +78,22 @@ fn method_not_allowed(allowed: &str) -> Result<Reply, Problem> {
 async fn route(req: Request) -> Result<Reply, Problem> {
     let path = path_info(&req, MOUNT)?;
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = req.method().clone();
+    // HEAD is GET without the body (the runtime drops it).
+    let method = match req.method() {
+        &Method::HEAD => Method::GET,
+        m => m.clone(),
+    };
     match (segments.as_slice(), method) {
         (["me"], Method::GET) => show(req).await,
         (["me"], Method::DELETE) => clear(req).await,
-        (["me"], _) => method_not_allowed("GET, DELETE"),
+        (["me"], _) => method_not_allowed("GET, HEAD, DELETE"),
         (["me", "items"], Method::POST) => add(req).await,
         (["me", "items"], _) => method_not_allowed("POST"),
         (["me", "items", id], Method::PUT) => change(req, id).await,
         (["me", "items", id], Method::DELETE) => remove(req, id).await,
         (["me", "items", _], _) => method_not_allowed("PUT, DELETE"),
         (["metrics"], Method::GET) => cache_metrics().await,
-        (["metrics"], _) => method_not_allowed("GET"),
+        (["metrics"], _) => method_not_allowed("GET, HEAD"),
         _ => Err(Problem::not_found(format!(
             "no cart resource at `/api/carts{path}`"
         ))),
@@ -131,8 +143,24 @@ impl Carts {
 async fn show(req: Request) -> Result<Reply, Problem> {
     let customer = identity::customer(&req).await?;
     let carts = Carts::open().await?;
-    let catalog = carts.catalog(Trace::of(&req)).await;
+    let mut catalog = carts.catalog(Trace::of(&req)).await;
+    if no_cache(&req) {
+        catalog = catalog.revalidating();
+    }
     carts.reply(&catalog, &customer, &[]).await
+}
+
+/// Whether the request asks for current data, not cached (RFC 9111
+/// §5.2.1: `Cache-Control: no-cache` or `max-age=0`): the checkout prices
+/// the order this way.
+fn no_cache(req: &Request) -> bool {
+    req.headers()
+        .get_all("cache-control")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| d.trim().to_ascii_lowercase())
+        .any(|d| d == "no-cache" || d == "max-age=0")
 }
 
 async fn clear(req: Request) -> Result<Reply, Problem> {

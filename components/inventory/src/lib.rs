@@ -91,12 +91,13 @@ async fn route(req: Request) -> Result<Reply, Problem> {
     // The events a change publishes join the request's trace.
     let trace = Trace::of(&req);
     let post = method == Method::POST;
-    let get = method == Method::GET;
+    // HEAD is GET without the body (the runtime drops it).
+    let get = method == Method::GET || method == Method::HEAD;
     match segments.as_slice() {
         ["reservations"] if post => create_reservation(req, &trace).await,
         ["reservations"] => Err(Problem::method_not_allowed("POST")),
         ["reservations", id] if get => get_reservation(reservation_id(id)?).await,
-        ["reservations", _] => Err(Problem::method_not_allowed("GET")),
+        ["reservations", _] => Err(Problem::method_not_allowed("GET, HEAD")),
         ["reservations", id, "release"] if post => {
             transition(reservation_id(id)?, Status::Released, &trace).await
         }
@@ -105,7 +106,7 @@ async fn route(req: Request) -> Result<Reply, Problem> {
         }
         ["reservations", _, "release" | "commit"] => Err(Problem::method_not_allowed("POST")),
         [product] if !product.is_empty() && get => get_stock(product_id(product)?).await,
-        [product] if !product.is_empty() => Err(Problem::method_not_allowed("GET")),
+        [product] if !product.is_empty() => Err(Problem::method_not_allowed("GET, HEAD")),
         [product, "restock"] if post => restock(product_id(product)?, req, &trace).await,
         [_, "restock"] => Err(Problem::method_not_allowed("POST")),
         _ => Err(Problem::not_found(format!("no resource at `{path}`"))),

@@ -68,6 +68,9 @@ struct CartLine {
 #[derive(Debug, Deserialize)]
 struct Cart {
     items: Vec<CartLine>,
+    /// Lines whose product the catalogue no longer has.
+    #[serde(default)]
+    unavailable: Vec<String>,
     /// Set when the cart priced some lines from its last known copy of
     /// the product (the product service was down).
     #[serde(default)]
@@ -88,7 +91,12 @@ pub async fn checkout(req: Request) -> Result<Reply, Problem> {
     if let Some(reply) = replay(&conn, &customer, &key, &fingerprint).await? {
         return Ok(reply);
     }
+    // The cart prices every line from the catalogue, whose lookups need
+    // connections from the pool this one came from: under a checkout rush,
+    // holding it across the call would leave the lookups none.
+    drop(conn);
     let (items, total) = priced_cart(&trace, authorization.as_deref()).await?;
+    let conn = open().await?;
     let Some(order) = create(
         &trace,
         &conn,
@@ -145,8 +153,12 @@ fn idempotency_key(req: &Request) -> Result<String, Problem> {
             "send a unique `Idempotency-Key` header with each checkout; repeat it to retry safely",
         ));
     };
-    match value.to_str() {
-        Ok(key) if !key.trim().is_empty() && key.len() <= MAX_KEY => Ok(key.to_string()),
+    let key = value.as_bytes();
+    // Visible ASCII only (RFC 5234 VCHAR, 0x21–0x7E): no spaces, no
+    // control characters, nothing outside ASCII.
+    let visible = key.iter().all(|b| (0x21..=0x7e).contains(b));
+    match std::str::from_utf8(key) {
+        Ok(key) if visible && !key.is_empty() && key.len() <= MAX_KEY => Ok(key.to_string()),
         _ => Err(Problem::invalid_field(
             "Idempotency-Key",
             format!("must be 1–{MAX_KEY} visible ASCII characters"),
@@ -182,7 +194,12 @@ fn answer(status: u16, body: &Value, replayed: bool) -> Reply {
             builder = builder.header("location", format!("/api/orders/{id}"));
         }
     }
-    if let Some(seconds) = body.get("retryAfterSeconds").and_then(Value::as_u64) {
+    // Every 503 says when to try again: the breaker's delay when one
+    // refused the call, else the default.
+    let retry_after = body.get("retryAfterSeconds").and_then(Value::as_u64);
+    if let Some(seconds) =
+        retry_after.or((status == 503).then_some(bv_service::DEFAULT_RETRY_AFTER_SECONDS))
+    {
         builder = builder.header("retry-after", seconds);
     }
     builder
@@ -238,17 +255,27 @@ async fn replay(
     Ok(Some(answer(status, &body, true)))
 }
 
-/// The customer's cart as order lines, with the total recomputed.
+/// The customer's cart as order lines, with the total recomputed. The
+/// cart is asked with `Cache-Control: no-cache`, so that it prices every
+/// line from the catalogue now rather than from its cache: an order is
+/// placed at the current price of products that exist now.
 async fn priced_cart(
     trace: &Trace,
     authorization: Option<&str>,
 ) -> Result<(Value, Money), Problem> {
-    let cart = services::call(trace, "GET", CART, authorization, None)
-        .await
-        .map_err(|e| {
-            eprintln!("order: cart: {e}");
-            Problem::unavailable("the cart service failed")
-        })?;
+    let cart = services::call_with(
+        trace,
+        "GET",
+        CART,
+        authorization,
+        &[("cache-control", "no-cache")],
+        None,
+    )
+    .await
+    .map_err(|e| {
+        eprintln!("order: cart: {e}");
+        Problem::unavailable("the cart service failed")
+    })?;
     if cart.status != 200 {
         eprintln!("order: cart answered {} {}", cart.status, cart.body);
         return Err(Problem::unavailable("the cart service failed"));
@@ -266,6 +293,20 @@ async fn priced_cart(
             "the product service is unavailable, so the cart's prices cannot be confirmed; retry later",
         )
         .with("dependency", "product"));
+    }
+    if let Some(gone) = cart.unavailable.first() {
+        // A product withdrawn from the catalogue (or now priced in another
+        // currency) is not sold, whatever the cart showed before.
+        return Err(Problem::new(
+            409,
+            "unknown-product",
+            "No such product",
+            format!(
+                "the catalogue no longer offers product `{gone}`; remove it from the cart and check out again"
+            ),
+        )
+        .with("productId", gone.as_str())
+        .with("productIds", cart.unavailable.clone()));
     }
     if cart.items.is_empty() {
         return Err(Problem::new(

@@ -18,8 +18,10 @@
 //!
 //! # Checkout
 //!
-//! The order is the customer's cart (prices, lines and total recomputed
-//! from the cart's lines). One transaction creates it `PENDING` with its
+//! The order is the customer's cart, priced from the catalogue at
+//! checkout: the cart is asked with `Cache-Control: no-cache`, so that it
+//! looks every product up now instead of using its display cache (lines
+//! and total are recomputed from its answer). One transaction creates it `PENDING` with its
 //! saga row, its first saga log entry and `order.placed`; then the saga
 //! reserves the stock (reservation id = order id) → `CONFIRMED`
 //! (`order.confirmed`), authorizes and captures the total (payment id =
@@ -41,10 +43,13 @@
 //!   dependency's circuit breaker is open (see [`resilience`]).
 //!
 //! Before an order exists: 428 `idempotency-key-required` without the
-//! header (422 `invalid-field` naming `Idempotency-Key` when it is empty or
-//! longer than 200 bytes), 415/413/400/422 for the body, 409 `empty-cart`,
-//! 409 `currency-mismatch` when the cart mixes currencies, 503
-//! `unavailable` when the cart service is down.
+//! header (422 `invalid-field` naming `Idempotency-Key` when it is empty,
+//! longer than 200 bytes or not all visible ASCII, 0x21–0x7E),
+//! 415/413/400/422 for the body, 409 `empty-cart`, 409 `unknown-product`
+//! when a line's product is no longer in the catalogue, 409
+//! `currency-mismatch` when the cart mixes currencies, 503 `unavailable`
+//! when the cart service is down, 503 `dependency-unavailable` when the
+//! catalogue cannot confirm the prices. Every 503 carries `Retry-After`.
 //!
 //! # Idempotency
 //!
@@ -106,13 +111,17 @@ async fn handle(req: Request) -> Reply {
 async fn route(req: Request) -> Result<Reply, Problem> {
     let path = path_info(&req, MOUNT)?;
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let method = req.method().clone();
+    // HEAD is GET without the body (the runtime drops it).
+    let method = match req.method() {
+        &Method::HEAD => Method::GET,
+        m => m.clone(),
+    };
     match (parts.as_slice(), &method) {
         ([], &Method::POST) => checkout::checkout(req).await,
         ([], &Method::GET) => list(&req).await,
-        ([], _) => Err(Problem::method_not_allowed("GET, POST")),
+        ([], _) => Err(Problem::method_not_allowed("GET, HEAD, POST")),
         ([id], &Method::GET) => get(&req, id).await,
-        ([_], _) => Err(Problem::method_not_allowed("GET")),
+        ([_], _) => Err(Problem::method_not_allowed("GET, HEAD")),
         ([id, "cancel"], &Method::POST) => cancel(&req, id).await,
         ([id, "fulfil"], &Method::POST) => fulfil(&req, id).await,
         ([_, "cancel" | "fulfil"], _) => Err(Problem::method_not_allowed("POST")),

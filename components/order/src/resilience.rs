@@ -138,7 +138,7 @@ impl Calls {
         let called = guard
             .call(
                 &Policy::idempotent(timeout),
-                |_| services::send(trace, method, url, None, body),
+                |_| services::send(trace, method, url, None, &[], body),
                 classify,
             )
             .await;

@@ -145,9 +145,9 @@ impl Endpoint {
             ["authorize"] => (Endpoint::Authorize, &[Method::POST]),
             ["admin", "outage"] => (
                 Endpoint::Outage,
-                &[Method::GET, Method::POST, Method::DELETE],
+                &[Method::GET, Method::HEAD, Method::POST, Method::DELETE],
             ),
-            [id] if !id.is_empty() => (Endpoint::Get(id.to_string()), &[Method::GET]),
+            [id] if !id.is_empty() => (Endpoint::Get(id.to_string()), &[Method::GET, Method::HEAD]),
             [id, "capture"] if !id.is_empty() => (
                 Endpoint::Step(id.to_string(), Step::Capture),
                 &[Method::POST],

@@ -9,7 +9,7 @@
 //! | `DELETE /api/products/{id}` (`If-Match` optional) | admin | 204 |
 //!
 //! GETs carry `ETag` and `Cache-Control` and answer 304 to a matching
-//! `If-None-Match`. Errors are `application/problem+json` with a stable
+//! `If-None-Match`; `HEAD` answers what `GET` would, without the body. Errors are `application/problem+json` with a stable
 //! `type` (`urn:bitvelocity:problem:<kind>`); a refused request changes
 //! nothing. Every change publishes its event
 //! (`com.bitvelocity.product.{created,updated,deleted}.v1`) through the
@@ -53,12 +53,16 @@ async fn handle(req: Request) -> Reply {
 
 async fn serve(req: Request) -> Result<Reply, Problem> {
     let path = path_info(&req, MOUNT)?;
-    let method = req.method().clone();
+    // HEAD is GET without the body (the runtime drops it).
+    let method = match req.method() {
+        &Method::HEAD => Method::GET,
+        m => m.clone(),
+    };
     if path.is_empty() {
         return match method {
             Method::GET => list(req).await,
             Method::POST => create(req).await,
-            _ => method_not_allowed("GET, POST"),
+            _ => method_not_allowed("GET, HEAD, POST"),
         };
     }
     let segment = path
@@ -70,7 +74,7 @@ async fn serve(req: Request) -> Result<Reply, Problem> {
         Method::GET => get(req, &segment).await,
         Method::PUT => replace(req, &segment).await,
         Method::DELETE => delete(req, &segment).await,
-        _ => method_not_allowed("GET, PUT, DELETE"),
+        _ => method_not_allowed("GET, HEAD, PUT, DELETE"),
     }
 }
 

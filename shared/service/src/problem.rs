@@ -6,6 +6,9 @@ use spin_sdk::http::{FullBody, Response};
 
 use crate::Reply;
 
+/// The `Retry-After` of a 503 that names no delay of its own, in seconds.
+pub const DEFAULT_RETRY_AFTER_SECONDS: u64 = 1;
+
 /// An error answer: `application/problem+json` with `type`, `title`,
 /// `status`, `detail`, and any extension members.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +24,8 @@ pub struct Problem {
     pub detail: String,
     /// Extension members (e.g. `field`).
     pub extensions: Map<String, Value>,
+    /// Headers the answer carries besides `content-type` (e.g. `allow`).
+    headers: Vec<(&'static str, String)>,
 }
 
 impl Problem {
@@ -37,7 +42,24 @@ impl Problem {
             title,
             detail: detail.into(),
             extensions: Map::new(),
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a header to the answer (a later one of the same name replaces
+    /// an earlier one).
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.retain(|(n, _)| *n != name);
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The value of a header the answer will carry, if set.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Adds an extension member.
@@ -68,7 +90,8 @@ impl Problem {
         Self::new(404, "not-found", "Not found", detail)
     }
 
-    /// 405 `method-not-allowed`.
+    /// 405 `method-not-allowed`, with `Allow: <allowed>` (RFC 9110
+    /// §15.5.6: a 405 must list the methods the resource has).
     pub fn method_not_allowed(allowed: &str) -> Self {
         Self::new(
             405,
@@ -76,6 +99,7 @@ impl Problem {
             "Method not allowed",
             format!("allowed: {allowed}"),
         )
+        .with_header("allow", allowed)
     }
 
     /// 409 `conflict`.
@@ -94,7 +118,8 @@ impl Problem {
         )
     }
 
-    /// 503 `unavailable`: a dependency is down.
+    /// 503 `unavailable`: a dependency is down. Like every 503 it is
+    /// answered with `Retry-After` (see [`Problem::into_response`]).
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(503, "unavailable", "A dependency is unavailable", detail)
     }
@@ -104,7 +129,9 @@ impl Problem {
         format!("urn:bitvelocity:problem:{}", self.kind)
     }
 
-    /// The response.
+    /// The response. A 503 always carries `Retry-After`: the one set
+    /// with [`Problem::with_header`], else the `retryAfterSeconds`
+    /// extension, else [`DEFAULT_RETRY_AFTER_SECONDS`].
     pub fn into_response(self) -> Reply {
         // The standard members go in last: an extension can never replace
         // them (a `status` extension would break every client's parsing).
@@ -121,6 +148,16 @@ impl Problem {
             .header("content-type", "application/problem+json");
         if let Some(challenge) = challenge {
             builder = builder.header("www-authenticate", challenge);
+        }
+        if self.status == 503 && !self.headers.iter().any(|(n, _)| *n == "retry-after") {
+            let seconds = body
+                .get("retryAfterSeconds")
+                .and_then(Value::as_u64)
+                .unwrap_or(DEFAULT_RETRY_AFTER_SECONDS);
+            builder = builder.header("retry-after", seconds);
+        }
+        for (name, value) in self.headers {
+            builder = builder.header(name, value);
         }
         builder
             .body(FullBody::new(Bytes::from(Value::Object(body).to_string())))
@@ -163,5 +200,51 @@ fn database_unavailable(e: &spin_sdk::pg::Error) -> bool {
             db.code.starts_with("08") || matches!(db.code.as_str(), "57P01" | "57P02" | "57P03")
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(reply: &Reply, name: &str) -> Option<String> {
+        reply
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn every_503_carries_retry_after() {
+        let plain = Problem::unavailable("the product service failed").into_response();
+        assert_eq!(plain.status(), 503);
+        assert_eq!(header(&plain, "retry-after").as_deref(), Some("1"));
+        let named = Problem::new(
+            503,
+            "dependency-unavailable",
+            "A dependency is unavailable",
+            "x",
+        )
+        .with("retryAfterSeconds", 7)
+        .into_response();
+        assert_eq!(header(&named, "retry-after").as_deref(), Some("7"));
+        let set = Problem::unavailable("busy")
+            .with_header("retry-after", "3")
+            .into_response();
+        assert_eq!(header(&set, "retry-after").as_deref(), Some("3"));
+        assert_eq!(set.headers().get_all("retry-after").iter().count(), 1);
+        let other = Problem::not_found("nothing").into_response();
+        assert_eq!(header(&other, "retry-after"), None);
+    }
+
+    #[test]
+    fn a_405_names_the_allowed_methods() {
+        let reply = Problem::method_not_allowed("GET, HEAD, POST").into_response();
+        assert_eq!(reply.status(), 405);
+        assert_eq!(header(&reply, "allow").as_deref(), Some("GET, HEAD, POST"));
+        assert_eq!(
+            header(&reply, "content-type").as_deref(),
+            Some("application/problem+json")
+        );
     }
 }

@@ -53,7 +53,19 @@ pub async fn call(
     authorization: Option<&str>,
     body: Option<&Value>,
 ) -> Result<Answer, String> {
-    let sent = send(trace, method, url, authorization, body);
+    call_with(trace, method, url, authorization, &[], body).await
+}
+
+/// [`call`] with extra request `headers`.
+pub async fn call_with(
+    trace: &Trace,
+    method: &str,
+    url: &str,
+    authorization: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Result<Answer, String> {
+    let sent = send(trace, method, url, authorization, headers, body);
     bv_resilience::within(sent, spin_sdk::time::sleep(CALL_TIMEOUT))
         .await
         .unwrap_or_else(|_| {
@@ -74,11 +86,15 @@ pub async fn send(
     method: &str,
     url: &str,
     authorization: Option<&str>,
+    headers: &[(&str, &str)],
     body: Option<&Value>,
 ) -> Result<Answer, String> {
     let mut builder = trace.forward(http::Request::builder().method(method).uri(url));
     if let Some(authorization) = authorization {
         builder = builder.header("authorization", authorization);
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
     }
     let bytes = match body {
         Some(body) => {

@@ -496,6 +496,11 @@ async fn a_slow_or_down_payment_provider_opens_the_breaker() {
         assert_eq!(shop.add(&customer, &mug, 1).await.reply.status, 200);
         let t = shop.checkout(&customer, "k").await;
         assert_eq!(t.reply.status, 503, "{}", t.reply.text());
+        assert!(
+            t.reply.headers.contains_key("retry-after"),
+            "a 503 without Retry-After: {}",
+            t.reply.text()
+        );
         assert_eq!(
             reserved(&shop, &mug).await,
             4,
@@ -575,6 +580,10 @@ async fn a_hanging_product_service_leaves_carts_with_last_known_prices() {
     // A product never seen cannot be priced: 503, at once.
     let r = shop.add("dora", &tea, 1).await;
     assert_eq!((r.reply.status, r.kind().as_str()), (503, "unavailable"));
+    assert_eq!(
+        r.reply.headers["retry-after"], "1",
+        "every 503 says when to retry"
+    );
     // A degraded cart is not checked out at stale prices.
     let r = shop.checkout("dora", "k").await;
     assert_eq!(
@@ -582,6 +591,10 @@ async fn a_hanging_product_service_leaves_carts_with_last_known_prices() {
         (503, "dependency-unavailable"),
         "{}",
         r.reply.text()
+    );
+    assert_eq!(
+        r.reply.headers["retry-after"], "1",
+        "every 503 says when to retry"
     );
     assert_eq!(r.json()["dependency"], "product");
     let orders: i64 = db

@@ -744,7 +744,7 @@ async fn bad_input_is_a_specific_problem_and_changes_nothing() {
     assert_eq!(problem(&r), (404, "not-found".into()));
     let r = shop.call(Some("ann"), "PATCH", "/api/carts/me", "").await;
     assert_eq!(problem(&r), (405, "method-not-allowed".into()));
-    assert_eq!(r.headers["allow"], "GET, DELETE");
+    assert_eq!(r.headers["allow"], "GET, HEAD, DELETE");
 
     assert_eq!(shop.stored("ann").await, before, "nothing changed");
     assert_eq!(lines(&shop.cart("ann").await), vec![(mug, 98, 98 * 1299)]);

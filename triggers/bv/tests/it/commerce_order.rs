@@ -56,6 +56,10 @@ component = "inventory-projector"
 events = ["com.bitvelocity.product.created.v1"]
 
 [[trigger.postgres]]
+component = "cart"
+events = ["com.bitvelocity.product.updated.v1", "com.bitvelocity.product.deleted.v1"]
+
+[[trigger.postgres]]
 component = "order-sweeper"
 events = ["com.bitvelocity.order.expired.v1"]
 retry_initial_ms = 100
@@ -717,8 +721,179 @@ async fn bad_input_is_refused_and_changes_nothing() {
         401,
         "unauthenticated",
     );
+    // `Idempotency-Key` is visible ASCII only: a space is not.
+    for bad in ["two words", "tab\tbed"] {
+        let r = shop
+            .call(
+                "POST",
+                "/api/orders",
+                &[customer, ("idempotency-key", bad), JSON],
+                &good,
+            )
+            .await;
+        assert_problem(&r, 422, "invalid-field");
+        assert_eq!(r.json()["field"], "Idempotency-Key", "{bad:?}");
+    }
     assert_eq!(shop.count("SELECT count(*) FROM orders.orders").await, 0);
     assert_eq!(shop.stock(&mug).await["reserved"], 0);
+}
+
+impl Shop {
+    /// Changes `id`'s price through the catalogue's admin API.
+    async fn reprice(&self, id: &str, amount: i64) {
+        let r = self.app.get(&format!("/api/products/{id}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let etag = r.headers["etag"].to_str().unwrap().to_string();
+        let product = r.json();
+        let body = json!({
+            "sku": product["sku"], "name": product["name"], "category": product["category"],
+            "price": { "amount": amount, "currency": product["price"]["currency"].clone() },
+        });
+        let r = self
+            .call(
+                "PUT",
+                &format!("/api/products/{id}"),
+                &[admin(), JSON, ("if-match", etag.as_str())],
+                &body.to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    /// Withdraws `id` from the catalogue.
+    async fn withdraw(&self, id: &str) {
+        let r = self
+            .call("DELETE", &format!("/api/products/{id}"), &[admin()], "")
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text());
+        assert_eq!(
+            self.app.get(&format!("/api/products/{id}")).await.status,
+            404
+        );
+    }
+
+    async fn cart(&self, customer: &str) -> Value {
+        let r = self
+            .call(
+                "GET",
+                "/api/carts/me",
+                &[auth_support::customer(customer)],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+}
+
+#[tokio::test]
+async fn checkout_charges_the_price_the_catalogue_has_now() {
+    let shop = Shop::start("reprice").await;
+    let mug = shop.product("MUG", 1000, 5).await;
+    shop.add_to_cart("grace", &mug, 2).await;
+    // The cart has cached the product at 1000 (for 30 s here).
+    assert_eq!(shop.cart("grace").await["total"], 2000);
+    shop.reprice(&mug, 5000).await;
+    // At once: no time for the cart's cache to be refreshed.
+    let r = shop.checkout("grace", "reprice-1", "tok_visa").await;
+    assert_eq!(r.status, 201, "{}\n{}", r.text(), shop.app.log());
+    let order = r.json();
+    assert_eq!(order["status"], "PAID");
+    assert_eq!(
+        order["total"],
+        json!({ "amount": 10000, "currency": "EUR" }),
+        "{order}"
+    );
+    assert_eq!(
+        order["items"][0]["unitPrice"],
+        json!({ "amount": 5000, "currency": "EUR" })
+    );
+    let id = order["orderId"].as_str().unwrap();
+    let pay = shop
+        .call("GET", &format!("/api/payments/{id}"), &[admin()], "")
+        .await;
+    assert_eq!(
+        pay.json()["amount"],
+        json!({ "amount": 10000, "currency": "EUR" }),
+        "{}",
+        pay.text()
+    );
+}
+
+#[tokio::test]
+async fn a_withdrawn_product_is_not_sold() {
+    let shop = Shop::start("withdrawn").await;
+    let mug = shop.product("MUG", 1000, 5).await;
+    let tea = shop.product("TEA", 300, 5).await;
+    shop.add_to_cart("heidi", &mug, 1).await;
+    shop.add_to_cart("heidi", &tea, 1).await;
+    shop.withdraw(&mug).await;
+    let r = shop.checkout("heidi", "withdrawn-1", "tok_visa").await;
+    assert_problem(&r, 409, "unknown-product");
+    assert_eq!(r.json()["productId"], mug.as_str(), "{}", r.text());
+    // Nothing was ordered, held or charged; the cart is kept.
+    assert_eq!(shop.count("SELECT count(*) FROM orders.orders").await, 0);
+    assert_eq!(shop.stock(&tea).await["reserved"], 0);
+    // Once the line is removed, the rest can be bought.
+    let r = shop
+        .call(
+            "DELETE",
+            &format!("/api/carts/me/items/{mug}"),
+            &[auth_support::customer("heidi")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = shop.checkout("heidi", "withdrawn-2", "tok_visa").await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        r.json()["total"],
+        json!({ "amount": 300, "currency": "EUR" })
+    );
+}
+
+#[tokio::test]
+async fn a_cart_shows_catalogue_changes_within_a_second() {
+    let shop = Shop::start("cart_events").await;
+    let mug = shop.product("MUG", 1000, 5).await;
+    let tea = shop.product("TEA", 300, 5).await;
+    shop.add_to_cart("ivan", &mug, 1).await;
+    shop.add_to_cart("ivan", &tea, 1).await;
+    assert_eq!(shop.cart("ivan").await["total"], 1300);
+
+    // The product's cached copy is refreshed by product.updated, long
+    // before its 30 s freshness runs out.
+    shop.reprice(&mug, 5000).await;
+    let changed = Instant::now();
+    loop {
+        let cart = shop.cart("ivan").await;
+        if cart["total"] == 5300 {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "the cart still shows the old price after a second: {cart}\n{}",
+            shop.app.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // And a withdrawn product leaves the priced lines (product.deleted).
+    shop.withdraw(&tea).await;
+    let deleted = Instant::now();
+    loop {
+        let cart = shop.cart("ivan").await;
+        if cart["unavailable"] == json!([tea]) {
+            assert_eq!(cart["total"], 5000, "{cart}");
+            break;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(1),
+            "the cart still sells the withdrawn product after a second: {cart}\n{}",
+            shop.app.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

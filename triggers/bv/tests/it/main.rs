@@ -6,6 +6,7 @@ mod harness;
 
 mod api_fuzz;
 mod auth;
+mod auth_bulkhead;
 mod auth_support;
 mod capabilities;
 mod chaos;
@@ -39,3 +40,4 @@ mod sqlite;
 mod suite_secrets;
 mod tracing;
 mod tracing_events;
+mod walkthrough;

@@ -172,7 +172,7 @@ source = "{wasm:api-docs}"
     let post = app.send("POST", "/api/openapi.json", "{}").await;
     assert_eq!(post.status, 405);
     assert_eq!(post.headers["content-type"], "application/problem+json");
-    assert_eq!(post.headers["allow"], "GET");
+    assert_eq!(post.headers["allow"], "GET, HEAD");
     assert_eq!(
         post.json()["type"],
         "urn:bitvelocity:problem:method-not-allowed"
@@ -582,6 +582,86 @@ async fn parameterless_gets_answer_documented_statuses() {
     assert!(
         faults.is_empty(),
         "answers the document does not describe:\n  {}\nbv log:\n{}",
+        faults.join("\n  "),
+        app.log()
+    );
+}
+
+/// RFC 9110: a 405 lists the methods the resource has (`Allow`), and a
+/// resource that answers GET answers HEAD the same way, without a body.
+/// Every documented path, on the whole application, with an
+/// administrator's token so that no caller check stands in the way.
+#[tokio::test]
+async fn every_405_names_allow_and_head_answers_like_get() {
+    let doc = document();
+    let _redis = redis_shared_lock();
+    let db = TestDb::new("openapi_methods").await;
+    let app = spawn_app_with(
+        &root_manifest_for(&db),
+        Spawn {
+            env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
+                .into_iter()
+                .chain(crate::auth_support::env_with_signing_keys())
+                .collect(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let admin = crate::auth_support::admin();
+    let mut faults = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let documented: BTreeSet<String> = METHODS
+            .iter()
+            .filter(|m| item.get(**m).is_some())
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
+        let mut expected = documented.clone();
+        if documented.contains("GET") {
+            expected.insert("HEAD".into());
+        }
+        let url = concrete(path);
+        let headers = [admin, ("x-bv-customer", "openapi-check")];
+        let r = request(app.addr, "PATCH", &url, &headers, "").await;
+        let allow: BTreeSet<String> = r
+            .headers
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(',')
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .collect();
+        if r.status != 405 {
+            faults.push(format!("PATCH {url} answered {}: {}", r.status, r.text()));
+        } else if allow != expected {
+            faults.push(format!(
+                "PATCH {url}: 405 with Allow {allow:?}, the resource has {expected:?}"
+            ));
+        }
+        if documented.contains("GET") {
+            let get = request(app.addr, "GET", &url, &headers, "").await;
+            let head = request(app.addr, "HEAD", &url, &headers, "").await;
+            if head.status != get.status {
+                faults.push(format!(
+                    "HEAD {url} answered {} where GET answered {}: {}",
+                    head.status,
+                    get.status,
+                    head.text()
+                ));
+            } else if !head.body.is_empty() {
+                faults.push(format!("HEAD {url} answered a body: {}", head.text()));
+            } else if head.headers.get("content-type") != get.headers.get("content-type") {
+                faults.push(format!(
+                    "HEAD {url}: content-type {:?}, GET's {:?}",
+                    head.headers.get("content-type"),
+                    get.headers.get("content-type")
+                ));
+            }
+        }
+    }
+    assert!(
+        faults.is_empty(),
+        "methods answered against RFC 9110:\n  {}\nbv log:\n{}",
         faults.join("\n  "),
         app.log()
     );
