@@ -34,6 +34,7 @@ mod rate_limit;
 mod redis;
 mod requests;
 mod routing;
+mod shutdown;
 mod sqlite;
 mod suite_secrets;
 mod tracing;
