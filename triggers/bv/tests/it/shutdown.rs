@@ -101,6 +101,28 @@ async fn sigterm_after_a_request_timed_out_exits_zero_at_once() {
 }
 
 #[tokio::test]
+async fn sigterm_while_a_request_runs_into_its_timeout_exits_zero_after_the_504() {
+    let manifest = probe_app(
+        "/p/...",
+        "[component.probe.tool.bv]\nrequest_timeout_ms = 1000\n",
+    );
+    for policy in ["strict", "reuse"] {
+        let mut spawn = drain_timeout(20);
+        spawn.args = vec!["--instance-policy".into(), policy.into()];
+        let mut app = spawn_app_with(&manifest, spawn).await;
+        let addr = app.addr;
+        let looping = tokio::spawn(async move { request(addr, "GET", "/p/loop", &[], "").await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The drain waits for the 504; the guest is still looping when it
+        // ends.
+        let sent = app.sigterm();
+        assert_eq!(looping.await.unwrap().status, 504);
+        let (code, took) = app.exit_within(sent, Duration::from_secs(15)).await;
+        assert_drained(&app, code, took, Duration::from_secs(5));
+    }
+}
+
+#[tokio::test]
 async fn sigterm_after_a_trap_and_memory_exhausted_exits_zero_at_once() {
     let mut app = spawn_app_with(
         &probe_app(
