@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -60,9 +61,10 @@ struct UpArgs {
     /// Address the HTTP trigger listens on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
-    /// Address of the admin endpoints (/healthz, /readyz, /metrics).
-    #[arg(long, default_value = "127.0.0.1:9400")]
-    admin_listen: SocketAddr,
+    /// Address of the admin endpoints (/healthz, /readyz, /metrics). Without
+    /// it, 127.0.0.1:9400, or a free port when another process has that one.
+    #[arg(long, env = "BV_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
     /// Runtime configuration (key-value stores, databases).
     #[arg(long)]
     runtime_config_file: Option<PathBuf>,
@@ -75,12 +77,22 @@ struct UpArgs {
     /// Directory for runtime state (default: .spin next to the manifest).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C;
+    /// past it their connections are closed and the exit code is 2.
+    #[arg(
+        long,
+        env = "BV_DRAIN_TIMEOUT",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    drain_timeout: u64,
     /// Directory for compiled code (default: <state-dir>/cache).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// Log lines as JSON objects (one per line) or human-readable text.
-    #[arg(long, env = "BV_LOG_FORMAT", value_enum, default_value = "json")]
-    log_format: LogFormatArg,
+    /// Log lines as JSON objects (one per line) or human-readable text
+    /// (default: text when stderr is a terminal, JSON otherwise).
+    #[arg(long, env = "BV_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormatArg>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -101,14 +113,18 @@ fn main() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
     let cli = Cli::parse();
-    // `bv up` logs JSON lines (or text) and exports traces when an OTLP
-    // endpoint is configured; the other commands talk to a person and keep
-    // plain text.
+    // `bv up` logs JSON lines for a log collector, text for a person at a
+    // terminal (as `spin up` does), and exports traces when an OTLP endpoint
+    // is configured; the other commands talk to a person and keep plain text.
     let telemetry = match &cli.command {
         Command::Up(args) => bv_telemetry::init(
             match args.log_format {
-                LogFormatArg::Json => bv_telemetry::LogFormat::Json,
-                LogFormatArg::Text => bv_telemetry::LogFormat::Text,
+                Some(LogFormatArg::Json) => bv_telemetry::LogFormat::Json,
+                Some(LogFormatArg::Text) => bv_telemetry::LogFormat::Text,
+                None if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
+                    bv_telemetry::LogFormat::Text
+                }
+                None => bv_telemetry::LogFormat::Json,
             },
             true,
         ),
@@ -123,16 +139,30 @@ fn main() {
     };
     let result = match cli.command {
         Command::Up(args) => up(args),
-        Command::Build(args) => build(&manifest_path(&args.from)),
-        Command::Events(args) => events::run(args),
+        Command::Build(args) => build(&manifest_path(&args.from)).map(|()| 0),
+        Command::Events(args) => events::run(args).map(|()| 0),
     };
     // Spans still queued reach the collector before the process ends.
     telemetry.shutdown();
-    if let Err(e) = result {
-        eprintln!("Error: {e:#}");
-        std::process::exit(1);
+    match result {
+        Ok(0) => {}
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
+
+/// The exit code of a `bv up` whose drain had to cut requests.
+const EXIT_DRAIN_CUT: i32 = 2;
+
+/// How long the async runtime's shutdown waits for tasks that are still
+/// running once every trigger has stopped (or was given up on).
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// How long, past the drain timeout, the triggers get to stop.
+const TRIGGER_STOP_GRACE: Duration = Duration::from_secs(2);
 
 fn manifest_path(from: &Path) -> PathBuf {
     if from.is_dir() {
@@ -169,7 +199,10 @@ fn build(manifest: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn up(args: UpArgs) -> anyhow::Result<()> {
+/// Runs the application until SIGTERM or Ctrl-C; the exit code: 0 when every
+/// in-flight request finished, [`EXIT_DRAIN_CUT`] when the drain timeout cut
+/// some.
+fn up(args: UpArgs) -> anyhow::Result<i32> {
     let manifest = manifest_path(&args.from);
     if args.build {
         build(&manifest)?;
@@ -204,13 +237,41 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run_triggers(runtime, args))
+    // The epoch ticker outlives every task of the async runtime: a guest
+    // still running when the runtime shuts down (one in a loop) only gives
+    // its thread back at an epoch tick, and only then can its instance be
+    // dropped. With the ticker stopped first, the runtime's shutdown would
+    // wait for that thread for ever.
+    let epoch = bv_runtime::start_epoch_ticker(runtime.engine());
+    let result = rt.block_on(run_triggers(runtime, args));
+    // Whatever is still running (an instance past its request, a blocking
+    // call) is dropped here, within a bound.
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN);
+    drop(epoch);
+    let drained = result?;
+    match drained {
+        bv_trigger_http::Drained::Complete => {
+            tracing::info!("stopped: every in-flight request finished");
+            println!("Stopped.");
+            Ok(0)
+        }
+        bv_trigger_http::Drained::Cut(n) => {
+            tracing::warn!(
+                "stopped: the drain timeout cut {n} connection(s) with requests in progress"
+            );
+            println!("Stopped: the drain timeout cut requests in progress.");
+            Ok(EXIT_DRAIN_CUT)
+        }
+    }
 }
 
 /// Starts every trigger the manifest uses and runs them until SIGTERM or
-/// Ctrl-C; then each drains and the process exits 0.
-async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> anyhow::Result<()> {
-    let _epoch = bv_runtime::start_epoch_ticker(runtime.engine());
+/// Ctrl-C; then each drains, within the drain timeout.
+async fn run_triggers(
+    runtime: Arc<bv_runtime::AppRuntime>,
+    args: UpArgs,
+) -> anyhow::Result<bv_trigger_http::Drained> {
+    use bv_trigger_http::Drained;
     let metrics_push = bv_telemetry::metrics_push::MetricsPush::from_env()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut triggers = tokio::task::JoinSet::new();
@@ -248,9 +309,7 @@ async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> any
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let admin = tokio::net::TcpListener::bind(args.admin_listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
+    let admin = bind_admin(args.admin_listen).await?;
     let addr = listener.local_addr()?;
     println!("Serving http://{addr}");
     println!("Admin endpoints on http://{}", admin.local_addr()?);
@@ -259,12 +318,17 @@ async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> any
         println!("  {component}: http://{addr}{route}");
     }
     let stop = shutdown.clone();
+    let drain_timeout = Duration::from_secs(args.drain_timeout);
+    let serve_options = bv_trigger_http::ServeOptions {
+        drain_timeout,
+        ..Default::default()
+    };
     triggers.spawn(async move {
         bv_trigger_http::serve(
             http,
             listener,
             Some(admin),
-            bv_trigger_http::ServeOptions::default(),
+            serve_options,
             stop.cancelled_owned(),
         )
         .await
@@ -275,28 +339,40 @@ async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> any
             println!("  {component}: redis channel {channel}");
         }
         let stop = shutdown.clone();
-        triggers.spawn(async move { trigger.run(stop).await.context("redis trigger") });
+        triggers.spawn(async move {
+            trigger.run(stop).await.context("redis trigger")?;
+            Ok(Drained::Complete)
+        });
     }
     if let Some(trigger) = mqtt {
         for (topic, component) in trigger.topics() {
             println!("  {component}: mqtt topic {topic}");
         }
         let stop = shutdown.clone();
-        triggers.spawn(async move { trigger.run(stop).await.context("mqtt trigger") });
+        triggers.spawn(async move {
+            trigger.run(stop).await.context("mqtt trigger")?;
+            Ok(Drained::Complete)
+        });
     }
     if let Some(trigger) = postgres {
         for (subscription, events, component) in trigger.subscriptions() {
             println!("  {component}: postgres events {events} (subscription {subscription})");
         }
         let stop = shutdown.clone();
-        triggers.spawn(async move { trigger.run(stop).await.context("postgres trigger") });
+        triggers.spawn(async move {
+            trigger.run(stop).await.context("postgres trigger")?;
+            Ok(Drained::Complete)
+        });
     }
     if let Some(trigger) = cron {
         for (schedule, component) in trigger.schedules() {
             println!("  {component}: cron {schedule}");
         }
         let stop = shutdown.clone();
-        triggers.spawn(async move { trigger.run(stop).await.context("cron trigger") });
+        triggers.spawn(async move {
+            trigger.run(stop).await.context("cron trigger")?;
+            Ok(Drained::Complete)
+        });
     }
 
     let pusher = metrics_push.clone().map(|push| {
@@ -314,19 +390,75 @@ async fn run_triggers(runtime: Arc<bv_runtime::AppRuntime>, args: UpArgs) -> any
         }
     }
     shutdown.cancel();
-    while let Some(result) = triggers.join_next().await {
-        result??;
+    // Every trigger stops within the drain timeout (and a little more to
+    // close what it cut); one that does not is given up on.
+    let deadline = tokio::time::Instant::now() + drain_timeout + TRIGGER_STOP_GRACE;
+    let mut drained = Drained::Complete;
+    loop {
+        match tokio::time::timeout_at(deadline, triggers.join_next()).await {
+            Ok(None) => break,
+            Ok(Some(result)) => {
+                if let Drained::Cut(n) = result?? {
+                    drained = Drained::Cut(n);
+                }
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "{} trigger(s) did not stop within the drain timeout; stopping them",
+                    triggers.len()
+                );
+                triggers.abort_all();
+                let cut = match drained {
+                    Drained::Cut(n) => n,
+                    Drained::Complete => 0,
+                };
+                drained = Drained::Cut(cut + triggers.len());
+                break;
+            }
+        }
     }
     if let (Some(pusher), Some(push)) = (pusher, metrics_push) {
         // The last figures, so a short run still reaches the collector.
         pusher.abort();
-        if let Err(e) = push.push(&runtime.encode_metrics()).await {
-            tracing::warn!("pushing the final metrics failed: {e:#}");
+        match tokio::time::timeout(TRIGGER_STOP_GRACE, push.push(&runtime.encode_metrics())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("pushing the final metrics failed: {e:#}"),
+            Err(_) => tracing::warn!("pushing the final metrics timed out"),
         }
     }
-    println!("Stopped.");
-    Ok(())
+    Ok(drained)
 }
+
+/// The admin listener at `explicit` (an error when it is taken), else at
+/// [`DEFAULT_ADMIN_LISTEN`], else, when another process (a second app on the
+/// same machine) holds that one, at a free port.
+async fn bind_admin(explicit: Option<SocketAddr>) -> anyhow::Result<tokio::net::TcpListener> {
+    if let Some(addr) = explicit {
+        return tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (admin)"));
+    }
+    let default: SocketAddr = DEFAULT_ADMIN_LISTEN.parse()?;
+    match tokio::net::TcpListener::bind(default).await {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let any = SocketAddr::new(default.ip(), 0);
+            let listener = tokio::net::TcpListener::bind(any)
+                .await
+                .with_context(|| format!("cannot listen on {any} (admin)"))?;
+            tracing::warn!(
+                "admin address {default} is taken; admin endpoints on {} instead \
+                 (set --admin-listen or BV_ADMIN_LISTEN to choose)",
+                listener.local_addr()?
+            );
+            Ok(listener)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot listen on {default} (admin)")),
+    }
+}
+
+/// Where the admin endpoints listen unless told otherwise.
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9400";
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -13,10 +13,6 @@ use serde::Deserialize;
 
 use crate::{ComponentBvSettings, Template};
 
-/// Default for `max_request_body_bytes`: 1 MiB, far above any JSON request
-/// the platform's APIs take, small enough that a flood of large bodies does
-/// not exhaust memory.
-pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 1024 * 1024;
 /// Default for `max_request_headers`.
 pub const DEFAULT_MAX_REQUEST_HEADERS: u32 = 64;
 /// Default for `max_request_header_bytes`: 32 KiB of header names and values.
@@ -321,7 +317,7 @@ fn validate_rate_limit(
 mod tests {
     use std::path::Path;
 
-    use crate::{parse, App, ManifestError, DEFAULT_MAX_REQUEST_BODY_BYTES};
+    use crate::{parse, App, ManifestError};
 
     fn manifest(extra: &str) -> String {
         format!(
@@ -369,10 +365,9 @@ source = "b.wasm"
     #[test]
     fn defaults_when_nothing_is_set() {
         let app = ok("");
-        assert_eq!(
-            app.bv.max_request_body_bytes,
-            DEFAULT_MAX_REQUEST_BODY_BYTES
-        );
+        // As under Spin: no body limit unless one is set.
+        assert_eq!(app.bv.max_request_body_bytes, None);
+        assert_eq!(app.bv_settings_for("a").max_request_body_bytes, None);
         assert_eq!(app.bv.max_request_headers, 64);
         assert_eq!(app.bv.max_request_header_bytes, 32 * 1024);
         assert_eq!(app.bv.cors, None);
@@ -392,7 +387,7 @@ max_request_body_bytes = 10
 rate_limit = { requests = 1, per_seconds = 2, burst = 5, redis = "redis://other:6379", timeout_ms = 20 }
 "#);
         let a = app.bv_settings_for("a");
-        assert_eq!(a.max_request_body_bytes, 2048);
+        assert_eq!(a.max_request_body_bytes, Some(2048));
         assert_eq!(a.max_request_headers, 20);
         assert_eq!(a.max_request_header_bytes, 4096);
         let limit = a.rate_limit.unwrap();
@@ -401,7 +396,7 @@ rate_limit = { requests = 1, per_seconds = 2, burst = 5, redis = "redis://other:
         assert_eq!(limit.redis.as_str(), "{{ limits_redis }}");
 
         let b = app.bv_settings_for("b");
-        assert_eq!(b.max_request_body_bytes, 10);
+        assert_eq!(b.max_request_body_bytes, Some(10));
         assert_eq!(b.max_request_headers, 20, "application-wide");
         let limit = b.rate_limit.unwrap();
         assert_eq!((limit.capacity(), limit.timeout_ms()), (5, 20));

@@ -29,8 +29,7 @@ use serde::Deserialize;
 
 pub use bv_routes::RouteSpec;
 pub use http_settings::{
-    CorsSettings, RateLimitSettings, DEFAULT_MAX_REQUEST_BODY_BYTES, DEFAULT_MAX_REQUEST_HEADERS,
-    DEFAULT_MAX_REQUEST_HEADER_BYTES,
+    CorsSettings, RateLimitSettings, DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_MAX_REQUEST_HEADER_BYTES,
 };
 pub use template::{Template, TemplateError};
 
@@ -241,8 +240,8 @@ pub struct BvSettings {
     pub log_level: LogLevel,
     /// Most bytes of request body the component is given; a longer body is
     /// answered 413 (checked while the body streams, not only against
-    /// `Content-Length`).
-    pub max_request_body_bytes: u64,
+    /// `Content-Length`). `None` (the default, as under Spin): no limit.
+    pub max_request_body_bytes: Option<u64>,
     /// Most request header fields (application-wide); more is answered 431.
     pub max_request_headers: u32,
     /// Most bytes of request header names and values (application-wide);
@@ -286,7 +285,7 @@ impl Default for BvSettings {
             memory_limit_mb: 128,
             max_concurrent_requests: 1000,
             log_level: LogLevel::Info,
-            max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+            max_request_body_bytes: None,
             max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
             max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
             cors: None,
@@ -357,9 +356,7 @@ impl ComponentBvSettings {
                 .max_concurrent_requests
                 .unwrap_or(app.max_concurrent_requests),
             log_level: self.log_level.unwrap_or(app.log_level),
-            max_request_body_bytes: self
-                .max_request_body_bytes
-                .unwrap_or(app.max_request_body_bytes),
+            max_request_body_bytes: self.max_request_body_bytes.or(app.max_request_body_bytes),
             max_request_headers: self.max_request_headers.unwrap_or(app.max_request_headers),
             max_request_header_bytes: self
                 .max_request_header_bytes

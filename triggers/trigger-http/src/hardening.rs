@@ -4,7 +4,7 @@
 //! 1. header limits (431, [`limits`]),
 //! 2. CORS preflights, answered by the host ([`cors`]),
 //! 3. the component's rate limit (429, [`rate_limit`]),
-//! 4. the component's body limit (413, [`limits`]);
+//! 4. the component's body limit, when it has one (413, [`limits`]);
 //!
 //! then on the way out: rate-limit headers, CORS headers and security headers
 //! ([`security_headers`]). Only requests from the network pass here; requests
@@ -25,7 +25,6 @@ use std::net::SocketAddr;
 use http::{HeaderValue, Request, Response};
 use wasmtime_wasi_http::WasiBody;
 
-use bv_manifest::DEFAULT_MAX_REQUEST_BODY_BYTES;
 use bv_runtime::AppRuntime;
 
 use crate::cors::Cors;
@@ -37,7 +36,8 @@ pub(crate) struct Hardening {
     max_headers: u32,
     max_header_bytes: u32,
     cors: Option<Cors>,
-    body_limits: HashMap<String, u64>,
+    /// Each component's body limit; `None`: no limit (Spin's default).
+    body_limits: HashMap<String, Option<u64>>,
     rate_limits: RateLimiter,
 }
 
@@ -70,9 +70,7 @@ impl Hardening {
             .map(|t| {
                 let limit = runtime
                     .component(&t.component)
-                    .map_or(DEFAULT_MAX_REQUEST_BODY_BYTES, |c| {
-                        c.settings.max_request_body_bytes
-                    });
+                    .and_then(|c| c.settings.max_request_body_bytes);
                 (t.component.clone(), limit)
             })
             .collect();
@@ -110,12 +108,10 @@ impl Hardening {
                 return Err(rejection);
             }
         }
-        let limit = self
-            .body_limits
-            .get(component)
-            .copied()
-            .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES);
-        limits::limit_body(req, component, limit)
+        match self.body_limits.get(component).copied().flatten() {
+            Some(limit) => limits::limit_body(req, component, limit),
+            None => Ok(req),
+        }
     }
 
     /// Adds the rate-limit, CORS and security headers to a response to the

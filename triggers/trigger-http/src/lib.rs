@@ -24,7 +24,7 @@ mod server;
 mod trace;
 
 pub use metrics::Metrics;
-pub use server::{serve, ServeOptions};
+pub use server::{serve, Drained, ServeOptions};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

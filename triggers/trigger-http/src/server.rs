@@ -1,11 +1,22 @@
 //! The listeners: the application's HTTP port and the admin port
 //! (`/healthz`, `/readyz`, `/metrics`), and the graceful drain on shutdown.
+//!
+//! The drain has a deadline: connections still busy when it passes are
+//! closed, so a request that never ends (a guest in a loop, a stream that
+//! never finishes, an outbound call that hangs) cannot keep the process
+//! alive. A connection the server closes while the client is still sending
+//! (a body refused with 413, an answer given before the body was read) is
+//! closed the way [`Lingering`] describes, so the client reads the answer
+//! instead of a reset.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +26,8 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::HttpTrigger;
 
@@ -44,18 +56,31 @@ impl Default for ServeOptions {
     }
 }
 
+/// How the drain at shutdown ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Every request in flight finished.
+    Complete,
+    /// The drain timeout passed; this many connections were closed with
+    /// their requests unfinished.
+    Cut(usize),
+}
+
 /// Serves `trigger` on `listener` (and the admin endpoints on `admin`) until
 /// `shutdown` resolves, then stops accepting and waits for in-flight requests
-/// (up to the drain timeout).
+/// up to the drain timeout, past which it closes their connections.
 pub async fn serve(
     trigger: Arc<HttpTrigger>,
     listener: TcpListener,
     admin: Option<TcpListener>,
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Drained> {
     let local_addr = listener.local_addr()?;
     let graceful = GracefulShutdown::new();
+    // Closes the connections the drain did not finish.
+    let (cut, cut_rx) = tokio::sync::watch::channel(false);
+    let open = Arc::new(AtomicUsize::new(0));
     let admin_task = admin.map(|admin| tokio::spawn(serve_admin(trigger.clone(), admin)));
     trigger.set_ready(true);
     tokio::pin!(shutdown);
@@ -86,31 +111,168 @@ pub async fn serve(
         let connection = http1::Builder::new()
             .keep_alive(true)
             .max_buf_size(options.max_header_bytes.max(8192))
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(Lingering::new(stream)), service);
         let connection = graceful.watch(connection);
+        let mut cut = cut_rx.clone();
+        let guard = OpenConnection::new(&open);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("connection error: {e}");
+            let _guard = guard;
+            tokio::select! {
+                result = connection => if let Err(e) = result {
+                    tracing::debug!("connection error: {e}");
+                },
+                // Dropping the connection closes it (and drops the request's
+                // future, which gives up waiting for the guest).
+                _ = cut.wait_for(|cut| *cut) => {}
             }
         });
     }
     trigger.set_ready(false);
     drop(listener);
-    tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "drain timeout of {:?} reached; closing remaining connections",
-            options.drain_timeout
-        );
-    }
+    tracing::info!(
+        "shutting down: draining in-flight requests (at most {:?})",
+        options.drain_timeout
+    );
+    let drained = match tokio::time::timeout(options.drain_timeout, graceful.shutdown()).await {
+        Ok(()) => Drained::Complete,
+        Err(_) => {
+            let connections = open.load(Ordering::SeqCst);
+            tracing::warn!(
+                "drain timeout of {:?} reached: closing {connections} connection(s) \
+                 with requests still in progress",
+                options.drain_timeout
+            );
+            let _ = cut.send(true);
+            // The connection tasks drop their connections at their next
+            // poll; give them a moment, not a wait without end.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            while open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Drained::Cut(connections)
+        }
+    };
     if let Some(task) = admin_task {
         task.abort();
     }
     STOPPING.store(true, Ordering::SeqCst);
-    Ok(())
+    Ok(drained)
+}
+
+/// Counts a connection as open until its task ends.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::SeqCst);
+        Self(open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+/// How many bytes a closing connection reads and discards at most.
+const LINGER_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A client connection that closes gently.
+///
+/// When the server closes a connection whose client is still sending (a
+/// body refused with 413 before it was read, a component that answered
+/// without reading it), closing the socket with unread data makes the kernel
+/// send a reset, and a client that writes its whole body before reading the
+/// answer gets a broken pipe and never sees the answer. So on shutdown the
+/// answer is flushed, the sending half is closed (the client sees the end of
+/// the answer), and what the client still sends is read and discarded, up to
+/// [`LINGER_BYTES`] or [`LINGER_TIME`], until it closes its half.
+struct Lingering {
+    stream: TcpStream,
+    closing: Option<Closing>,
+}
+
+struct Closing {
+    write_closed: bool,
+    discarded: u64,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Lingering {
+    fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            closing: None,
+        }
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let closing = this.closing.get_or_insert_with(|| Closing {
+            write_closed: false,
+            discarded: 0,
+            deadline: Box::pin(tokio::time::sleep(LINGER_TIME)),
+        });
+        if !closing.write_closed {
+            // The answer is flushed before the end of it is sent.
+            if ready!(Pin::new(&mut this.stream).poll_shutdown(cx)).is_err() {
+                return Poll::Ready(Ok(()));
+            }
+            closing.write_closed = true;
+        }
+        let mut scratch = [0u8; 8192];
+        loop {
+            if closing.discarded >= LINGER_BYTES || closing.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => closing.discarded += buf.filled().len() as u64,
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 fn full_url(req: &Request<Incoming>, local: SocketAddr) -> String {

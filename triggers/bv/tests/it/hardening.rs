@@ -10,8 +10,8 @@ use crate::harness::*;
 const PROBLEM_PREFIX: &str = "urn:bitvelocity:problem:";
 
 /// Two probes: `small` (`/small/...`, body limit 1 KiB) and `big`
-/// (`/big/...`, the application's limit), plus `app_settings` in
-/// `[application.tool.bv]`.
+/// (`/big/...`, the application's limit: none unless `app_settings` sets
+/// one), plus `app_settings` in `[application.tool.bv]`.
 fn two_probes(app_settings: &str) -> String {
     format!(
         r#"spin_manifest_version = 2
@@ -146,17 +146,81 @@ async fn a_declared_body_over_the_limit_is_refused_before_the_component_runs() {
     let at_limit = app.send("POST", "/small/count", vec![b'x'; 1024]).await;
     assert_eq!((at_limit.status, at_limit.text()), (200, "1024".into()));
 
-    // `big` has the application's default (1 MiB).
-    let big = app.send("POST", "/big/count", vec![b'x'; 512 * 1024]).await;
-    assert_eq!((big.status, big.text()), (200, (512 * 1024).to_string()));
     // Declared but never sent: the answer cannot come from reading the body.
-    // (Sending the whole body races the server's close after its answer.)
-    let (status, body) = post_declared(app.addr, "/big/count", 1024 * 1024 + 1).await;
-    assert_eq!(status, 413, "{body}");
-    assert!(body.contains("request-body-too-large"), "{body}");
     let (status, body) = post_declared(app.addr, "/small/count", 1025).await;
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("1024 bytes"), "{body}");
+}
+
+#[tokio::test]
+async fn without_a_body_limit_a_large_upload_reaches_the_component() {
+    // As under Spin: no limit unless the manifest sets one.
+    let app = spawn_app(&two_probes("")).await;
+    let five_mib = 5 * 1024 * 1024;
+    let reply = app.send("POST", "/big/count", vec![b'x'; five_mib]).await;
+    assert_eq!((reply.status, reply.text()), (200, five_mib.to_string()));
+    let (status, body) = post_chunked(app.addr, "/big/count", 80, 64 * 1024).await;
+    assert_eq!((status, body), (200, five_mib.to_string()));
+}
+
+/// Sends `POST path` with the whole of a `size`-byte body, declared
+/// (`Content-Length`) or chunked, before reading anything, as most clients
+/// do; then reads the answer. Panics if the server stops the upload.
+async fn post_whole(addr: SocketAddr, path: &str, size: usize, chunked: bool) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let framing = match chunked {
+        true => "transfer-encoding: chunked".to_string(),
+        false => format!("content-length: {size}"),
+    };
+    let head = format!("POST {path} HTTP/1.1\r\nhost: test\r\n{framing}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0;
+    while sent < size {
+        let n = chunk.len().min(size - sent);
+        if chunked {
+            stream
+                .write_all(format!("{n:x}\r\n").as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("upload stopped after {sent} bytes: {e}"));
+        }
+        stream
+            .write_all(&chunk[..n])
+            .await
+            .unwrap_or_else(|e| panic!("upload stopped after {sent} bytes: {e}"));
+        if chunked {
+            stream.write_all(b"\r\n").await.unwrap();
+        }
+        sent += n;
+    }
+    if chunked {
+        stream.write_all(b"0\r\n\r\n").await.unwrap();
+    }
+    read_answer(stream).await
+}
+
+#[tokio::test]
+async fn a_refused_body_reaches_the_client_as_413_not_a_reset() {
+    let app = spawn_app(&two_probes("")).await;
+    // Far more than the socket buffers hold: the server must read (and
+    // discard) it for the client to get to its answer.
+    let size = 16 * 1024 * 1024;
+    for chunked in [false, true] {
+        let (status, body) = post_whole(app.addr, "/small/count", size, chunked).await;
+        assert_eq!(status, 413, "chunked: {chunked}: {body}");
+        let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            problem["type"],
+            format!("{PROBLEM_PREFIX}request-body-too-large")
+        );
+        assert!(body.contains("1024 bytes"), "{body}");
+    }
+    // A client library that writes the body while it reads.
+    let reply = app.send("POST", "/small/count", vec![b'x'; size]).await;
+    assert_problem(&reply, 413, "request-body-too-large");
+    // And the component still serves.
+    let reply = app.send("POST", "/small/count", "abc").await;
+    assert_eq!((reply.status, reply.text()), (200, "3".into()));
 }
 
 #[tokio::test]

@@ -95,6 +95,8 @@ pub struct Spawn {
     pub files: Vec<(String, String)>,
     /// Use a compiled-code cache of this app's own instead of the shared one.
     pub own_cache: bool,
+    /// Leave `--admin-listen` out, so `bv` chooses the admin address itself.
+    pub default_admin_listen: bool,
 }
 
 /// Starts `bv up` on `manifest`, where `{probe}` stands for the probe
@@ -132,7 +134,12 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
     cmd.arg("up")
         .arg("--from")
         .arg(dir.join("spin.toml"))
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(if spawn.default_admin_listen {
+            &[][..]
+        } else {
+            &["--admin-listen", "127.0.0.1:0"][..]
+        })
         .arg("--cache-dir")
         .arg(if spawn.own_cache {
             dir.join("own-cache")
@@ -291,6 +298,49 @@ impl TestApp {
         tokio::task::spawn_blocking(move || child.wait().unwrap().code())
             .await
             .unwrap()
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the process to end: its exit
+    /// code and how long it took. Panics with the log (after killing it) when
+    /// it is still running at `limit`.
+    pub async fn terminate_within(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let sent = self.sigterm();
+        self.exit_within(sent, limit).await
+    }
+
+    /// Sends SIGTERM without waiting; returns when.
+    pub fn sigterm(&self) -> std::time::Instant {
+        let child = self.child.as_ref().expect("bv is running");
+        unsafe_kill(child.id(), "TERM");
+        std::time::Instant::now()
+    }
+
+    /// Waits until `limit` after `since` for the process to end: its exit
+    /// code and how long after `since` it ended. Panics with the log (after
+    /// killing it) when it is still running at `limit`.
+    pub async fn exit_within(
+        &mut self,
+        since: std::time::Instant,
+        limit: Duration,
+    ) -> (Option<i32>, Duration) {
+        let mut child = self.child.take().expect("bv is running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let took = since.elapsed();
+                // Let the output threads catch up with the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return (status.code(), took);
+            }
+            if since.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "bv was still running {limit:?} after SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -35,6 +35,7 @@ mod rate_limit;
 mod redis;
 mod requests;
 mod routing;
+mod shutdown;
 mod spin_compat;
 mod sqlite;
 mod suite_secrets;
