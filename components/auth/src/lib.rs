@@ -3,7 +3,7 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `POST /register` `{email, password}` | 201 `{userId, email, role}`; 409 `email-taken`; 422 `invalid-field` (a malformed email, a weak password) |
-//! | `POST /login` `{email, password}` | 200 tokens (below); 401 `invalid-credentials` |
+//! | `POST /login` `{email, password}` | 200 tokens (below); 401 `invalid-credentials`; 429 `login-throttled` after repeated failures ([`guard`]) |
 //! | `POST /refresh` `{refreshToken}` | 200 new tokens; 401 `invalid-refresh-token` |
 //! | `POST /logout` `{refreshToken}` | 204, the session's refresh tokens revoked |
 //! | `GET /jwks` | 200 the public keys (JWKS) |
@@ -25,13 +25,16 @@
 //! `Retry-After` past it). A login for an unknown email costs one argon2id verification,
 //! as a wrong password does. Roles: `admin` for the emails listed in
 //! `auth_admin_emails` (checked at every login and refresh), `customer`
-//! otherwise.
+//! otherwise. Failed logins are counted per account and address, per
+//! address and per account; repeated failures slow the attempts down and
+//! then lock them out for a while (see [`guard`]).
 //!
 //! Neither passwords nor keys nor tokens are ever logged or echoed.
 #![deny(missing_docs)]
 
 mod config;
 mod email;
+mod guard;
 mod hashing;
 mod password;
 mod schema;
@@ -134,9 +137,46 @@ fn invalid_credentials() -> Problem {
     )
 }
 
+/// 429 with `Retry-After`: the account from this address, or this
+/// address, is locked after repeated failures. The same for every email,
+/// with or without an account.
+fn login_throttled(seconds: u64) -> Reply {
+    let mut reply = Problem::new(
+        429,
+        "login-throttled",
+        "Too many failed logins",
+        format!("too many failed logins: try again in {seconds} s"),
+    )
+    .into_response();
+    reply
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from(seconds));
+    reply
+}
+
+fn failed_login(outcome: &str) -> Problem {
+    bv_service::telemetry::counter("login_attempts", &[("outcome", outcome)], 1);
+    invalid_credentials()
+}
+
 async fn login(req: Request) -> Result<Reply, Problem> {
+    let client = guard::client_ip(
+        req.headers()
+            .get("spin-client-addr")
+            .and_then(|v| v.to_str().ok()),
+    );
     let body: Credentials = read_json(req, MAX_BODY).await?;
     let email = email::normalize(&body.email);
+    let guard = guard::Guard::new(&email, client).await;
+    let checked = guard.check().await;
+    if let Some(seconds) = checked.locked_for {
+        bv_service::telemetry::counter("login_attempts", &[("outcome", "refused")], 1);
+        return Ok(login_throttled(seconds));
+    }
+    let delay = guard.delay(&checked);
+    if !delay.is_zero() {
+        spin_sdk::time::sleep(delay).await;
+    }
     // No connection is held while waiting for a hashing slot or hashing.
     let found = store::find_user(&store::open().await?, &email).await?;
     let slot = hashing::slot().await?;
@@ -149,8 +189,11 @@ async fn login(req: Request) -> Result<Reply, Problem> {
     };
     slot.release().await;
     let Some((user, _)) = found.filter(|_| verified) else {
-        return Err(invalid_credentials());
+        guard.failed().await;
+        return Err(failed_login("failure"));
     };
+    guard.succeeded().await;
+    bv_service::telemetry::counter("login_attempts", &[("outcome", "success")], 1);
     let (refresh, refresh_hash) = store::new_refresh_token()?;
     // Sign first: with broken keys, no session is left behind.
     let answer = tokens(&user, &email, refresh).await?;

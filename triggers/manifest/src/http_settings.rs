@@ -1,5 +1,6 @@
 //! bv's HTTP hardening settings in `[application.tool.bv]` and
-//! `[component.<id>.tool.bv]`: request size limits, CORS and rate limits.
+//! `[component.<id>.tool.bv]`: request size limits, CORS, rate limits and
+//! the trusted proxies.
 //!
 //! Spin ignores tool tables, so a manifest using them still runs under Spin
 //! (without these protections). The serde types here are strict like the rest
@@ -74,25 +75,31 @@ fn default_headers() -> Vec<String> {
     .to_vec()
 }
 
-/// `rate_limit = { requests, per_seconds, burst, redis }`: a token bucket per
-/// client IP and route of the component, kept in Redis so every bv process
-/// serving the application shares it.
+/// `rate_limit = { requests, per_seconds, burst, per_account, redis }`: a
+/// token bucket per client address and route of the component, kept in
+/// Redis so every bv process serving the application shares it.
 ///
 /// The bucket holds up to `burst` requests (default: `requests`) and refills
-/// at `requests / per_seconds` per second. When Redis cannot be reached
-/// within `timeout_ms`, requests are let through (fail open) and counted.
+/// at `requests / per_seconds` per second. With `per_account`, a request
+/// carrying a bearer credential (`Authorization: Bearer …`) also takes a
+/// token from a bucket of that credential, so one account is limited across
+/// all the addresses it uses. The numbers may be `{{ variable }}` templates
+/// (strings), so a deployment tunes them with `SPIN_VARIABLE_*` without
+/// touching the manifest. When Redis cannot be reached within `timeout_ms`,
+/// requests are let through (fail open) and counted.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
     /// Requests allowed per `per_seconds`, sustained.
-    #[serde(deserialize_with = "positive_u32")]
-    pub requests: u32,
+    pub requests: Count,
     /// The window the `requests` are counted over, in seconds.
-    #[serde(deserialize_with = "positive_u64")]
-    pub per_seconds: u64,
+    pub per_seconds: Count,
     /// The most requests a client may make at once after being idle.
-    #[serde(default, deserialize_with = "some_positive_u32")]
-    pub burst: Option<u32>,
+    #[serde(default)]
+    pub burst: Option<Count>,
+    /// Whether a bearer credential also gets a bucket of its own.
+    #[serde(default)]
+    pub per_account: bool,
     /// Redis address (`redis://…` or `rediss://…`), possibly a
     /// `{{ variable }}` template.
     pub redis: Template,
@@ -101,22 +108,177 @@ pub struct RateLimitSettings {
     pub timeout_ms: Option<u64>,
 }
 
-impl RateLimitSettings {
+/// A rate limit's numbers once its templates are rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitNumbers {
+    /// Requests allowed per `per_seconds`, sustained.
+    pub requests: u32,
+    /// The window, in seconds.
+    pub per_seconds: u64,
     /// The bucket's capacity: `burst`, else `requests`.
-    pub fn capacity(&self) -> u32 {
-        self.burst.unwrap_or(self.requests)
-    }
+    pub capacity: u32,
+}
 
+impl RateLimitSettings {
     /// The Redis timeout: `timeout_ms`, else 100 ms.
     pub fn timeout_ms(&self) -> u64 {
         self.timeout_ms.unwrap_or(DEFAULT_RATE_LIMIT_TIMEOUT_MS)
     }
+
+    /// The numbers, templates rendered with `lookup`; the error names the
+    /// field (`requests`, `per_seconds`, `burst`) and the problem.
+    pub fn numbers(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RateLimitNumbers, (String, String)> {
+        let get = |name: &str, count: &Count, max: u64| {
+            count
+                .resolve(lookup, max)
+                .map_err(|message| (name.to_string(), message))
+        };
+        let requests = get("requests", &self.requests, u32::MAX as u64)? as u32;
+        let per_seconds = get("per_seconds", &self.per_seconds, u64::MAX)?;
+        let capacity = match &self.burst {
+            Some(burst) => get("burst", burst, u32::MAX as u64)? as u32,
+            None => requests,
+        };
+        Ok(RateLimitNumbers {
+            requests,
+            per_seconds,
+            capacity,
+        })
+    }
 }
 
-fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    match u32::deserialize(d)? {
-        0 => Err(de::Error::custom("must be greater than 0")),
-        n => Ok(n),
+/// A positive whole number of a `rate_limit`: a TOML integer, or a string
+/// holding one or a `{{ variable }}` template whose value is one (rendered
+/// at start-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Count {
+    /// A number written in the manifest.
+    Fixed(u64),
+    /// A template, rendered at start-up.
+    Template(Template),
+}
+
+impl Count {
+    /// The number, at most `max`, rendering a template with `lookup`.
+    pub fn resolve(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        max: u64,
+    ) -> Result<u64, String> {
+        let n = match self {
+            Count::Fixed(n) => *n,
+            Count::Template(t) => {
+                let text = t.render(lookup).map_err(|e| e.to_string())?;
+                parse_count(text.trim()).map_err(|m| format!("`{t}` is `{text}`, which {m}"))?
+            }
+        };
+        if n > max {
+            return Err(format!("must be at most {max}"));
+        }
+        Ok(n)
+    }
+}
+
+fn parse_count(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be greater than 0".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("is not a whole number".into()),
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a positive whole number, or a string with a `{{ variable }}`")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom("must be greater than 0")),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
+                match v {
+                    0 => Err(E::custom("must be greater than 0")),
+                    n => Ok(Count::Fixed(n)),
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Count, E> {
+                let template = Template::parse(v).map_err(E::custom)?;
+                if template.is_literal() {
+                    parse_count(v.trim())
+                        .map(Count::Fixed)
+                        .map_err(|m| E::custom(format!("`{v}` {m}")))
+                } else {
+                    Ok(Count::Template(template))
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// One entry of `trusted_proxies`: an address, or a network in CIDR
+/// notation (`10.0.0.0/8`, `fd00::/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetwork {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNetwork {
+    /// Parses `10.1.2.3`, `10.0.0.0/8`, `::1` or `fd00::/8`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or CIDR network"))?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(p) if p <= max => p,
+                _ => return Err(format!("`{s}`: the prefix length must be 0 to {max}")),
+            },
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    /// Parses a comma- or whitespace-separated list (empty entries skipped).
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, String> {
+        s.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|e| !e.is_empty())
+            .map(Self::parse)
+            .collect()
+    }
+
+    /// Whether `ip` is in the network (IPv4-mapped IPv6 addresses count as
+    /// IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
     }
 }
 
@@ -125,10 +287,6 @@ fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         0 => Err(de::Error::custom("must be greater than 0")),
         n => Ok(n),
     }
-}
-
-fn some_positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    positive_u32(d).map(Some)
 }
 
 fn some_positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -160,6 +318,15 @@ pub(crate) fn validate_app(
     if let Some(limit) = &settings.rate_limit {
         validate_rate_limit(limit, undefined_var)?;
     }
+    for (i, entry) in settings.trusted_proxies.iter().flatten().enumerate() {
+        let field = format!("trusted_proxies[{i}]");
+        if let Some(message) = undefined_var(entry) {
+            return Err((field, message));
+        }
+        if entry.is_literal() {
+            IpNetwork::parse_list(entry.as_str()).map_err(|m| (field, m))?;
+        }
+    }
     Ok(())
 }
 
@@ -179,6 +346,7 @@ pub(crate) fn validate_component(
             "max_request_header_bytes",
             settings.max_request_header_bytes.is_some(),
         ),
+        ("trusted_proxies", settings.trusted_proxies.is_some()),
     ];
     if let Some((name, _)) = app_only.iter().find(|(_, set)| *set) {
         return Err((
@@ -300,6 +468,20 @@ fn validate_rate_limit(
     limit: &RateLimitSettings,
     undefined_var: &dyn Fn(&Template) -> Option<String>,
 ) -> Result<(), Problem> {
+    let mut counts = vec![
+        ("requests", &limit.requests),
+        ("per_seconds", &limit.per_seconds),
+    ];
+    if let Some(burst) = &limit.burst {
+        counts.push(("burst", burst));
+    }
+    for (name, count) in counts {
+        if let Count::Template(t) = count {
+            if let Some(message) = undefined_var(t) {
+                return Err((format!("rate_limit.{name}"), message));
+            }
+        }
+    }
     let field = "rate_limit.redis".to_string();
     if let Some(message) = undefined_var(&limit.redis) {
         return Err((field, message));
@@ -391,15 +573,81 @@ rate_limit = { requests = 1, per_seconds = 2, burst = 5, redis = "redis://other:
         assert_eq!(a.max_request_headers, 20);
         assert_eq!(a.max_request_header_bytes, 4096);
         let limit = a.rate_limit.unwrap();
-        assert_eq!((limit.requests, limit.per_seconds), (10, 60));
-        assert_eq!((limit.capacity(), limit.timeout_ms()), (10, 100));
+        let numbers = limit.numbers(&|_| None).unwrap();
+        assert_eq!((numbers.requests, numbers.per_seconds), (10, 60));
+        assert_eq!((numbers.capacity, limit.timeout_ms()), (10, 100));
+        assert!(!limit.per_account);
         assert_eq!(limit.redis.as_str(), "{{ limits_redis }}");
 
         let b = app.bv_settings_for("b");
         assert_eq!(b.max_request_body_bytes, Some(10));
         assert_eq!(b.max_request_headers, 20, "application-wide");
         let limit = b.rate_limit.unwrap();
-        assert_eq!((limit.capacity(), limit.timeout_ms()), (5, 20));
+        let numbers = limit.numbers(&|_| None).unwrap();
+        assert_eq!((numbers.capacity, limit.timeout_ms()), (5, 20));
+    }
+
+    #[test]
+    fn rate_limit_numbers_may_be_variables() {
+        // (`limits_redis` is the fixture's one variable; its value here is
+        // whatever the lookup says.)
+        let app = ok(r#"
+[component.a.tool.bv]
+rate_limit = { requests = "{{ limits_redis }}", per_seconds = "60", burst = "{{limits_redis}}", per_account = true, redis = "redis://x" }
+"#);
+        let limit = app.bv_settings_for("a").rate_limit.unwrap();
+        assert!(limit.per_account);
+        assert_eq!(limit.per_seconds, super::Count::Fixed(60));
+        let numbers = limit.numbers(&|_| Some(" 30 ".to_string())).unwrap();
+        assert_eq!((numbers.requests, numbers.capacity), (30, 30));
+        assert_eq!(numbers.per_seconds, 60);
+        let (field, message) = limit.numbers(&|_| Some("0".to_string())).unwrap_err();
+        assert_eq!(field, "requests");
+        assert!(message.contains("greater than 0"), "{message}");
+        let (field, message) = limit.numbers(&|_| Some("lots".into())).unwrap_err();
+        assert_eq!(field, "requests");
+        assert!(message.contains("not a whole number"), "{message}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        use super::IpNetwork;
+        let app = ok("[application.tool.bv]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1, 192.168.1.7\", \"{{ limits_redis }}\"]\n");
+        assert_eq!(app.bv.trusted_proxies.len(), 3);
+        let net = IpNetwork::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains("10.200.1.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.1.1".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
+        let one = IpNetwork::parse("192.168.1.7").unwrap();
+        assert!(one.contains("192.168.1.7".parse().unwrap()));
+        assert!(!one.contains("192.168.1.8".parse().unwrap()));
+        let v6 = IpNetwork::parse("fd00::/8").unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("fe80::1".parse().unwrap()));
+        assert!(IpNetwork::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert_eq!(
+            IpNetwork::parse_list(" a, ").unwrap_err(),
+            "`a` is not an IP address or CIDR network"
+        );
+        assert_eq!(IpNetwork::parse_list("").unwrap(), vec![]);
+        assert_err(
+            "[application.tool.bv]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+            "application.tool.bv.trusted_proxies[0]",
+            "prefix length",
+        );
+        assert_err(
+            "[application.tool.bv]\ntrusted_proxies = [\"{{ nope }}\"]",
+            "application.tool.bv.trusted_proxies[0]",
+            "undefined application variable",
+        );
+        assert_err(
+            "[component.a.tool.bv]\ntrusted_proxies = [\"10.0.0.1\"]",
+            "component.a.tool.bv.trusted_proxies",
+            "whole application",
+        );
     }
 
     #[test]
@@ -527,6 +775,16 @@ allow_credentials = true
             &limit("requests = 1, per_seconds = 1, burst = 0, redis = \"redis://x\""),
             "component.a.tool.bv.rate_limit.burst",
             "greater than 0",
+        );
+        assert_err(
+            &limit("requests = \"ten\", per_seconds = 1, redis = \"redis://x\""),
+            "component.a.tool.bv.rate_limit.requests",
+            "not a whole number",
+        );
+        assert_err(
+            &limit("requests = \"{{ nope }}\", per_seconds = 1, redis = \"redis://x\""),
+            "component.a.tool.bv.rate_limit.requests",
+            "undefined application variable",
         );
         assert_err(
             &limit("requests = 1, per_seconds = 1"),

@@ -29,7 +29,8 @@ use serde::Deserialize;
 
 pub use bv_routes::RouteSpec;
 pub use http_settings::{
-    CorsSettings, RateLimitSettings, DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_MAX_REQUEST_HEADER_BYTES,
+    CorsSettings, Count, IpNetwork, RateLimitNumbers, RateLimitSettings,
+    DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_MAX_REQUEST_HEADER_BYTES,
 };
 pub use template::{Template, TemplateError};
 
@@ -252,6 +253,11 @@ pub struct BvSettings {
     pub cors: Option<CorsSettings>,
     /// The component's rate limit; `None`: unlimited.
     pub rate_limit: Option<RateLimitSettings>,
+    /// The proxies (addresses or CIDR networks, application-wide) whose
+    /// `Forwarded` / `X-Forwarded-For` headers name the client; each entry
+    /// may be a `{{ variable }}` template holding a comma-separated list.
+    /// Empty: the client is the TCP peer.
+    pub trusted_proxies: Vec<Template>,
 }
 
 /// How much of a component's output (stdout and stderr lines) bv logs
@@ -290,6 +296,7 @@ impl Default for BvSettings {
             max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
             cors: None,
             rate_limit: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -336,6 +343,9 @@ pub struct ComponentBvSettings {
     /// of every component that sets none (each has its own buckets).
     #[serde(default)]
     pub rate_limit: Option<RateLimitSettings>,
+    /// See [`BvSettings::trusted_proxies`] (application only).
+    #[serde(default)]
+    pub trusted_proxies: Option<Vec<Template>>,
 }
 
 impl ComponentBvSettings {
@@ -363,6 +373,10 @@ impl ComponentBvSettings {
                 .unwrap_or(app.max_request_header_bytes),
             cors: self.cors.clone().or_else(|| app.cors.clone()),
             rate_limit: self.rate_limit.clone().or_else(|| app.rate_limit.clone()),
+            trusted_proxies: self
+                .trusted_proxies
+                .clone()
+                .unwrap_or_else(|| app.trusted_proxies.clone()),
         }
     }
 }

@@ -27,6 +27,7 @@ use wasmtime_wasi_http::WasiBody;
 
 use bv_runtime::AppRuntime;
 
+use crate::client_addr::TrustedProxies;
 use crate::cors::Cors;
 use crate::rate_limit::{RateLimiter, Verdict};
 use crate::{limits, security_headers};
@@ -39,6 +40,7 @@ pub(crate) struct Hardening {
     /// Each component's body limit; `None`: no limit (Spin's default).
     body_limits: HashMap<String, Option<u64>>,
     rate_limits: RateLimiter,
+    trusted_proxies: TrustedProxies,
 }
 
 /// What [`Hardening::finish`] needs to know about the request.
@@ -80,7 +82,15 @@ impl Hardening {
             cors: app.bv.cors.as_ref().map(Cors::new).transpose()?,
             body_limits,
             rate_limits: RateLimiter::new(runtime)?,
+            trusted_proxies: TrustedProxies::new(runtime)?,
         })
+    }
+
+    /// The client of a request from the network that came from `peer`:
+    /// `peer`, or the address a trusted proxy forwarded
+    /// ([`crate::client_addr`]).
+    pub(crate) fn client<B>(&self, peer: SocketAddr, req: &Request<B>) -> SocketAddr {
+        self.trusted_proxies.client(peer, req.headers())
     }
 
     /// Lets `req` on to `component`, or answers it here.
@@ -99,7 +109,7 @@ impl Hardening {
         }
         if let Some(verdict) = self
             .rate_limits
-            .check(component, route, client.map(|a| a.ip()))
+            .check(component, route, client.map(|a| a.ip()), req.headers())
             .await
         {
             let rejection = verdict.rejection();

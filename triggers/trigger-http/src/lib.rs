@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod body;
+mod client_addr;
 mod cors;
 mod hardening;
 pub mod headers;
@@ -185,6 +186,7 @@ impl HttpTrigger {
         full_url: String,
     ) -> Response<WasiBody> {
         let start = Instant::now();
+        let client = client.map(|peer| self.hardening.client(peer, &req));
         let mut ticket = hardening::Ticket::new(&req);
         let path = req.uri().path().to_string();
         let Some(matched) = self.router.route(&path) else {

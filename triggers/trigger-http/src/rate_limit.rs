@@ -1,6 +1,17 @@
 //! Rate limits: a token bucket per (component, route, client IP), kept in
 //! Redis so every `bv` process serving the application draws from the same
-//! bucket.
+//! bucket. The client IP is the TCP peer's, or the one a trusted proxy
+//! forwarded ([`crate::client_addr`]).
+//!
+//! **Per account** (`per_account = true`): a request with a bearer
+//! credential (`Authorization: Bearer <token>`) also takes a token from the
+//! bucket of that credential (keyed by its SHA-256), in the same script, and
+//! is refused when either bucket is empty. The runtime does not verify the
+//! token (the component does): a made-up token only buys a bucket of its own,
+//! which the client's bucket still bounds, and no one can drain another
+//! account's bucket without holding its token. An account's tokens are
+//! issued at most as fast as the strict authentication limits allow, so
+//! this bounds one account's writes across every address it uses.
 //!
 //! One Lua script reads, refills and takes from the bucket atomically, on
 //! Redis's clock (so the processes' clocks do not matter). A bucket holds up
@@ -37,7 +48,7 @@ use prometheus_client::registry::Registry;
 use redis::aio::MultiplexedConnection;
 use wasmtime_wasi_http::WasiBody;
 
-use bv_manifest::RateLimitSettings;
+use bv_manifest::{RateLimitNumbers, RateLimitSettings};
 use bv_runtime::AppRuntime;
 
 use crate::problem;
@@ -47,39 +58,52 @@ pub(crate) const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelim
 /// The IETF `RateLimit` header.
 pub(crate) const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// Takes one token from the bucket `KEYS[1]`, refilled at `ARGV[1]` tokens
-/// per millisecond up to `ARGV[2]`. Returns `{allowed (0/1), whole tokens
-/// left, ms until one token is back (0 if allowed), ms until full}`. The key
-/// expires once the bucket would be full again, so idle clients cost nothing.
+/// Takes one token from each bucket of `KEYS` (the client's, and the
+/// credential's), refilled at `ARGV[1]` tokens per millisecond up to
+/// `ARGV[2]`; only when every bucket has one. Returns `{allowed (0/1),
+/// whole tokens left (the fewest), ms until a token is back in every bucket
+/// (0 if allowed), ms until all are full}`. A key expires once its bucket
+/// would be full again, so idle clients cost nothing.
 const SCRIPT: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
 local rate = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[2])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(bucket[1])
-local at = tonumber(bucket[2])
-if tokens == nil or at == nil then
-  tokens = capacity
-  at = now
+local all = {}
+local allowed = 1
+for i, key in ipairs(KEYS) do
+  local bucket = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(bucket[1])
+  local at = tonumber(bucket[2])
+  if tokens == nil or at == nil then
+    tokens = capacity
+    at = now
+  end
+  if now > at then
+    tokens = math.min(capacity, tokens + (now - at) * rate)
+    at = now
+  end
+  if tokens < 1 then allowed = 0 end
+  all[i] = {tokens, at}
 end
-if now > at then
-  tokens = math.min(capacity, tokens + (now - at) * rate)
-  at = now
-end
-local allowed = 0
+local left = capacity
 local retry_ms = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-else
-  retry_ms = math.ceil((1 - tokens) / rate)
+local full_ms = 0
+for i, key in ipairs(KEYS) do
+  local tokens = all[i][1]
+  if allowed == 1 then
+    tokens = tokens - 1
+  elseif tokens < 1 then
+    retry_ms = math.max(retry_ms, math.ceil((1 - tokens) / rate))
+  end
+  left = math.min(left, tokens)
+  local full = math.ceil((capacity - tokens) / rate)
+  full_ms = math.max(full_ms, full)
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(all[i][2]))
+  redis.call('PEXPIRE', key, full + 1000)
 end
-local full_ms = math.ceil((capacity - tokens) / rate)
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(at))
-redis.call('PEXPIRE', KEYS[1], full_ms + 1000)
-return {allowed, math.floor(tokens), retry_ms, full_ms}
+return {allowed, math.floor(left), retry_ms, full_ms}
 "#;
 
 /// How long one connection attempt may take (in the background: requests
@@ -139,6 +163,8 @@ struct Limit {
     capacity: u32,
     policy: HeaderValue,
     timeout: Duration,
+    /// Whether a bearer credential has a bucket too.
+    per_account: bool,
     backend: Arc<Backend>,
 }
 
@@ -161,6 +187,10 @@ impl RateLimiter {
             let Some(settings) = &component.settings.rate_limit else {
                 continue;
             };
+            let lookup = |name: &str| runtime.app_variable(name);
+            let numbers = settings.numbers(&lookup).map_err(|(field, message)| {
+                anyhow::anyhow!("component.{id}.tool.bv.rate_limit.{field}: {message}")
+            })?;
             let field = format!("component.{id}.tool.bv.rate_limit.redis");
             let url = settings
                 .redis
@@ -176,7 +206,10 @@ impl RateLimiter {
                 }
             };
             let id: Arc<str> = Arc::from(id);
-            limits.insert(id.clone(), Arc::new(Limit::new(id, settings, backend)?));
+            limits.insert(
+                id.clone(),
+                Arc::new(Limit::new(id, settings, numbers, backend)?),
+            );
         }
         if tokio::runtime::Handle::try_current().is_ok() {
             for backend in backends.values() {
@@ -190,18 +223,26 @@ impl RateLimiter {
         })
     }
 
-    /// Takes a token for `client` on the component's `route`; `None` when
-    /// the component has no limit (or the client is unknown).
+    /// Takes a token for `client` (and, with `per_account`, for the bearer
+    /// credential in `headers`) on the component's `route`; `None` when the
+    /// component has no limit (or the client is unknown).
     pub(crate) async fn check(
         &self,
         component: &str,
         route: &str,
         client: Option<IpAddr>,
+        headers: &HeaderMap,
     ) -> Option<Verdict> {
         let limit = self.limits.get(component)?;
         let client = client?;
-        let key = format!("bv:rate-limit:{}:{component}:{route}:{client}", self.app);
-        let outcome = match tokio::time::timeout(limit.timeout, limit.take(&key)).await {
+        let prefix = format!("bv:rate-limit:{}:{component}:{route}", self.app);
+        let mut keys = vec![format!("{prefix}:{client}")];
+        if limit.per_account {
+            if let Some(credential) = bearer_credential(headers) {
+                keys.push(format!("{prefix}:account:{credential}"));
+            }
+        }
+        let outcome = match tokio::time::timeout(limit.timeout, limit.take(&keys)).await {
             Ok(Ok(outcome)) => {
                 limit.backend.recovered();
                 outcome
@@ -233,13 +274,14 @@ impl Limit {
     fn new(
         component: Arc<str>,
         settings: &RateLimitSettings,
+        numbers: RateLimitNumbers,
         backend: Arc<Backend>,
     ) -> anyhow::Result<Self> {
-        let capacity = settings.capacity();
-        let per_ms = settings.requests as f64 / (settings.per_seconds as f64 * 1000.0);
+        let capacity = numbers.capacity;
+        let per_ms = numbers.requests as f64 / (numbers.per_seconds as f64 * 1000.0);
         // Seconds an empty bucket takes to fill: the window of `capacity`
         // requests.
-        let window = (capacity as f64 * settings.per_seconds as f64 / settings.requests as f64)
+        let window = (capacity as f64 * numbers.per_seconds as f64 / numbers.requests as f64)
             .ceil()
             .max(1.0) as u64;
         let policy = HeaderValue::from_str(&format!("\"{component}\";q={capacity};w={window}"))?;
@@ -249,18 +291,19 @@ impl Limit {
             capacity,
             policy,
             timeout: Duration::from_millis(settings.timeout_ms()),
+            per_account: settings.per_account,
             backend,
         })
     }
 
-    async fn take(&self, key: &str) -> Result<Outcome, String> {
+    async fn take(&self, keys: &[String]) -> Result<Outcome, String> {
         let Some(mut connection) = self.backend.connection().await else {
             return Err("not connected".into());
         };
         let reply: Vec<i64> = redis::cmd("EVAL")
             .arg(SCRIPT)
-            .arg(1)
-            .arg(key)
+            .arg(keys.len())
+            .arg(keys)
             .arg(self.rate)
             .arg(self.capacity)
             .query_async(&mut connection)
@@ -287,6 +330,19 @@ impl Limit {
             }
         })
     }
+}
+
+/// The SHA-256 (hex) of the request's bearer token, if it has one.
+fn bearer_credential(headers: &HeaderMap) -> Option<String> {
+    use sha2::{Digest as _, Sha256};
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return None;
+    }
+    let digest = Sha256::digest(token.as_bytes());
+    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Whole seconds, rounded up.
@@ -467,15 +523,18 @@ mod tests {
     use super::*;
 
     fn limit(requests: u32, per_seconds: u64, burst: Option<u32>) -> Limit {
+        use bv_manifest::Count;
         let settings = RateLimitSettings {
-            requests,
-            per_seconds,
-            burst,
+            requests: Count::Fixed(requests as u64),
+            per_seconds: Count::Fixed(per_seconds),
+            burst: burst.map(|b| Count::Fixed(b as u64)),
+            per_account: true,
             redis: "redis://127.0.0.1:6379".parse().unwrap(),
             timeout_ms: None,
         };
+        let numbers = settings.numbers(&|_| None).unwrap();
         let backend = Backend::new("redis://127.0.0.1:6379").unwrap();
-        Limit::new(Arc::from("cart"), &settings, backend).unwrap()
+        Limit::new(Arc::from("cart"), &settings, numbers, backend).unwrap()
     }
 
     #[test]
@@ -531,7 +590,7 @@ mod tests {
     #[tokio::test]
     async fn the_bucket_empties_and_refills_in_redis() {
         let limit = limit(10, 1, Some(3));
-        let key = format!("bv:rate-limit:unit-test:{}", std::process::id());
+        let key = vec![format!("bv:rate-limit:unit-test:{}", std::process::id())];
         let mut outcomes = Vec::new();
         for _ in 0..4 {
             outcomes.push(limit.take(&key).await.expect("Redis on 127.0.0.1:6379"));
@@ -550,5 +609,77 @@ mod tests {
             limit.take(&key).await.unwrap(),
             Outcome::Allowed { .. }
         ));
+    }
+
+    /// Two buckets (a client's and a credential's): a request is refused
+    /// when either is empty, and a refused request takes from neither.
+    #[tokio::test]
+    async fn a_request_takes_from_every_bucket_or_none() {
+        let limit = limit(1, 60, Some(2));
+        let base = format!("bv:rate-limit:unit-test-pair:{}", std::process::id());
+        let (client_a, client_b, account) = (
+            format!("{base}:a"),
+            format!("{base}:b"),
+            format!("{base}:account"),
+        );
+        let take = |keys: Vec<&String>| {
+            let keys: Vec<String> = keys.into_iter().cloned().collect();
+            let limit = &limit;
+            async move { limit.take(&keys).await.expect("Redis on 127.0.0.1:6379") }
+        };
+        // The account spends its two tokens from two clients.
+        assert!(matches!(
+            take(vec![&client_a, &account]).await,
+            Outcome::Allowed { remaining: 1, .. }
+        ));
+        assert!(matches!(
+            take(vec![&client_b, &account]).await,
+            Outcome::Allowed { remaining: 0, .. }
+        ));
+        // Client b still has a token, the account none: refused.
+        assert!(matches!(
+            take(vec![&client_b, &account]).await,
+            Outcome::Limited { .. }
+        ));
+        // ... and client b's token was not taken.
+        assert!(matches!(
+            take(vec![&client_b]).await,
+            Outcome::Allowed { .. }
+        ));
+        let mut redis = redis::Client::open("redis://127.0.0.1:6379")
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(&client_a)
+            .arg(&client_b)
+            .arg(&account)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn the_credential_is_the_bearer_token_hashed() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer_credential(&headers), None);
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic abc"),
+        );
+        assert_eq!(bearer_credential(&headers), None);
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        let hashed = bearer_credential(&headers).unwrap();
+        assert_eq!(hashed.len(), 64);
+        assert!(!hashed.contains("abc"));
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer  abc "),
+        );
+        assert_eq!(bearer_credential(&headers).unwrap(), hashed);
     }
 }

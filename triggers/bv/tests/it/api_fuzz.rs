@@ -861,6 +861,16 @@ async fn fuzzing_from_the_openapi_document_finds_no_5xx_and_rejected_requests_ch
         "component.order.variables",
         &format!("breaker_key_prefix = \"{redis_prefix}breaker:\""),
     );
+    // Failed logins are counted under a prefix of the run's own, outside
+    // the snapshot's: the fuzzer's wrong passwords are expected to count.
+    let manifest = set_variable(
+        &manifest,
+        "component.auth.variables",
+        &format!(
+            "login_key_prefix = \"bv-it-fuzz-login-{}:\"",
+            std::process::id()
+        ),
+    );
     let app_dir = tempfile::tempdir().unwrap();
     let state_dir = app_dir.path().join(".spin");
     let app = spawn_app_with(
@@ -869,6 +879,7 @@ async fn fuzzing_from_the_openapi_document_finds_no_5xx_and_rejected_requests_ch
             env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
                 .into_iter()
                 .chain(auth_support::env_with_signing_keys())
+                .chain(crate::openapi::unlimited_env())
                 .collect(),
             dir: Some(app_dir.path().to_path_buf()),
             ..Default::default()

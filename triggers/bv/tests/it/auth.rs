@@ -74,11 +74,13 @@ component = "order"
 
 [component.auth]
 source = "{{wasm:auth}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432", "{{{{ redis_url }}}}"]
 [component.auth.variables]
 db_url = "{{{{ db_url }}}}"
 auth_signing_keys = "{{{{ auth_signing_keys }}}}"
 auth_admin_emails = "{{{{ auth_admin_emails }}}}"
+redis_url = "{{{{ redis_url }}}}"
+login_key_prefix = "{prefix}"
 
 [component.product]
 source = "{{wasm:product}}"

@@ -24,6 +24,7 @@ mod faults;
 mod hardening;
 mod host_interfaces;
 mod lifecycle;
+mod login_guard;
 mod manifest_errors;
 mod mqtt;
 mod observability;

@@ -482,6 +482,27 @@ pub(crate) fn root_manifest_for(db: &TestDb) -> String {
         .replace(PLATFORM_DB, &db.url())
 }
 
+/// The environment that lifts the root manifest's rate limits and login
+/// lockouts (variables a deployment tunes), for tests that send it far
+/// more requests from one address than a client would.
+pub(crate) fn unlimited_env() -> Vec<(String, String)> {
+    let lots = "1000000".to_string();
+    [
+        "RATE_LIMIT_AUTH_PER_MINUTE",
+        "RATE_LIMIT_AUTH_BURST",
+        "RATE_LIMIT_WRITE_PER_MINUTE",
+        "RATE_LIMIT_WRITE_BURST",
+        "RATE_LIMIT_READ_PER_MINUTE",
+        "RATE_LIMIT_READ_BURST",
+        "LOGIN_SLOW_AFTER",
+        "LOGIN_LOCK_AFTER",
+        "LOGIN_ADDRESS_LOCK_AFTER",
+    ]
+    .into_iter()
+    .map(|name| (format!("SPIN_VARIABLE_{name}"), lots.clone()))
+    .collect()
+}
+
 /// A sample value for a required header parameter, so that a call gets
 /// past the caller checks.
 fn sample_header(name: &str) -> &'static str {

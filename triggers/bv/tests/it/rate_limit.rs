@@ -231,3 +231,177 @@ async fn an_invalid_redis_address_stops_start_up() {
         "{log}"
     );
 }
+
+/// The probe on `/limited/...` with `rate_limit = { limit }`, behind the
+/// trusted proxies `trusted` (a TOML list); the limit's numbers may use the
+/// variable `n` (default 2).
+fn proxied_app(name: &str, trusted: &str, limit: &str) -> String {
+    format!(
+        r#"spin_manifest_version = 2
+[application]
+name = "{name}"
+[application.tool.bv]
+trusted_proxies = {trusted}
+
+[variables]
+n = {{ default = "2" }}
+
+[[trigger.http]]
+route = "/limited/..."
+component = "limited"
+
+[component.limited]
+source = "{{probe}}"
+[component.limited.tool.bv]
+rate_limit = {{ {limit}, redis = "{REDIS}" }}
+"#
+    )
+}
+
+/// A GET of the probe's `/limited/headers` with `headers`: the status and
+/// the `spin-client-addr` the component saw.
+async fn get_from(app: &TestApp, headers: &[(&str, &str)]) -> (u16, String) {
+    let reply = request(app.addr, "GET", "/limited/headers", headers, "").await;
+    let client = if reply.status == 200 {
+        reply.json()["headers"]["spin-client-addr"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    } else {
+        String::new()
+    };
+    (reply.status, client)
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_limits_and_spin_client_addr_follow_the_forwarded_address() {
+    let name = unique_name("trusted");
+    let app = spawn_app(&proxied_app(
+        &name,
+        r#"["10.0.0.0/8, 127.0.0.1"]"#,
+        "requests = \"{{ n }}\", per_seconds = 60",
+    ))
+    .await;
+    let xff = |v| [("x-forwarded-for", v)];
+    let (status, client) = get_from(&app, &xff("203.0.113.1")).await;
+    assert_eq!(status, 200);
+    assert!(client.starts_with("203.0.113.1:"), "{client}");
+    assert_eq!(get_from(&app, &xff("203.0.113.1")).await.0, 200);
+    assert_eq!(get_from(&app, &xff("203.0.113.1")).await.0, 429);
+    // Another forwarded client has a bucket of its own; an address the
+    // client wrote itself, left of what the proxy appended, is ignored.
+    let (status, client) = get_from(&app, &xff("203.0.113.1, 203.0.113.2")).await;
+    assert_eq!(status, 200);
+    assert!(client.starts_with("203.0.113.2:"), "{client}");
+    // Trusted hops are skipped, from the right.
+    let (status, client) = get_from(&app, &xff("203.0.113.1, 203.0.113.2, 10.1.2.3")).await;
+    assert_eq!(status, 200);
+    assert!(client.starts_with("203.0.113.2:"), "{client}");
+    assert_eq!(get_from(&app, &xff("203.0.113.2")).await.0, 429);
+    // RFC 7239 `Forwarded`, with a port.
+    let (status, client) = get_from(
+        &app,
+        &[("forwarded", r#"for="[2001:db8::7]:4711";proto=http"#)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(client, "[2001:db8::7]:4711");
+    // Without a forwarded address the proxy itself is the client.
+    let (status, client) = get_from(&app, &[]).await;
+    assert_eq!(status, 200);
+    assert!(client.starts_with("127.0.0.1:"), "{client}");
+}
+
+#[tokio::test]
+async fn a_spoofed_x_forwarded_for_from_an_untrusted_client_changes_nothing() {
+    let name = unique_name("untrusted");
+    // A proxy is trusted, but not this client (127.0.0.1).
+    let app = spawn_app(&proxied_app(
+        &name,
+        r#"["10.0.0.0/8"]"#,
+        "requests = 2, per_seconds = 60",
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let spoof = format!("198.51.100.{i}");
+        let forwarded = format!("for={spoof}");
+        let (status, client) = get_from(
+            &app,
+            &[("x-forwarded-for", &spoof), ("forwarded", &forwarded)],
+        )
+        .await;
+        if status == 200 {
+            assert!(client.starts_with("127.0.0.1:"), "{client}");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [200, 200, 429, 429]);
+}
+
+#[tokio::test]
+async fn per_account_limits_follow_the_bearer_credential_across_addresses() {
+    let name = unique_name("account");
+    let app = spawn_app_with(
+        &proxied_app(
+            &name,
+            r#"["127.0.0.1"]"#,
+            "requests = \"{{ n }}\", per_seconds = 60, per_account = true",
+        ),
+        Spawn {
+            // The numbers are variables: a deployment tunes them.
+            env: vec![("SPIN_VARIABLE_N".into(), "3".into())],
+            ..Spawn::default()
+        },
+    )
+    .await;
+    let token = format!("Bearer rl-account-{name}");
+    let other = format!("Bearer rl-other-{name}");
+    // One account from three addresses: three requests, then refused from
+    // a fourth address whose own bucket is full.
+    for from in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        let headers = [("x-forwarded-for", from), ("authorization", token.as_str())];
+        assert_eq!(get_from(&app, &headers).await.0, 200, "{from}");
+    }
+    let fourth = [
+        ("x-forwarded-for", "192.0.2.4"),
+        ("authorization", token.as_str()),
+    ];
+    assert_eq!(get_from(&app, &fourth).await.0, 429);
+    // The fourth address without that credential, or with another: fine.
+    assert_eq!(
+        get_from(&app, &[("x-forwarded-for", "192.0.2.4")]).await.0,
+        200
+    );
+    let another = [
+        ("x-forwarded-for", "192.0.2.4"),
+        ("authorization", other.as_str()),
+    ];
+    assert_eq!(get_from(&app, &another).await.0, 200);
+    // The refused request took nothing: the fourth address has one token
+    // left, then none, and the other account (one left) is refused there.
+    assert_eq!(get_from(&app, &another).await.0, 200);
+    assert_eq!(get_from(&app, &another).await.0, 429);
+}
+
+#[tokio::test]
+async fn a_rate_limit_variable_that_is_not_a_number_stops_start_up() {
+    let name = unique_name("nan");
+    let manifest = proxied_app(&name, "[]", "requests = \"{{ n }}\", per_seconds = 60");
+    let Err((code, log)) = try_spawn(
+        &manifest,
+        Spawn {
+            env: vec![("SPIN_VARIABLE_N".into(), "lots".into())],
+            ..Spawn::default()
+        },
+    )
+    .await
+    else {
+        panic!("bv started with a rate limit of `lots`");
+    };
+    assert_ne!(code, Some(0));
+    assert!(
+        log.contains("component.limited.tool.bv.rate_limit.requests"),
+        "{log}"
+    );
+}
