@@ -170,6 +170,8 @@ VOLATILE = [
     # whether a product lookup fell within the cache's 30 s.
     (re.compile(r"^(bv_cron_messages_total\{.*\}) \d+$", re.M), r"\1 <n>"),
     (re.compile(r"^(cart_product_cache_\w+) [\d.]+$", re.M), r"\1 <n>"),
+    # What is left of a rate limit depends on what else this address sent.
+    (re.compile(r'^(ratelimit: "[^"]*";r=)\d+(;t=)\d+$', re.M), r"\1<n>\2<n>"),
 ]
 
 
