@@ -301,9 +301,9 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn within_times_out() {
-        let slow = within(Duration::from_millis(50), async {
+        let slow = within(Duration::from_millis(20), async {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok::<_, Failure>(())
         })
