@@ -1,12 +1,20 @@
-//! What every message trigger (Redis, MQTT, …) shares: how a delivery ended,
-//! the counters that report it on the admin `/metrics`, and the spans that
-//! trace it.
+//! What every message trigger (Redis, MQTT, cron, Postgres) shares: the one
+//! delivery path ([`deliver`]: a fresh store, instantiation under a span, the
+//! export's call, all within the component's request timeout), how a
+//! delivery ended ([`Failure`], [`Outcome`]), the counters that report it on
+//! the admin `/metrics`, and the spans that trace it.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use tracing::Instrument as _;
+use wasmtime::Store;
+
+use crate::{AppRuntime, ComponentRuntime, InstanceState};
 
 /// Why a message was not handled.
 #[derive(Debug)]
@@ -23,6 +31,11 @@ impl Failure {
     /// A trap, from any error wasmtime or the runtime returned.
     pub fn trap(error: impl std::fmt::Display) -> Self {
         Failure::Trap(format!("{error:#}"))
+    }
+
+    /// A handler's own error (the export's `err` value).
+    pub fn handler(error: impl std::fmt::Debug) -> Self {
+        Failure::Handler(format!("{error:?}"))
     }
 
     /// The outcome this failure is counted as.
@@ -73,6 +86,56 @@ impl std::fmt::Display for Failure {
             Failure::Timeout => f.write_str("timed out"),
         }
     }
+}
+
+/// Calls one export of `component` in a fresh instance, under `span` (the
+/// delivery's): makes the store, which works under `span`; `instantiate`s it
+/// under an [`instantiate_span`]; hands the instance to `call`. All of it
+/// runs within the component's request timeout. Whatever the export
+/// returned comes back as it is; a store or instantiation error or a trap
+/// is [`Failure::Trap`], running past the timeout [`Failure::Timeout`].
+pub async fn deliver<I, R>(
+    runtime: &AppRuntime,
+    component: &ComponentRuntime,
+    span: &tracing::Span,
+    instantiate: impl AsyncFnOnce(&mut Store<InstanceState>) -> wasmtime::Result<I>,
+    call: impl AsyncFnOnce(&mut Store<InstanceState>, I) -> wasmtime::Result<R>,
+) -> Result<R, Failure> {
+    let work = async {
+        let mut store = runtime.new_store(component).map_err(Failure::trap)?;
+        store.data().span.set(span.clone());
+        let instance = instantiate(&mut store)
+            .instrument(instantiate_span(span, &component.id))
+            .await
+            .map_err(Failure::trap)?;
+        call(&mut store, instance).await.map_err(Failure::trap)
+    };
+    within(
+        Duration::from_millis(component.settings.request_timeout_ms),
+        work,
+    )
+    .await
+}
+
+/// `work`'s result, or [`Failure::Timeout`] when it runs past `timeout`.
+pub async fn within<R>(
+    timeout: Duration,
+    work: impl Future<Output = Result<R, Failure>>,
+) -> Result<R, Failure> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or(Err(Failure::Timeout))
+}
+
+/// How one message's delivery ended, once recorded.
+#[derive(Debug)]
+pub struct Delivered {
+    /// Handled, or why not.
+    pub result: Result<(), Failure>,
+    /// Failed messages so far (all components), this one included.
+    pub failures: u64,
+    /// How long the delivery took.
+    pub elapsed: Duration,
 }
 
 /// How the handling of one message ended.
@@ -170,6 +233,29 @@ impl MessageMetrics {
         }
     }
 
+    /// Runs one message's `delivery` (see [`deliver`]) of `component` from
+    /// `source` under `span`, marks the span with a failure and counts the
+    /// outcome.
+    pub async fn deliver(
+        &self,
+        component: &str,
+        source: &str,
+        span: &tracing::Span,
+        delivery: impl Future<Output = Result<(), Failure>>,
+    ) -> Delivered {
+        let started = Instant::now();
+        let result = delivery.instrument(span.clone()).await;
+        if let Err(failure) = &result {
+            failure.record_on(span);
+        }
+        let failures = self.record(component, source, Outcome::of(&result));
+        Delivered {
+            result,
+            failures,
+            elapsed: started.elapsed(),
+        }
+    }
+
     /// Counts a lost connection.
     pub fn disconnected(&self) {
         self.disconnects.inc();
@@ -190,5 +276,80 @@ impl MessageMetrics {
     /// Failed messages of every component.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> MessageMetrics {
+        MessageMetrics::register(&mut Registry::default(), "test", "channel")
+    }
+
+    #[tokio::test]
+    async fn within_passes_the_result_on() {
+        let ok = within(Duration::from_secs(1), async { Ok::<_, Failure>(7) }).await;
+        assert_eq!(ok.unwrap(), 7);
+        let err = within(Duration::from_secs(1), async {
+            Err::<(), _>(Failure::trap(anyhow::anyhow!("boom")))
+        })
+        .await;
+        assert!(
+            matches!(err, Err(Failure::Trap(ref e)) if e == "boom"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn within_times_out() {
+        let slow = within(Duration::from_millis(20), async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, Failure>(())
+        })
+        .await;
+        assert!(matches!(slow, Err(Failure::Timeout)), "{slow:?}");
+    }
+
+    #[test]
+    fn failures_name_their_outcome() {
+        assert_eq!(
+            Failure::handler("bad").to_string(),
+            "handler returned an error: \"bad\""
+        );
+        assert_eq!(Failure::handler("bad").outcome(), Outcome::Error);
+        assert_eq!(
+            Failure::trap("unreachable").to_string(),
+            "trap: unreachable"
+        );
+        assert_eq!(Failure::trap("x").outcome(), Outcome::Trap);
+        assert_eq!(Failure::Timeout.to_string(), "timed out");
+        assert_eq!(Outcome::of(&Err(Failure::Timeout)).as_str(), "timeout");
+        assert_eq!(Outcome::of(&Ok(())).as_str(), "ok");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_is_counted_by_outcome() {
+        let metrics = metrics();
+        let span = tracing::Span::none();
+        let ok = metrics
+            .deliver("c", "orders", &span, async { Ok(()) })
+            .await;
+        assert!(ok.result.is_ok());
+        assert_eq!(ok.failures, 0);
+        let failed = metrics
+            .deliver("c", "orders", &span, async { Err(Failure::handler("no")) })
+            .await;
+        assert!(matches!(failed.result, Err(Failure::Handler(_))));
+        assert_eq!(failed.failures, 1);
+        let timed_out = metrics
+            .deliver("d", "orders", &span, async { Err(Failure::Timeout) })
+            .await;
+        assert_eq!(timed_out.failures, 2);
+        assert_eq!(metrics.count("c", "orders", Outcome::Ok), 1);
+        assert_eq!(metrics.count("c", "orders", Outcome::Error), 1);
+        assert_eq!(metrics.count("d", "orders", Outcome::Timeout), 1);
+        assert_eq!(metrics.count("c", "orders", Outcome::Trap), 0);
+        assert_eq!(metrics.failures(), 2);
     }
 }

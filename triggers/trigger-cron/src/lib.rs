@@ -26,11 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bv_runtime::trigger::instantiate_span;
 use bv_runtime::{AppRuntime, ComponentRuntime};
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
 pub use bv_runtime::trigger::{Failure, MessageMetrics as Metrics, Outcome};
 pub use config::{parse_expression, CronEntry, Job};
@@ -53,7 +51,6 @@ struct Scheduled {
     schedule: cron::Schedule,
     component: Arc<ComponentRuntime>,
     pre: CronTriggerHostPre<bv_runtime::InstanceState>,
-    timeout: Duration,
 }
 
 /// The cron trigger of one application.
@@ -84,7 +81,6 @@ impl CronTrigger {
                 index,
                 expression: job.entry.cron_expression.clone(),
                 schedule: job.schedule,
-                timeout: Duration::from_millis(component.settings.request_timeout_ms),
                 component,
                 pre,
             }));
@@ -182,20 +178,29 @@ async fn schedule_loop(
 /// One firing: calls the handler and logs and counts how it ended.
 async fn fire(runtime: &AppRuntime, job: &Scheduled, metrics: &Metrics, tick: DateTime<Utc>) {
     let component = &job.component.id;
-    let started = std::time::Instant::now();
     let span = tick_span(component, &job.expression, tick);
-    let outcome = handle(runtime, job, tick.timestamp().max(0) as u64, &span)
-        .instrument(span.clone())
+    let timestamp = tick.timestamp().max(0) as u64;
+    let delivery = bv_runtime::trigger::deliver(
+        runtime,
+        &job.component,
+        &span,
+        async |store| job.pre.instantiate_async(store).await,
+        async |store, instance| {
+            instance
+                .call_handle_cron_event(store, Metadata { timestamp })
+                .await
+        },
+    );
+    let delivered = metrics
+        .deliver(component, &job.expression, &span, async {
+            delivery.await.and_then(|r| r.map_err(Failure::handler))
+        })
         .await;
-    if let Err(failure) = &outcome {
-        failure.record_on(&span);
-    }
-    let failures = metrics.record(component, &job.expression, Outcome::of(&outcome));
-    match outcome {
+    match delivered.result {
         Ok(()) => tracing::debug!(
             component = %component,
             schedule = %job.expression,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = delivered.elapsed.as_millis() as u64,
             "cron handler ran"
         ),
         // In the firing's span, so the line has its trace id.
@@ -203,37 +208,10 @@ async fn fire(runtime: &AppRuntime, job: &Scheduled, metrics: &Metrics, tick: Da
             tracing::error!(
                 component = %component,
                 schedule = %job.expression,
-                "cron handler failed: {failure} (failures so far: {failures})"
+                "cron handler failed: {failure} (failures so far: {})",
+                delivered.failures
             )
         }),
-    }
-}
-
-/// Calls `handle-cron-event` in a fresh instance, working under `span`.
-async fn handle(
-    runtime: &AppRuntime,
-    job: &Scheduled,
-    timestamp: u64,
-    span: &tracing::Span,
-) -> Result<(), Failure> {
-    let call = async {
-        let mut store = runtime.new_store(&job.component).map_err(Failure::trap)?;
-        store.data().span.set(span.clone());
-        let instance = job
-            .pre
-            .instantiate_async(&mut store)
-            .instrument(instantiate_span(span, &job.component.id))
-            .await
-            .map_err(Failure::trap)?;
-        let result = instance
-            .call_handle_cron_event(&mut store, Metadata { timestamp })
-            .await
-            .map_err(Failure::trap)?;
-        result.map_err(|e| Failure::Handler(format!("{e:?}")))
-    };
-    match tokio::time::timeout(job.timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(Failure::Timeout),
     }
 }
 

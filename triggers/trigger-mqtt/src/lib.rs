@@ -68,12 +68,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bv_factor_outbound_mqtt::{mqtt_options, Address};
-use bv_runtime::trigger::instantiate_span;
 use bv_runtime::{AppRuntime, ComponentRuntime, InstanceState};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
 pub use bv_runtime::trigger::{Failure, MessageMetrics as Metrics, Outcome};
 pub use config::{BrokerSettings, MqttTriggerConfig, StringOrInt, Subscription};
@@ -108,7 +106,6 @@ struct Sub {
     index: usize,
     component: Arc<ComponentRuntime>,
     pre: MqttTriggerHostPre<InstanceState>,
-    timeout: Duration,
     topic: String,
     qos: QoS,
     options: MqttOptions,
@@ -233,7 +230,6 @@ impl MqttTrigger {
                 index: i,
                 component: component.clone(),
                 pre,
-                timeout: Duration::from_millis(component.settings.request_timeout_ms),
                 topic,
                 qos,
                 options,
@@ -420,28 +416,36 @@ async fn worker(
 ) {
     let component = sub.component.id.clone();
     while let Some(publish) = messages.recv().await {
-        let started = std::time::Instant::now();
         let span = message_span(&component, &publish.topic, publish.qos as u8);
-        let outcome = handle(
+        let (payload, topic) = (publish.payload.to_vec(), publish.topic.clone());
+        let delivery = bv_runtime::trigger::deliver(
             &runtime,
-            &sub,
-            publish.payload.to_vec(),
-            publish.topic.clone(),
+            &sub.component,
             &span,
-        )
-        .instrument(span.clone())
-        .await;
-        if let Err(failure) = &outcome {
-            failure.record_on(&span);
-        }
-        let kind = Outcome::of(&outcome);
-        let failures = metrics.record(&component, &sub.topic, kind);
-        match outcome {
+            async |store| sub.pre.instantiate_async(store).await,
+            async |store, instance| {
+                store
+                    .run_concurrent(async move |accessor| {
+                        instance
+                            .call_handle_message(accessor, payload, Metadata { topic })
+                            .await
+                    })
+                    .await
+                    .and_then(|r| r)
+            },
+        );
+        let delivered = metrics
+            .deliver(&component, &sub.topic, &span, async {
+                delivery.await.and_then(|r| r.map_err(Failure::handler))
+            })
+            .await;
+        let failures = delivered.failures;
+        match delivered.result {
             Ok(()) => {
                 tracing::debug!(
                     component = %component,
                     topic = %publish.topic,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    elapsed_ms = delivered.elapsed.as_millis() as u64,
                     "mqtt message handled"
                 );
                 if publish.qos != QoS::AtMostOnce {
@@ -469,40 +473,6 @@ async fn worker(
                 }
             }
         }
-    }
-}
-
-/// One message in a fresh instance, working under `span`.
-async fn handle(
-    runtime: &AppRuntime,
-    sub: &Sub,
-    payload: Vec<u8>,
-    topic: String,
-    span: &tracing::Span,
-) -> Result<(), Failure> {
-    let call = async {
-        let mut store = runtime.new_store(&sub.component).map_err(Failure::trap)?;
-        store.data().span.set(span.clone());
-        let instance = sub
-            .pre
-            .instantiate_async(&mut store)
-            .instrument(instantiate_span(span, &sub.component.id))
-            .await
-            .map_err(Failure::trap)?;
-        let result = store
-            .run_concurrent(async move |accessor| {
-                instance
-                    .call_handle_message(accessor, payload, Metadata { topic })
-                    .await
-            })
-            .await
-            .and_then(|r| r)
-            .map_err(Failure::trap)?;
-        result.map_err(|e| Failure::Handler(format!("{e:?}")))
-    };
-    match tokio::time::timeout(sub.timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(Failure::Timeout),
     }
 }
 

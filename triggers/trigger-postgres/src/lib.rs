@@ -67,7 +67,7 @@ pub use config::{Entry, Fanout, PostgresTriggerConfig, Start};
 pub use metrics::Metrics;
 pub use sink::OutboxEvent;
 
-use sink::{PostgresTriggerHostPre, Sink};
+use sink::{ComponentSink, Fanout as FanoutTarget, FanoutSink, PostgresTriggerHostPre};
 use subscriber::Subscriber;
 
 /// Attempts a fan-out makes before dropping an event.
@@ -75,7 +75,10 @@ const FANOUT_ATTEMPTS: u32 = 3;
 
 /// The Postgres trigger of one application.
 pub struct PostgresTrigger {
-    subscribers: Vec<Subscriber>,
+    /// Subscriptions of components.
+    subscribers: Vec<Subscriber<ComponentSink>>,
+    /// Fan-out mirrors.
+    fanouts: Vec<Subscriber<FanoutSink>>,
     metrics: Arc<Metrics>,
 }
 
@@ -123,22 +126,24 @@ impl PostgresTrigger {
                     max: Duration::from_millis(entry.retry_max_ms),
                 },
                 poll_interval,
-                sink: Sink::Component {
-                    timeout: Duration::from_millis(component.settings.request_timeout_ms),
+                sink: ComponentSink {
+                    runtime: runtime.clone(),
                     component,
                     pre,
+                    metrics: metrics.clone(),
                 },
-                runtime: runtime.clone(),
                 metrics: metrics.clone(),
             });
         }
+        let mut fanouts = Vec::new();
         let mqtt = Arc::new(bv_factor_outbound_mqtt::MqttApp::default());
+        let redis = Arc::new(bv_factor_outbound_redis::RedisApp::default());
         for (i, fanout) in config.fanout.iter().enumerate() {
             let template = config.address.as_ref().expect("checked by from_app");
             let (pg, display) =
                 database(&runtime, template, "application.trigger.postgres.address")?;
-            let sink = fanout_sink(&runtime, fanout, i, &mqtt)?;
-            subscribers.push(Subscriber {
+            let target = fanout_target(&runtime, fanout, i, &mqtt, &redis)?;
+            fanouts.push(Subscriber {
                 name: config::fanout_name(fanout, i),
                 component: "-".into(),
                 likes: fanout.events.iter().map(|p| pattern::to_like(p)).collect(),
@@ -153,13 +158,16 @@ impl PostgresTrigger {
                     max: Duration::from_secs(1),
                 },
                 poll_interval,
-                sink,
-                runtime: runtime.clone(),
+                sink: FanoutSink {
+                    target,
+                    metrics: metrics.clone(),
+                },
                 metrics: metrics.clone(),
             });
         }
         Ok(Self {
             subscribers,
+            fanouts,
             metrics,
         })
     }
@@ -170,13 +178,18 @@ impl PostgresTrigger {
     /// subscribers keep trying, and create the schema when they connect.
     pub async fn prepare(&self) {
         let mut done: Vec<&tokio_postgres::Config> = Vec::new();
-        for s in &self.subscribers {
-            if done.iter().any(|c| **c == s.config) {
+        let databases = (self
+            .subscribers
+            .iter()
+            .map(|s| (&s.config, &s.address_display)))
+        .chain(self.fanouts.iter().map(|s| (&s.config, &s.address_display)));
+        for (config, address_display) in databases {
+            if done.contains(&config) {
                 continue;
             }
-            done.push(&s.config);
+            done.push(config);
             let result = async {
-                let (mut client, connection) = s.config.connect(tokio_postgres::NoTls).await?;
+                let (mut client, connection) = config.connect(tokio_postgres::NoTls).await?;
                 let driver = tokio::spawn(connection);
                 let result = schema::ensure_schema(&mut client).await;
                 drop(client);
@@ -185,13 +198,11 @@ impl PostgresTrigger {
             };
             match tokio::time::timeout(Duration::from_secs(10), result).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(
-                    "postgres trigger: cannot prepare {} yet: {e:#}",
-                    s.address_display
-                ),
+                Ok(Err(e)) => {
+                    tracing::warn!("postgres trigger: cannot prepare {address_display} yet: {e:#}")
+                }
                 Err(_) => tracing::warn!(
-                    "postgres trigger: cannot prepare {} yet: timed out",
-                    s.address_display
+                    "postgres trigger: cannot prepare {address_display} yet: timed out"
                 ),
             }
         }
@@ -205,9 +216,12 @@ impl PostgresTrigger {
     /// `(subscription, patterns, component)` triples, for the start-up
     /// banner (`-` for a fan-out).
     pub fn subscriptions(&self) -> Vec<(String, String, String)> {
-        self.subscribers
-            .iter()
-            .map(|s| (s.name.clone(), s.patterns.join(", "), s.component.clone()))
+        let listed = |name: &String, patterns: &[String], component: &String| {
+            (name.clone(), patterns.join(", "), component.clone())
+        };
+        (self.subscribers.iter())
+            .map(|s| listed(&s.name, &s.patterns, &s.component))
+            .chain((self.fanouts.iter()).map(|s| listed(&s.name, &s.patterns, &s.component)))
             .collect()
     }
 
@@ -218,6 +232,9 @@ impl PostgresTrigger {
         let mut tasks = tokio::task::JoinSet::new();
         for subscriber in self.subscribers {
             tasks.spawn(subscriber.run(stop.clone()));
+        }
+        for fanout in self.fanouts {
+            tasks.spawn(fanout.run(stop.clone()));
         }
         while tasks.join_next().await.is_some() {}
         Ok(())
@@ -249,24 +266,24 @@ fn database(
     Ok((config, format!("postgres://{display}/{db}")))
 }
 
-fn fanout_sink(
+fn fanout_target(
     runtime: &AppRuntime,
     fanout: &Fanout,
     index: usize,
     mqtt: &Arc<bv_factor_outbound_mqtt::MqttApp>,
-) -> anyhow::Result<Sink> {
+    redis: &Arc<bv_factor_outbound_redis::RedisApp>,
+) -> anyhow::Result<FanoutTarget> {
     let field = format!("application.trigger.postgres.fanout[{index}]");
     if let Some(target) = &fanout.redis {
         let address = target
             .address
             .render(|name| runtime.app_variable(name))
             .with_context(|| format!("{field}.redis.address"))?;
-        let client = redis::Client::open(address.as_str())
+        redis::Client::open(address.as_str())
             .map_err(|e| anyhow::anyhow!("{field}.redis.address: invalid Redis address: {e}"))?;
-        return Ok(Sink::Redis {
+        return Ok(FanoutTarget::Redis {
+            app: redis.clone(),
             address,
-            client,
-            connection: tokio::sync::Mutex::new(None),
             channel: target.channel.clone(),
         });
     }
@@ -287,7 +304,7 @@ fn fanout_sink(
         .client_id
         .clone()
         .unwrap_or_else(|| format!("bv-fanout-{}-{index}", std::process::id()));
-    Ok(Sink::Mqtt {
+    Ok(FanoutTarget::Mqtt {
         app: mqtt.clone(),
         options: bv_factor_outbound_mqtt::ConnectOptions {
             address: parsed,

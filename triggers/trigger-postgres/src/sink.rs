@@ -1,12 +1,17 @@
-//! Where a subscription's events go: a component's `handle-event`, or a
-//! best-effort mirror on Redis or MQTT.
+//! Where a subscription's events go: a component's `handle-event`
+//! ([`ComponentSink`]: failures become dead letters), or a best-effort
+//! mirror on Redis or MQTT ([`FanoutSink`]: failures are dropped and
+//! counted).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bv_runtime::trigger::instantiate_span;
+use bv_runtime::trigger::{deliver, within, Failure};
 use bv_runtime::{AppRuntime, ComponentRuntime};
-use tracing::Instrument as _;
+use tokio_postgres::Client;
+
+use crate::metrics::Metrics;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -18,6 +23,9 @@ mod bindings {
 
 use bindings::bitvelocity::events::types::{Delivery, Error as HandlerError};
 pub(crate) use bindings::PostgresTriggerHostPre;
+
+/// How long a fan-out's connect, and then its publish, may take.
+const FANOUT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One event read from the outbox.
 #[derive(Debug, Clone)]
@@ -38,41 +46,201 @@ pub struct OutboxEvent {
     pub json: String,
 }
 
-/// How one attempt ended.
+/// Why an attempt did not handle its event.
 #[derive(Debug)]
-pub enum Attempt {
-    /// Handled; move on.
-    Ok,
+pub enum Unhandled {
     /// Worth retrying (handler error, trap, timeout, connection failure).
-    Retry {
-        /// The metric outcome: `error`, `trap` or `timeout`.
-        outcome: &'static str,
-        /// What went wrong.
-        error: String,
-    },
+    Failed(Failure),
     /// Never worth retrying: dead-letter now.
-    Reject(String),
+    Rejected(String),
 }
 
-/// A delivery target.
-pub enum Sink {
-    /// A component's `handle-event` export, in a fresh instance per event.
-    Component {
-        /// The loaded component.
-        component: Arc<ComponentRuntime>,
-        /// Its instance-pre for the event-handler world.
-        pre: PostgresTriggerHostPre<bv_runtime::InstanceState>,
-        /// Its request timeout.
-        timeout: Duration,
-    },
+impl Unhandled {
+    /// The metric outcome: `error`, `trap`, `timeout` or `rejected`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Unhandled::Failed(failure) => failure.outcome().as_str(),
+            Unhandled::Rejected(_) => "rejected",
+        }
+    }
+
+    /// What went wrong, as logged and kept with a dead letter: a handler's
+    /// (or a publish's) own words.
+    pub fn reason(&self) -> String {
+        match self {
+            Unhandled::Failed(Failure::Handler(e)) | Unhandled::Rejected(e) => e.clone(),
+            Unhandled::Failed(failure) => failure.to_string(),
+        }
+    }
+}
+
+/// How one attempt ended.
+pub type Attempt = Result<(), Unhandled>;
+
+/// A delivery target: what one attempt is, and what becomes of an event
+/// that could not be delivered.
+pub trait Sink: Send + Sync + 'static {
+    /// Whether undeliverable events are kept as dead letters (which
+    /// `bv events dead-letters retry` sends again) rather than dropped.
+    const KEEPS_DEAD_LETTERS: bool;
+
+    /// The span of one attempt of `event` (`Span::none()` where attempts
+    /// are not traced).
+    fn span(&self, subscription: &str, event: &OutboxEvent, attempt: u32) -> tracing::Span;
+
+    /// Delivers `event` once, under `span`.
+    fn deliver(
+        &self,
+        subscription: &str,
+        event: &OutboxEvent,
+        attempt: u32,
+        span: &tracing::Span,
+    ) -> impl Future<Output = Attempt> + Send;
+
+    /// Gives `event` up after `attempts` attempts, the last of which ended
+    /// with `why`, under the last attempt's `span`.
+    fn give_up(
+        &self,
+        client: &Client,
+        subscription: &str,
+        event: &OutboxEvent,
+        attempts: i32,
+        why: &Unhandled,
+        span: &tracing::Span,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// A component's `handle-event` export, in a fresh instance per event; an
+/// event it cannot handle is parked as a dead letter.
+pub struct ComponentSink {
+    /// The application.
+    pub runtime: Arc<AppRuntime>,
+    /// The loaded component.
+    pub component: Arc<ComponentRuntime>,
+    /// Its instance-pre for the event-handler world.
+    pub pre: PostgresTriggerHostPre<bv_runtime::InstanceState>,
+    /// Figures.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Sink for ComponentSink {
+    const KEEPS_DEAD_LETTERS: bool = true;
+
+    fn span(&self, subscription: &str, event: &OutboxEvent, attempt: u32) -> tracing::Span {
+        delivery_span(subscription, &self.component.id, event, attempt)
+    }
+
+    /// A component works under the span, and gets the event with
+    /// `traceparent` naming it, so that what the handler calls or publishes
+    /// joins the trace.
+    async fn deliver(
+        &self,
+        subscription: &str,
+        event: &OutboxEvent,
+        attempt: u32,
+        span: &tracing::Span,
+    ) -> Attempt {
+        let json = match bv_telemetry::traceparent(span) {
+            Some(traceparent) => with_traceparent(&event.json, &traceparent),
+            None => event.json.clone(),
+        };
+        let delivery = Delivery {
+            event: json,
+            offset: event.seq.max(0) as u64,
+            attempt,
+            subscription: subscription.to_string(),
+        };
+        let result = deliver(
+            &self.runtime,
+            &self.component,
+            span,
+            async |store| self.pre.instantiate_async(store).await,
+            async |store, instance| {
+                store
+                    .run_concurrent(async move |accessor| {
+                        instance
+                            .bitvelocity_events_inbound_event()
+                            .call_handle_event(accessor, delivery)
+                            .await
+                    })
+                    .await
+                    .and_then(|r| r)
+            },
+        )
+        .await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(HandlerError::Retry(e))) => Err(Unhandled::Failed(Failure::Handler(e))),
+            Ok(Err(HandlerError::Reject(e))) => Err(Unhandled::Rejected(e)),
+            Err(failure) => Err(Unhandled::Failed(failure)),
+        }
+    }
+
+    /// Parks `event` in `bv_events.dead_letters`.
+    async fn give_up(
+        &self,
+        client: &Client,
+        subscription: &str,
+        event: &OutboxEvent,
+        attempts: i32,
+        why: &Unhandled,
+        span: &tracing::Span,
+    ) -> anyhow::Result<()> {
+        span.record("bv.event.dead_lettered", true);
+        let error = why.reason();
+        client
+            .execute(
+                "INSERT INTO bv_events.dead_letters
+                     (subscription, seq, event_id, type, subject, event, attempts, last_error)
+                 VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8)
+                 ON CONFLICT (subscription, seq) DO UPDATE
+                 SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
+                     retry_requested = false, failed_at = now()",
+                &[
+                    &subscription,
+                    &event.seq,
+                    &event.id,
+                    &event.ty,
+                    &event.subject,
+                    &event.json,
+                    &attempts,
+                    &error,
+                ],
+            )
+            .await?;
+        self.metrics.dead_lettered(subscription);
+        tracing::error!(
+            subscription = %subscription,
+            event_id = %event.id,
+            offset = event.seq,
+            "postgres trigger: event parked as a dead letter after {attempts} attempt(s){}: {error}",
+            if matches!(why, Unhandled::Rejected(_)) {
+                " (rejected by the handler)"
+            } else {
+                ""
+            }
+        );
+        Ok(())
+    }
+}
+
+/// A best-effort mirror; an event it cannot publish is dropped and counted.
+pub struct FanoutSink {
+    /// Where it publishes.
+    pub target: Fanout,
+    /// Figures.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Where a fan-out publishes.
+pub enum Fanout {
     /// PUBLISH to a Redis channel.
     Redis {
-        /// The server's address (for messages).
+        /// Connections, shared with the Redis capability's kind and remade
+        /// after errors.
+        app: Arc<bv_factor_outbound_redis::RedisApp>,
+        /// The server's address.
         address: String,
-        /// The client; connections are made lazily and remade after errors.
-        client: redis::Client,
-        /// The connection, once made.
-        connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
         /// The channel template.
         channel: String,
     },
@@ -89,163 +257,90 @@ pub enum Sink {
     },
 }
 
-impl Sink {
-    /// True for a component handler (failures become dead letters); false
-    /// for a best-effort mirror (failures are dropped and counted).
-    pub fn is_component(&self) -> bool {
-        matches!(self, Sink::Component { .. })
+impl Sink for FanoutSink {
+    const KEEPS_DEAD_LETTERS: bool = false;
+
+    fn span(&self, _: &str, _: &OutboxEvent, _: u32) -> tracing::Span {
+        tracing::Span::none()
     }
 
-    /// Delivers `event` once, under `span` (the attempt's delivery span;
-    /// `Span::none()` when tracing is off). A component works under the
-    /// span, and gets the event with `traceparent` naming it, so that what
-    /// the handler calls or publishes joins the trace.
-    pub async fn deliver(
-        &self,
-        runtime: &AppRuntime,
-        subscription: &str,
-        event: &OutboxEvent,
-        attempt: u32,
-        span: &tracing::Span,
-    ) -> Attempt {
-        match self {
-            Sink::Component {
-                component,
-                pre,
-                timeout,
-            } => {
-                let json = match bv_telemetry::traceparent(span) {
-                    Some(traceparent) => with_traceparent(&event.json, &traceparent),
-                    None => event.json.clone(),
-                };
-                let delivery = Delivery {
-                    event: json,
-                    offset: event.seq.max(0) as u64,
-                    attempt,
-                    subscription: subscription.to_string(),
-                };
-                let call = async {
-                    let mut store = runtime.new_store(component).map_err(|e| format!("{e:#}"))?;
-                    store.data().span.set(span.clone());
-                    let instance = pre
-                        .instantiate_async(&mut store)
-                        .instrument(instantiate_span(span, &component.id))
-                        .await
-                        .map_err(|e| format!("{e:#}"))?;
-                    store
-                        .run_concurrent(async move |accessor| {
-                            instance
-                                .bitvelocity_events_inbound_event()
-                                .call_handle_event(accessor, delivery)
-                                .await
-                        })
-                        .await
-                        .and_then(|r| r)
-                        .map_err(|e| format!("{e:#}"))
-                };
-                match tokio::time::timeout(*timeout, call).await {
-                    Err(_) => Attempt::Retry {
-                        outcome: "timeout",
-                        error: format!("timed out after {timeout:?}"),
-                    },
-                    Ok(Err(trap)) => Attempt::Retry {
-                        outcome: "trap",
-                        error: format!("trap: {trap}"),
-                    },
-                    Ok(Ok(Ok(()))) => Attempt::Ok,
-                    Ok(Ok(Err(HandlerError::Retry(e)))) => Attempt::Retry {
-                        outcome: "error",
-                        error: e,
-                    },
-                    Ok(Ok(Err(HandlerError::Reject(e)))) => Attempt::Reject(e),
-                }
-            }
-            Sink::Redis {
+    async fn deliver(&self, _: &str, event: &OutboxEvent, _: u32, _: &tracing::Span) -> Attempt {
+        let destination = |template: &str| {
+            crate::config::render_destination(
+                template,
+                &event.ty,
+                event.subject.as_deref(),
+                &event.source,
+            )
+        };
+        let failed = |e: String| Unhandled::Failed(Failure::Handler(e));
+        match &self.target {
+            Fanout::Redis {
+                app,
                 address,
-                client,
-                connection,
                 channel,
             } => {
-                let channel = crate::config::render_destination(
-                    channel,
-                    &event.ty,
-                    event.subject.as_deref(),
-                    &event.source,
-                );
-                let mut slot = connection.lock().await;
-                if slot.is_none() {
-                    let connect = client.get_multiplexed_async_connection();
-                    match tokio::time::timeout(Duration::from_secs(5), connect).await {
-                        Ok(Ok(c)) => *slot = Some(c),
-                        Ok(Err(e)) => {
-                            return Attempt::Retry {
-                                outcome: "error",
-                                error: format!("connecting to {address}: {e}"),
-                            }
-                        }
-                        Err(_) => {
-                            return Attempt::Retry {
-                                outcome: "timeout",
-                                error: format!("connecting to {address}: timed out"),
-                            }
-                        }
-                    }
-                }
-                let conn = slot.as_mut().expect("connected above");
+                let channel = destination(channel);
+                let connect = async {
+                    app.connection(address).await.map_err(|e| {
+                        use bv_factor_outbound_redis::WitErrorKind::{InvalidAddress, Other};
+                        let (InvalidAddress(e) | Other(e)) = e;
+                        Failure::Handler(format!("connecting to {address}: {e}"))
+                    })
+                };
+                let mut connection = within(FANOUT_TIMEOUT, connect)
+                    .await
+                    .map_err(Unhandled::Failed)?;
                 let mut cmd = redis::cmd("PUBLISH");
                 cmd.arg(&channel).arg(&event.json);
-                let publish = cmd.query_async::<i64>(conn);
-                match tokio::time::timeout(Duration::from_secs(5), publish).await {
-                    Ok(Ok(_)) => Attempt::Ok,
-                    Ok(Err(e)) => {
-                        *slot = None;
-                        Attempt::Retry {
-                            outcome: "error",
-                            error: format!("PUBLISH {channel}: {e}"),
-                        }
-                    }
-                    Err(_) => {
-                        *slot = None;
-                        Attempt::Retry {
-                            outcome: "timeout",
-                            error: format!("PUBLISH {channel}: timed out"),
-                        }
-                    }
-                }
+                let publish = async {
+                    cmd.query_async::<i64>(&mut connection)
+                        .await
+                        .map_err(|e| Failure::Handler(format!("PUBLISH {channel}: {e}")))
+                };
+                within(FANOUT_TIMEOUT, publish)
+                    .await
+                    .map(drop)
+                    .map_err(Unhandled::Failed)
             }
-            Sink::Mqtt {
+            Fanout::Mqtt {
                 app,
                 options,
                 topic,
                 qos,
             } => {
-                let topic = crate::config::render_destination(
-                    topic,
-                    &event.ty,
-                    event.subject.as_deref(),
-                    &event.source,
-                );
-                let publisher = match app.connect(options.clone()).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        return Attempt::Retry {
-                            outcome: "error",
-                            error: format!("connecting to {}: {e}", options.address),
-                        }
-                    }
-                };
-                match publisher
+                let topic = destination(topic);
+                let publisher = app
+                    .connect(options.clone())
+                    .await
+                    .map_err(|e| failed(format!("connecting to {}: {e}", options.address)))?;
+                publisher
                     .publish(&topic, event.json.clone().into_bytes(), *qos)
                     .await
-                {
-                    Ok(()) => Attempt::Ok,
-                    Err(e) => Attempt::Retry {
-                        outcome: "error",
-                        error: format!("publishing to {topic}: {e}"),
-                    },
-                }
+                    .map_err(|e| failed(format!("publishing to {topic}: {e}")))
             }
         }
+    }
+
+    /// Drops `event`, counting it.
+    async fn give_up(
+        &self,
+        _: &Client,
+        subscription: &str,
+        event: &OutboxEvent,
+        attempts: i32,
+        why: &Unhandled,
+        _: &tracing::Span,
+    ) -> anyhow::Result<()> {
+        self.metrics.fanout_dropped(subscription);
+        tracing::error!(
+            subscription = %subscription,
+            event_id = %event.id,
+            offset = event.seq,
+            "postgres trigger: fan-out dropped the event after {attempts} attempt(s): {}",
+            why.reason()
+        );
+        Ok(())
     }
 }
 
@@ -363,6 +458,32 @@ mod tests {
             json: "{}".into(),
         };
         assert!(delivery_span("s", "c", &event, 1).is_none());
-        assert!(instantiate_span(&tracing::Span::none(), "c").is_none());
+        assert!(bv_runtime::trigger::instantiate_span(&tracing::Span::none(), "c").is_none());
+    }
+}
+
+#[cfg(test)]
+mod attempt_tests {
+    use super::*;
+
+    #[test]
+    fn an_unhandled_event_names_its_outcome_and_reason() {
+        let retry = Unhandled::Failed(Failure::Handler("database down".into()));
+        assert_eq!(
+            (retry.outcome(), retry.reason().as_str()),
+            ("error", "database down")
+        );
+        let reject = Unhandled::Rejected("bad price".into());
+        assert_eq!(
+            (reject.outcome(), reject.reason().as_str()),
+            ("rejected", "bad price")
+        );
+        let trap = Unhandled::Failed(Failure::trap("unreachable"));
+        assert_eq!(
+            (trap.outcome(), trap.reason().as_str()),
+            ("trap", "trap: unreachable")
+        );
+        let timeout = Unhandled::Failed(Failure::Timeout);
+        assert_eq!(timeout.outcome(), "timeout");
     }
 }

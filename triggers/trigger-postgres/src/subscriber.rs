@@ -20,13 +20,13 @@ use crate::backoff::Backoff;
 use crate::config::Start;
 use crate::metrics::Metrics;
 use crate::schema::{ensure_schema, LOCK_CLASS};
-use crate::sink::{delivery_span, Attempt, OutboxEvent, Sink};
+use crate::sink::{OutboxEvent, Sink, Unhandled};
 
 /// Events read per query.
 const BATCH: i64 = 128;
 
 /// Everything one subscription needs.
-pub struct Subscriber {
+pub struct Subscriber<S> {
     /// The subscription's name.
     pub name: String,
     /// The component id, or `-` for a fan-out.
@@ -48,9 +48,7 @@ pub struct Subscriber {
     /// How often to look without a notification.
     pub poll_interval: Duration,
     /// Where events go.
-    pub sink: Sink,
-    /// The application.
-    pub runtime: Arc<bv_runtime::AppRuntime>,
+    pub sink: S,
     /// Figures.
     pub metrics: Arc<Metrics>,
 }
@@ -72,7 +70,7 @@ enum Fate {
     Stopped,
 }
 
-impl Subscriber {
+impl<S: Sink> Subscriber<S> {
     /// Delivers until `stop` is cancelled; reconnects after connection
     /// failures with backoff.
     pub async fn run(self, stop: CancellationToken) {
@@ -180,7 +178,7 @@ impl Subscriber {
             if stop.is_cancelled() {
                 return Ok(End::Stopped);
             }
-            if self.sink.is_component() {
+            if S::KEEPS_DEAD_LETTERS {
                 if let Some(end) = self.retry_dead_letters(&client, stop).await? {
                     return Ok(end);
                 }
@@ -368,8 +366,8 @@ impl Subscriber {
         Ok(())
     }
 
-    /// Delivers one event with retries. Each attempt to a component is a
-    /// span (see [`delivery_span`]) that records how it ended.
+    /// Delivers one event with retries. Each attempt is a span (see
+    /// [`Sink::span`]) that records how it ended.
     async fn deliver(
         &self,
         client: &Client,
@@ -381,46 +379,35 @@ impl Subscriber {
         loop {
             attempt += 1;
             let number = attempts_before.max(0) as u32 + attempt;
-            let span = if self.sink.is_component() {
-                delivery_span(&self.name, &self.component, event, number)
-            } else {
-                tracing::Span::none()
-            };
+            let span = self.sink.span(&self.name, event, number);
             let result = self
                 .sink
-                .deliver(&self.runtime, &self.name, event, number, &span)
+                .deliver(&self.name, event, number, &span)
                 .instrument(span.clone())
                 .await;
-            let (error, reject) = match result {
-                Attempt::Ok => {
+            let why = match result {
+                Ok(()) => {
                     self.metrics.delivery(&self.name, "ok");
                     return Ok(Fate::Handled);
                 }
-                Attempt::Retry { outcome, error } => {
-                    self.metrics.delivery(&self.name, outcome);
-                    record_failure(&span, outcome, &error);
-                    (error, false)
-                }
-                Attempt::Reject(error) => {
-                    self.metrics.delivery(&self.name, "rejected");
-                    record_failure(&span, "rejected", &error);
-                    (error, true)
-                }
+                Err(why) => why,
             };
-            if reject || attempt >= self.max_attempts {
-                if self.sink.is_component() {
-                    span.record("bv.event.dead_lettered", true);
-                }
+            self.metrics.delivery(&self.name, why.outcome());
+            let error = why.reason();
+            record_failure(&span, why.outcome(), &error);
+            if matches!(why, Unhandled::Rejected(_)) || attempt >= self.max_attempts {
                 // In the attempt's span, so its log line has the trace id.
-                self.give_up(
-                    client,
-                    event,
-                    attempts_before + attempt as i32,
-                    &error,
-                    reject,
-                )
-                .instrument(span)
-                .await?;
+                self.sink
+                    .give_up(
+                        client,
+                        &self.name,
+                        event,
+                        attempts_before + attempt as i32,
+                        &why,
+                        &span,
+                    )
+                    .instrument(span.clone())
+                    .await?;
                 return Ok(Fate::GivenUp);
             }
             let delay = self.backoff.delay(attempt);
@@ -441,57 +428,6 @@ impl Subscriber {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
-    }
-
-    /// Parks `event` as a dead letter (component handlers) or drops it
-    /// (fan-out).
-    async fn give_up(
-        &self,
-        client: &Client,
-        event: &OutboxEvent,
-        attempts: i32,
-        error: &str,
-        rejected: bool,
-    ) -> anyhow::Result<()> {
-        if !self.sink.is_component() {
-            self.metrics.fanout_dropped(&self.name);
-            tracing::error!(
-                subscription = %self.name,
-                event_id = %event.id,
-                offset = event.seq,
-                "postgres trigger: fan-out dropped the event after {attempts} attempt(s): {error}"
-            );
-            return Ok(());
-        }
-        client
-            .execute(
-                "INSERT INTO bv_events.dead_letters
-                     (subscription, seq, event_id, type, subject, event, attempts, last_error)
-                 VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8)
-                 ON CONFLICT (subscription, seq) DO UPDATE
-                 SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error,
-                     retry_requested = false, failed_at = now()",
-                &[
-                    &self.name,
-                    &event.seq,
-                    &event.id,
-                    &event.ty,
-                    &event.subject,
-                    &event.json,
-                    &attempts,
-                    &error,
-                ],
-            )
-            .await?;
-        self.metrics.dead_lettered(&self.name);
-        tracing::error!(
-            subscription = %self.name,
-            event_id = %event.id,
-            offset = event.seq,
-            "postgres trigger: event parked as a dead letter after {attempts} attempt(s){}: {error}",
-            if rejected { " (rejected by the handler)" } else { "" }
-        );
-        Ok(())
     }
 
     /// Re-delivers dead letters that `bv events dead-letters retry` asked

@@ -29,12 +29,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bv_runtime::trigger::instantiate_span;
 use bv_runtime::{AppRuntime, ComponentRuntime};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
 pub use bv_runtime::trigger::{Failure, MessageMetrics as Metrics, Outcome};
 pub use config::{RedisTriggerConfig, Subscription};
@@ -62,7 +60,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 struct Handler {
     component: Arc<ComponentRuntime>,
     pre: RedisTriggerHostPre<bv_runtime::InstanceState>,
-    timeout: Duration,
 }
 
 /// The Redis trigger of one application.
@@ -116,7 +113,6 @@ impl RedisTrigger {
                     Arc::new(Handler {
                         component: component.clone(),
                         pre,
-                        timeout: Duration::from_millis(component.settings.request_timeout_ms),
                     }),
                 );
             }
@@ -290,22 +286,34 @@ async fn worker(
 ) {
     let component = handler.component.id.clone();
     while let Some(payload) = queue.recv().await {
-        let started = std::time::Instant::now();
         let span = message_span(&component, &channel);
-        let outcome = handle(&runtime, &handler, payload, &span)
-            .instrument(span.clone())
+        let delivery = bv_runtime::trigger::deliver(
+            &runtime,
+            &handler.component,
+            &span,
+            async |store| handler.pre.instantiate_async(store).await,
+            async |store, instance| {
+                store
+                    .run_concurrent(async move |accessor| {
+                        instance
+                            .spin_redis_inbound_redis()
+                            .call_handle_message(accessor, payload)
+                            .await
+                    })
+                    .await
+                    .and_then(|r| r)
+            },
+        );
+        let delivered = metrics
+            .deliver(&component, &channel, &span, async {
+                delivery.await.and_then(|r| r.map_err(Failure::handler))
+            })
             .await;
-        if let Err(failure) = &outcome {
-            failure.record_on(&span);
-        }
-        let elapsed = started.elapsed();
-        let kind = Outcome::of(&outcome);
-        let failures = metrics.record(&component, &channel, kind);
-        match outcome {
+        match delivered.result {
             Ok(()) => tracing::debug!(
                 component = %component,
                 channel = %channel,
-                elapsed_ms = elapsed.as_millis() as u64,
+                elapsed_ms = delivered.elapsed.as_millis() as u64,
                 "redis message handled"
             ),
             // In the message's span, so the line has its trace id.
@@ -313,46 +321,11 @@ async fn worker(
                 tracing::error!(
                     component = %component,
                     channel = %channel,
-                    "redis handler failed: {failure} (failures so far: {failures})"
+                    "redis handler failed: {failure} (failures so far: {})",
+                    delivered.failures
                 )
             }),
         }
-    }
-}
-
-/// One message in a fresh instance, working under `span`.
-async fn handle(
-    runtime: &AppRuntime,
-    handler: &Handler,
-    payload: Vec<u8>,
-    span: &tracing::Span,
-) -> Result<(), Failure> {
-    let call = async {
-        let mut store = runtime
-            .new_store(&handler.component)
-            .map_err(Failure::trap)?;
-        store.data().span.set(span.clone());
-        let instance = handler
-            .pre
-            .instantiate_async(&mut store)
-            .instrument(instantiate_span(span, &handler.component.id))
-            .await
-            .map_err(Failure::trap)?;
-        let result = store
-            .run_concurrent(async move |accessor| {
-                instance
-                    .spin_redis_inbound_redis()
-                    .call_handle_message(accessor, payload)
-                    .await
-            })
-            .await
-            .and_then(|r| r)
-            .map_err(Failure::trap)?;
-        result.map_err(|e| Failure::Handler(format!("{e:?}")))
-    };
-    match tokio::time::timeout(handler.timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(Failure::Timeout),
     }
 }
 
