@@ -9,7 +9,7 @@
 # serve`, `wasmtime serve --max-instance-reuse-count 1`) runs under
 # `valgrind --tool=callgrind` with instrumentation off; after start-up and
 # $WARM warm-up requests it is switched on, $REQUESTS requests are
-# sent (one curl process, 4 at a time), it is switched off and the server's
+# sent (one curl process, one at a time), it is switched off and the server's
 # instruction count (every thread) is divided by the requests it answered.
 # Start-up, compilation and the warm-up are not counted. bv runs with a pool
 # of 3 instance slots (BV_POOL_INSTANCES), as valgrind cannot reserve the
@@ -116,9 +116,9 @@ measure() {
         sleep 0.2
     done
     [[ -n "$ok" ]] || { log "$name never answered"; tail -30 "$logfile" >&2; exit 1; }
-    requests "$url" 4 "$WARM" || exit 1
+    requests "$url" 1 "$WARM" || exit 1
     callgrind_control -i on "$SERVER_PID" >/dev/null
-    requests "$url" 4 "$REQUESTS" || exit 1
+    requests "$url" 1 "$REQUESTS" || exit 1
     local answered="$REQUESTS"
     callgrind_control -i off "$SERVER_PID" >/dev/null
     stop_server
@@ -164,7 +164,7 @@ mkdir -p "$ROOT/loadtest/results"
 {
     echo "# HTTP: instructions per request, trivial component — $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "- Each server under \`valgrind --tool=callgrind\`, counting only while $REQUESTS requests are answered (one curl process, 4 at a time over kept-alive connections), after $WARM warm-up requests. All threads of the server; the client is not counted."
+    echo "- Each server under \`valgrind --tool=callgrind\`, counting only while $REQUESTS requests are answered (one curl process, one at a time over a kept-alive connection), after $WARM warm-up requests. All threads of the server; the client is not counted."
     echo "- Command: \`REQUESTS=$REQUESTS bash loadtest/http-instructions.sh\`; bv at $COMMIT, release build; $("$WASMTIME" --version)."
     echo "- Instruction counts do not depend on other load on the machine; they do not show waiting (locks, I/O), which req/s does."
     echo
