@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bv_runtime::Drained;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod compat;
@@ -250,12 +251,12 @@ fn up(args: UpArgs) -> anyhow::Result<i32> {
     drop(epoch);
     let drained = result?;
     match drained {
-        bv_trigger_http::Drained::Complete => {
+        Drained::Complete => {
             tracing::info!("stopped: every in-flight request finished");
             println!("Stopped.");
             Ok(0)
         }
-        bv_trigger_http::Drained::Cut(n) => {
+        Drained::Cut(n) => {
             tracing::warn!(
                 "stopped: the drain timeout cut {n} connection(s) with requests in progress"
             );
@@ -265,44 +266,37 @@ fn up(args: UpArgs) -> anyhow::Result<i32> {
     }
 }
 
+/// The trigger types `bv` runs besides HTTP (which always runs: it also
+/// serves the admin endpoints and chained requests). A new trigger type is a
+/// crate exporting a [`bv_runtime::TriggerKind`] and a line here.
+const TRIGGER_KINDS: &[bv_runtime::TriggerKind] = &[
+    bv_trigger_redis::KIND,
+    bv_trigger_mqtt::KIND,
+    bv_trigger_postgres::KIND,
+    bv_trigger_cron::KIND,
+];
+
 /// Starts every trigger the manifest uses and runs them until SIGTERM or
 /// Ctrl-C; then each drains, within the drain timeout.
 async fn run_triggers(
     runtime: Arc<bv_runtime::AppRuntime>,
     args: UpArgs,
-) -> anyhow::Result<bv_trigger_http::Drained> {
-    use bv_trigger_http::Drained;
+) -> anyhow::Result<Drained> {
     let metrics_push = bv_telemetry::metrics_push::MetricsPush::from_env()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let mut triggers = tokio::task::JoinSet::new();
 
     // Build every trigger first, so a bad trigger table stops start-up before
-    // anything listens. HTTP always runs (it also serves the admin endpoints);
-    // the others only when the manifest has entries for them.
+    // anything listens; the others only when the manifest has entries for them.
     let http = bv_trigger_http::HttpTrigger::new(runtime.clone())?;
-    let redis = match runtime.app().other_triggers.contains_key("redis") {
-        true => {
-            Some(bv_trigger_redis::RedisTrigger::new(runtime.clone()).context("redis trigger")?)
+    let mut built: Vec<Box<dyn bv_runtime::Trigger>> = Vec::new();
+    for kind in TRIGGER_KINDS {
+        if runtime.app().other_triggers.contains_key(kind.name) {
+            built.push(
+                (kind.build)(runtime.clone()).with_context(|| format!("{} trigger", kind.name))?,
+            );
         }
-        false => None,
-    };
-    let mqtt = match runtime.app().other_triggers.contains_key("mqtt") {
-        true => Some(bv_trigger_mqtt::MqttTrigger::new(runtime.clone()).context("mqtt trigger")?),
-        false => None,
-    };
-    let postgres = match runtime.app().other_triggers.contains_key("postgres") {
-        true => Some(
-            bv_trigger_postgres::PostgresTrigger::new(runtime.clone())
-                .context("postgres trigger")?,
-        ),
-        false => None,
-    };
-    let cron = match runtime.app().other_triggers.contains_key("cron") {
-        true => Some(bv_trigger_cron::CronTrigger::new(runtime.clone()).context("cron trigger")?),
-        false => None,
-    };
-
-    if let Some(trigger) = &postgres {
+    }
+    for trigger in &built {
         trigger.prepare().await;
     }
 
@@ -310,68 +304,34 @@ async fn run_triggers(
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let admin = bind_admin(args.admin_listen).await?;
-    let addr = listener.local_addr()?;
-    println!("Serving http://{addr}");
+    println!("Serving http://{}", listener.local_addr()?);
     println!("Admin endpoints on http://{}", admin.local_addr()?);
-    println!("Available Routes:");
-    for (route, component) in http.routes() {
-        println!("  {component}: http://{addr}{route}");
-    }
-    let stop = shutdown.clone();
     let drain_timeout = Duration::from_secs(args.drain_timeout);
     let serve_options = bv_trigger_http::ServeOptions {
         drain_timeout,
         ..Default::default()
     };
-    triggers.spawn(async move {
-        bv_trigger_http::serve(
+    built.insert(
+        0,
+        Box::new(bv_trigger_http::HttpServer::new(
             http,
             listener,
             Some(admin),
             serve_options,
-            stop.cancelled_owned(),
-        )
-        .await
-        .context("http trigger")
-    });
-    if let Some(trigger) = redis {
-        for (channel, component) in trigger.channels() {
-            println!("  {component}: redis channel {channel}");
+        )),
+    );
+    println!("Available Routes:");
+    let mut triggers = tokio::task::JoinSet::new();
+    for trigger in built {
+        for listed in trigger.listing() {
+            println!("  {}: {}", listed.component, listed.what);
         }
-        let stop = shutdown.clone();
+        let (kind, stop) = (trigger.kind(), shutdown.clone());
         triggers.spawn(async move {
-            trigger.run(stop).await.context("redis trigger")?;
-            Ok(Drained::Complete)
-        });
-    }
-    if let Some(trigger) = mqtt {
-        for (topic, component) in trigger.topics() {
-            println!("  {component}: mqtt topic {topic}");
-        }
-        let stop = shutdown.clone();
-        triggers.spawn(async move {
-            trigger.run(stop).await.context("mqtt trigger")?;
-            Ok(Drained::Complete)
-        });
-    }
-    if let Some(trigger) = postgres {
-        for (subscription, events, component) in trigger.subscriptions() {
-            println!("  {component}: postgres events {events} (subscription {subscription})");
-        }
-        let stop = shutdown.clone();
-        triggers.spawn(async move {
-            trigger.run(stop).await.context("postgres trigger")?;
-            Ok(Drained::Complete)
-        });
-    }
-    if let Some(trigger) = cron {
-        for (schedule, component) in trigger.schedules() {
-            println!("  {component}: cron {schedule}");
-        }
-        let stop = shutdown.clone();
-        triggers.spawn(async move {
-            trigger.run(stop).await.context("cron trigger")?;
-            Ok(Drained::Complete)
+            trigger
+                .run(stop)
+                .await
+                .with_context(|| format!("{kind} trigger"))
         });
     }
 
@@ -466,5 +426,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compatibility_table_says_bv_runs_exactly_the_registered_kinds() {
+        for support in compat::TRIGGERS {
+            let registered =
+                support.kind == "http" || TRIGGER_KINDS.iter().any(|k| k.name == support.kind);
+            assert_eq!(support.bv, registered, "{}", support.kind);
+        }
+        for kind in TRIGGER_KINDS {
+            assert!(
+                compat::TRIGGERS.iter().any(|s| s.kind == kind.name),
+                "{} is missing from compat::TRIGGERS",
+                kind.name
+            );
+        }
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! A JSON line with a `"bv.metric"` member is not logged: it is a business
 //! metric, added to [`AppMetrics`] (the line format is in
-//! `docs/ARCHITECTURE.md`). Under plain Spin the same lines are just output,
+//! `docs/OBSERVABILITY.md`). Under plain Spin the same lines are just output,
 //! so components need no import bv alone provides.
 //!
 //! Lines are cut at [`MAX_LINE`] bytes; a partial last line is logged when

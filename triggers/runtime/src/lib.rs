@@ -9,7 +9,8 @@
 //!
 //! Capabilities are separate crates (`bv-factor-*`), each with per-app state
 //! held here and per-instance state held in [`InstanceState`]. Adding one means
-//! a crate, a field in [`InstanceState`] and a line in [`link`].
+//! a crate, its per-app state in [`AppRuntime`], a field in [`InstanceState`]
+//! filled in [`AppRuntime::new_store`], and a line in [`link`].
 #![deny(missing_docs)]
 
 pub mod cache;
@@ -18,9 +19,11 @@ mod files;
 mod guest_output;
 mod state;
 pub mod trigger;
+mod trigger_kind;
 
 pub use engine::{engine_config, EngineLimits};
 pub use state::InstanceState;
+pub use trigger_kind::{Drained, Listed, Trigger, TriggerKind};
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

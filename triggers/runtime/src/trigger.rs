@@ -2,7 +2,8 @@
 //! delivery path ([`deliver`]: a fresh store, instantiation under a span, the
 //! export's call, all within the component's request timeout), how a
 //! delivery ended ([`Failure`], [`Outcome`]), the counters that report it on
-//! the admin `/metrics`, and the spans that trace it.
+//! the admin `/metrics` (the Postgres trigger keeps counters of its own, with
+//! its dead letters and lag), and the spans that trace it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -234,3 +234,29 @@ fn tick_span(component: &str, expression: &str, tick: DateTime<Utc>) -> tracing:
         error.type = tracing::field::Empty,
     )
 }
+
+/// The `[[trigger.cron]]` trigger type, for `bv`'s list of kinds.
+pub const KIND: bv_runtime::TriggerKind = bv_runtime::TriggerKind {
+    name: "cron",
+    build: |runtime| Ok(Box::new(CronTrigger::new(runtime)?)),
+};
+
+#[async_trait::async_trait]
+impl bv_runtime::Trigger for CronTrigger {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+
+    fn listing(&self) -> Vec<bv_runtime::Listed> {
+        use bv_runtime::Listed;
+        self.schedules()
+            .into_iter()
+            .map(|(schedule, component)| Listed::new(component, format!("cron {schedule}")))
+            .collect()
+    }
+
+    async fn run(self: Box<Self>, stop: CancellationToken) -> anyhow::Result<bv_runtime::Drained> {
+        CronTrigger::run(*self, stop).await?;
+        Ok(bv_runtime::Drained::Complete)
+    }
+}

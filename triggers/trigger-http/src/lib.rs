@@ -25,7 +25,7 @@ mod server;
 mod trace;
 
 pub use metrics::Metrics;
-pub use server::{serve, Drained, ServeOptions};
+pub use server::{serve, Drained, HttpServer, ServeOptions};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

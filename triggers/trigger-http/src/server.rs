@@ -56,14 +56,69 @@ impl Default for ServeOptions {
     }
 }
 
-/// How the drain at shutdown ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Drained {
-    /// Every request in flight finished.
-    Complete,
-    /// The drain timeout passed; this many connections were closed with
-    /// their requests unfinished.
-    Cut(usize),
+pub use bv_runtime::Drained;
+
+/// The HTTP trigger bound to its listeners: what `bv up` runs beside the
+/// other triggers.
+pub struct HttpServer {
+    trigger: Arc<HttpTrigger>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    options: ServeOptions,
+}
+
+impl HttpServer {
+    /// `trigger`, to be served on `listener` (and the admin endpoints on
+    /// `admin`) with `options`.
+    pub fn new(
+        trigger: Arc<HttpTrigger>,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        options: ServeOptions,
+    ) -> Self {
+        Self {
+            trigger,
+            listener,
+            admin,
+            options,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl bv_runtime::Trigger for HttpServer {
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    fn listing(&self) -> Vec<bv_runtime::Listed> {
+        let addr = match self.listener.local_addr() {
+            Ok(addr) => addr.to_string(),
+            Err(_) => "?".into(),
+        };
+        self.trigger
+            .routes()
+            .into_iter()
+            .map(|(route, component)| {
+                bv_runtime::Listed::new(component, format!("http://{addr}{route}"))
+            })
+            .collect()
+    }
+
+    async fn run(
+        self: Box<Self>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Drained> {
+        let this = *self;
+        serve(
+            this.trigger,
+            this.listener,
+            this.admin,
+            this.options,
+            stop.cancelled_owned(),
+        )
+        .await
+    }
 }
 
 /// Serves `trigger` on `listener` (and the admin endpoints on `admin`) until

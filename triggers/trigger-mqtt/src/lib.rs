@@ -499,3 +499,29 @@ fn message_span(component: &str, topic: &str, qos: u8) -> tracing::Span {
         error.type = tracing::field::Empty,
     )
 }
+
+/// The `[[trigger.mqtt]]` trigger type, for `bv`'s list of kinds.
+pub const KIND: bv_runtime::TriggerKind = bv_runtime::TriggerKind {
+    name: "mqtt",
+    build: |runtime| Ok(Box::new(MqttTrigger::new(runtime)?)),
+};
+
+#[async_trait::async_trait]
+impl bv_runtime::Trigger for MqttTrigger {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+
+    fn listing(&self) -> Vec<bv_runtime::Listed> {
+        use bv_runtime::Listed;
+        self.topics()
+            .into_iter()
+            .map(|(topic, component)| Listed::new(component, format!("mqtt topic {topic}")))
+            .collect()
+    }
+
+    async fn run(self: Box<Self>, stop: CancellationToken) -> anyhow::Result<bv_runtime::Drained> {
+        MqttTrigger::run(*self, stop).await?;
+        Ok(bv_runtime::Drained::Complete)
+    }
+}

@@ -317,3 +317,38 @@ fn fanout_target(
         qos,
     })
 }
+
+/// The `[[trigger.postgres]]` trigger type, for `bv`'s list of kinds.
+pub const KIND: bv_runtime::TriggerKind = bv_runtime::TriggerKind {
+    name: "postgres",
+    build: |runtime| Ok(Box::new(PostgresTrigger::new(runtime)?)),
+};
+
+#[async_trait::async_trait]
+impl bv_runtime::Trigger for PostgresTrigger {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+
+    fn listing(&self) -> Vec<bv_runtime::Listed> {
+        use bv_runtime::Listed;
+        self.subscriptions()
+            .into_iter()
+            .map(|(subscription, events, component)| {
+                Listed::new(
+                    component,
+                    format!("postgres events {events} (subscription {subscription})"),
+                )
+            })
+            .collect()
+    }
+
+    async fn prepare(&self) {
+        PostgresTrigger::prepare(self).await
+    }
+
+    async fn run(self: Box<Self>, stop: CancellationToken) -> anyhow::Result<bv_runtime::Drained> {
+        PostgresTrigger::run(*self, stop).await?;
+        Ok(bv_runtime::Drained::Complete)
+    }
+}

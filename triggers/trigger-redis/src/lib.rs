@@ -350,3 +350,29 @@ fn message_span(component: &str, channel: &str) -> tracing::Span {
         error.type = tracing::field::Empty,
     )
 }
+
+/// The `[[trigger.redis]]` trigger type, for `bv`'s list of kinds.
+pub const KIND: bv_runtime::TriggerKind = bv_runtime::TriggerKind {
+    name: "redis",
+    build: |runtime| Ok(Box::new(RedisTrigger::new(runtime)?)),
+};
+
+#[async_trait::async_trait]
+impl bv_runtime::Trigger for RedisTrigger {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+
+    fn listing(&self) -> Vec<bv_runtime::Listed> {
+        use bv_runtime::Listed;
+        self.channels()
+            .into_iter()
+            .map(|(channel, component)| Listed::new(component, format!("redis channel {channel}")))
+            .collect()
+    }
+
+    async fn run(self: Box<Self>, stop: CancellationToken) -> anyhow::Result<bv_runtime::Drained> {
+        RedisTrigger::run(*self, stop).await?;
+        Ok(bv_runtime::Drained::Complete)
+    }
+}

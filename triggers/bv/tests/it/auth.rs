@@ -14,6 +14,7 @@ use crate::auth_support::{self as keys, b64, KID, KID_2, SEED, SEED_2, STRANGER_
 use crate::harness::*;
 use crate::pg_support::*;
 use crate::redis::redis_shared_lock;
+use crate::repo_manifest::RepoManifest;
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
@@ -22,110 +23,26 @@ const MUG: &str = "5eed0000-0000-4000-8000-000000000001";
 
 /// The auth component and every service a checkout touches.
 fn manifest(prefix: &str) -> String {
-    format!(
-        r#"spin_manifest_version = 2
-[application]
-name = "auth"
-[variables]
-db_url = {{ required = true }}
-redis_url = {{ default = "redis://127.0.0.1:6379" }}
-auth_signing_keys = {{ required = true, secret = true }}
-auth_public_keys = {{ required = true }}
-auth_admin_emails = {{ default = "" }}
-
-# The event log the services publish into (bv creates it).
-[application.trigger.postgres]
-address = "{{{{ db_url }}}}"
-poll_interval_ms = 100
-
-[[trigger.postgres]]
-component = "inventory-projector"
-events = ["com.bitvelocity.product.created.v1"]
-
-[component.inventory-projector]
-source = "{{wasm:inventory-projector}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.inventory-projector.variables]
-db_url = "{{{{ db_url }}}}"
-
-[[trigger.http]]
-route = "/api/auth/..."
-component = "auth"
-
-[[trigger.http]]
-route = "/api/products/..."
-component = "product"
-
-[[trigger.http]]
-route = "/api/inventory/..."
-component = "inventory"
-
-[[trigger.http]]
-route = "/api/carts/..."
-component = "cart"
-
-[[trigger.http]]
-route = "/api/payments/..."
-component = "payment"
-
-[[trigger.http]]
-route = "/api/orders/..."
-component = "order"
-
-[component.auth]
-source = "{{wasm:auth}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432", "{{{{ redis_url }}}}"]
-[component.auth.variables]
-db_url = "{{{{ db_url }}}}"
-auth_signing_keys = "{{{{ auth_signing_keys }}}}"
-auth_admin_emails = "{{{{ auth_admin_emails }}}}"
-redis_url = "{{{{ redis_url }}}}"
-login_key_prefix = "{prefix}"
-
-[component.product]
-source = "{{wasm:product}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.product.variables]
-db_url = "{{{{ db_url }}}}"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.inventory]
-source = "{{wasm:inventory}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.inventory.variables]
-db_url = "{{{{ db_url }}}}"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.cart]
-source = "{{wasm:cart}}"
-allowed_outbound_hosts = ["{{{{ redis_url }}}}", "http://product.spin.internal"]
-key_value_stores = ["default"]
-[component.cart.variables]
-redis_url = "{{{{ redis_url }}}}"
-cart_ttl_seconds = "3600"
-cart_key_prefix = "{prefix}"
-product_cache_ttl_seconds = "30"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.payment]
-source = "{{wasm:payment}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-key_value_stores = ["default"]
-[component.payment.variables]
-db_url = "{{{{ db_url }}}}"
-payment_amount_limit = "100000"
-payment_latency_ms = "0"
-payment_outage = "false"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.order]
-source = "{{wasm:order}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432", "http://inventory.spin.internal", "http://payment.spin.internal", "http://cart.spin.internal"]
-[component.order.variables]
-db_url = "{{{{ db_url }}}}"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-"#
-    )
+    RepoManifest::load()
+        .only(
+            "auth",
+            &[
+                "auth",
+                "product",
+                "inventory",
+                "inventory-projector",
+                "cart",
+                "payment",
+                "order",
+            ],
+        )
+        .without_rate_limits()
+        .trigger_setting("postgres", "poll_interval_ms", 100)
+        .component_variable("auth", "login_key_prefix", prefix)
+        .component_variable("cart", "cart_ttl_seconds", "3600")
+        .component_variable("cart", "cart_key_prefix", prefix)
+        .component_variable("order", "breaker_key_prefix", prefix)
+        .render()
 }
 
 /// Which keys an app signs with and trusts, and who is an admin.

@@ -13,6 +13,7 @@ use crate::auth_support;
 use crate::harness::*;
 use crate::pg_support::*;
 use crate::redis::redis_shared_lock;
+use crate::repo_manifest::RepoManifest;
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
@@ -34,55 +35,14 @@ const DEMO: [&str; 10] = [
 /// product for longer than a second, and the adds come slower than ten a
 /// second, so that every add asks the product service.
 fn manifest(prefix: &str) -> String {
-    format!(
-        r#"spin_manifest_version = 2
-[application]
-name = "auth-bulkhead"
-[variables]
-db_url = {{ required = true }}
-redis_url = {{ default = "redis://127.0.0.1:6379" }}
-auth_signing_keys = {{ required = true, secret = true }}
-auth_public_keys = {{ required = true }}
-
-[[trigger.http]]
-route = "/api/auth/..."
-component = "auth"
-
-[[trigger.http]]
-route = "/api/products/..."
-component = "product"
-
-[[trigger.http]]
-route = "/api/carts/..."
-component = "cart"
-
-[component.auth]
-source = "{{wasm:auth}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.auth.variables]
-db_url = "{{{{ db_url }}}}"
-auth_signing_keys = "{{{{ auth_signing_keys }}}}"
-auth_admin_emails = ""
-
-[component.product]
-source = "{{wasm:product}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.product.variables]
-db_url = "{{{{ db_url }}}}"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.cart]
-source = "{{wasm:cart}}"
-allowed_outbound_hosts = ["{{{{ redis_url }}}}", "http://product.spin.internal"]
-key_value_stores = ["default"]
-[component.cart.variables]
-redis_url = "{{{{ redis_url }}}}"
-cart_ttl_seconds = "3600"
-cart_key_prefix = "{prefix}"
-product_cache_ttl_seconds = "1"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-"#
-    )
+    RepoManifest::load()
+        .only("auth-bulkhead", &["auth", "product", "cart"])
+        .without_rate_limits()
+        .component_variable("auth", "login_key_prefix", prefix)
+        .component_variable("cart", "cart_ttl_seconds", "3600")
+        .component_variable("cart", "cart_key_prefix", prefix)
+        .component_variable("cart", "product_cache_ttl_seconds", "1")
+        .render()
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 use crate::auth_support;
 use crate::harness::*;
+use crate::repo_manifest::RepoManifest;
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
@@ -307,123 +308,54 @@ fn pg_port(url: &str) -> &str {
     host_port.rsplit(':').next().unwrap()
 }
 
-/// Every commerce component the checkout touches, on the knobs' servers.
+/// Every commerce component the checkout touches, as `spin.toml` has them,
+/// on the knobs' servers.
 fn manifest(k: &Knobs) -> String {
     let pg = format!("postgres://127.0.0.1:{}", pg_port(&k.db_url));
-    r#"spin_manifest_version = 2
-[application]
-name = "chaos"
-[variables]
-db_url = { required = true }
-redis_url = { required = true }
-auth_public_keys = { required = true }
-
-[application.trigger.postgres]
-address = "{{ db_url }}"
-poll_interval_ms = 100
-
-[[trigger.http]]
-route = "/api/products/..."
-component = "product"
-
-[[trigger.http]]
-route = "/api/inventory/..."
-component = "inventory"
-
-[[trigger.http]]
-route = "/api/carts/..."
-component = "cart"
-
-[[trigger.http]]
-route = "/api/payments/..."
-component = "payment"
-
-[[trigger.http]]
-route = "/api/orders/..."
-component = "order"
-
-[[trigger.postgres]]
-component = "inventory-projector"
-events = ["com.bitvelocity.product.created.v1"]
-
-[[trigger.postgres]]
-component = "order-sweeper"
-events = ["com.bitvelocity.order.expired.v1"]
-retry_initial_ms = 100
-retry_max_ms = 1000
-
-[[trigger.cron]]
-component = "order-sweeper"
-cron_expression = "*/1 * * * * *"
-
-[component.product]
-source = "{wasm:product}"
-allowed_outbound_hosts = ["@PG@"]
-[component.product.variables]
-db_url = "{{ db_url }}"
-auth_public_keys = "{{ auth_public_keys }}"
-
-[component.inventory]
-source = "{wasm:inventory}"
-allowed_outbound_hosts = ["@PG@"]
-[component.inventory.variables]
-db_url = "{{ db_url }}"
-auth_public_keys = "{{ auth_public_keys }}"
-
-[component.inventory-projector]
-source = "{wasm:inventory-projector}"
-allowed_outbound_hosts = ["@PG@"]
-[component.inventory-projector.variables]
-db_url = "{{ db_url }}"
-
-[component.cart]
-source = "{wasm:cart}"
-allowed_outbound_hosts = ["{{ redis_url }}", "http://product.spin.internal"]
-key_value_stores = ["default"]
-[component.cart.variables]
-redis_url = "{{ redis_url }}"
-cart_ttl_seconds = "3600"
-product_cache_ttl_seconds = "@CACHE_TTL@"
-product_timeout_ms = "1000"
-breaker_open_ms = "@BREAKER_OPEN@"
-auth_public_keys = "{{ auth_public_keys }}"
-
-[component.payment]
-source = "{wasm:payment}"
-allowed_outbound_hosts = ["@PG@"]
-key_value_stores = ["default"]
-[component.payment.variables]
-db_url = "{{ db_url }}"
-payment_amount_limit = "100000"
-payment_latency_ms = "@LATENCY@"
-payment_outage = "false"
-auth_public_keys = "{{ auth_public_keys }}"
-
-[component.order]
-source = "{wasm:order}"
-allowed_outbound_hosts = ["@PG@", "{{ redis_url }}", "http://inventory.spin.internal", "http://payment.spin.internal", "http://cart.spin.internal"]
-[component.order.variables]
-db_url = "{{ db_url }}"
-redis_url = "{{ redis_url }}"
-payment_timeout_ms = "@PAYMENT_TIMEOUT@"
-inventory_timeout_ms = "2000"
-breaker_open_ms = "@BREAKER_OPEN@"
-auth_public_keys = "{{ auth_public_keys }}"
-
-[component.order-sweeper]
-source = "{wasm:order-sweeper}"
-allowed_outbound_hosts = ["@PG@", "http://inventory.spin.internal", "http://payment.spin.internal"]
-environment = { DB_URL = "@DB_URL@", SAGA_TIMEOUT_SECONDS = "@SAGA_TIMEOUT@" }
-[component.order-sweeper.variables]
-db_url = "{{ db_url }}"
-"#
-    .replace("@PG@", &pg)
-    .replace("@DB_URL@", &k.db_url)
-    .replace("@CACHE_TTL@", &k.product_cache_ttl_seconds.to_string())
-    .replace("@BREAKER_OPEN@", &k.breaker_open_ms.to_string())
-    .replace("@LATENCY@", &k.payment_latency_ms.to_string())
-    .replace("@PAYMENT_TIMEOUT@", &k.payment_timeout_ms.to_string())
-    .replace("@SAGA_TIMEOUT@", &k.saga_timeout_seconds.to_string())
+    let (cache_ttl, breaker_open) = (
+        k.product_cache_ttl_seconds.to_string(),
+        k.breaker_open_ms.to_string(),
+    );
+    RepoManifest::load()
+        .only(
+            "chaos",
+            &[
+                "product",
+                "inventory",
+                "inventory-projector",
+                "cart",
+                "payment",
+                "order",
+                "order-sweeper",
+            ],
+        )
+        .without_rate_limits()
+        .required_variable("db_url")
+        .required_variable("redis_url")
+        .outbound_host("postgres://127.0.0.1:5432", &pg)
+        .trigger_setting("postgres", "poll_interval_ms", 100)
+        .trigger_field("postgres", "order-sweeper", "retry_initial_ms", 100)
+        .trigger_field("postgres", "order-sweeper", "retry_max_ms", 1000)
+        .trigger_field("cron", "order-sweeper", "cron_expression", "*/1 * * * * *")
+        .component_variable("cart", "cart_ttl_seconds", "3600")
+        .component_variable("cart", "product_cache_ttl_seconds", &cache_ttl)
+        .component_variable("cart", "product_timeout_ms", "1000")
+        .component_variable("cart", "breaker_open_ms", &breaker_open)
+        .variable("payment_latency_ms", &k.payment_latency_ms.to_string())
+        .component_variable(
+            "order",
+            "payment_timeout_ms",
+            &k.payment_timeout_ms.to_string(),
+        )
+        .component_variable("order", "inventory_timeout_ms", "2000")
+        .component_variable("order", "breaker_open_ms", &breaker_open)
+        .environment("order-sweeper", "DB_URL", &k.db_url)
+        .environment(
+            "order-sweeper",
+            "SAGA_TIMEOUT_SECONDS",
+            &k.saga_timeout_seconds.to_string(),
+        )
+        .render()
 }
 
 pub const JSON: (&str, &str) = ("content-type", "application/json");

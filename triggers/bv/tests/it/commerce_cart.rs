@@ -13,49 +13,24 @@ use crate::auth_support::{self, admin};
 use crate::harness::*;
 use crate::pg_support::*;
 use crate::redis::redis_shared_lock;
+use crate::repo_manifest::RepoManifest;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
 /// The cart expires this long after its last change, in these tests.
 const TTL: i64 = 3600;
 
+/// The cart and the catalogue as `spin.toml` has them, the cart's keys
+/// under `prefix`.
 fn manifest(prefix: &str, cache_ttl: u32) -> String {
-    format!(
-        r#"spin_manifest_version = 2
-[application]
-name = "commerce-cart"
-[variables]
-db_url = {{ required = true }}
-redis_url = {{ default = "{REDIS}" }}
-auth_public_keys = {{ required = true }}
-
-[[trigger.http]]
-route = "/api/products/..."
-component = "product"
-
-[[trigger.http]]
-route = "/api/carts/..."
-component = "cart"
-
-[component.product]
-source = "{{wasm:product}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.product.variables]
-db_url = "{{{{ db_url }}}}"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.cart]
-source = "{{wasm:cart}}"
-allowed_outbound_hosts = ["{{{{ redis_url }}}}", "http://product.spin.internal"]
-key_value_stores = ["default"]
-[component.cart.variables]
-redis_url = "{{{{ redis_url }}}}"
-cart_ttl_seconds = "{TTL}"
-cart_key_prefix = "{prefix}"
-product_cache_ttl_seconds = "{cache_ttl}"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-"#
-    )
+    RepoManifest::load()
+        .only("commerce-cart", &["product", "cart"])
+        .without_rate_limits()
+        .trigger_setting("postgres", "poll_interval_ms", 100)
+        .component_variable("cart", "cart_ttl_seconds", &TTL.to_string())
+        .component_variable("cart", "cart_key_prefix", prefix)
+        .component_variable("cart", "product_cache_ttl_seconds", &cache_ttl.to_string())
+        .render()
 }
 
 /// A running app, its database, and its Redis key prefix.

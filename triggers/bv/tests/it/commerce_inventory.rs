@@ -10,42 +10,20 @@ use serde_json::{json, Value};
 use crate::auth_support::{self, admin, customer};
 use crate::harness::*;
 use crate::pg_support::*;
+use crate::repo_manifest::RepoManifest;
 
-const MANIFEST: &str = r#"spin_manifest_version = 2
-[application]
-name = "inventory"
-[variables]
-db_url = { required = true }
-auth_public_keys = { required = true }
-
-[application.trigger.postgres]
-address = "{{ db_url }}"
-poll_interval_ms = 100
-
-[[trigger.http]]
-route = "/api/inventory/..."
-component = "inventory"
-
-[[trigger.postgres]]
-component = "inventory-projector"
-events = ["com.bitvelocity.product.created.v1"]
-max_attempts = 3
-retry_initial_ms = 100
-retry_max_ms = 400
-
-[component.inventory]
-source = "{wasm:inventory}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.inventory.variables]
-db_url = "{{ db_url }}"
-auth_public_keys = "{{ auth_public_keys }}"
-
-[component.inventory-projector]
-source = "{wasm:inventory-projector}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.inventory-projector.variables]
-db_url = "{{ db_url }}"
-"#;
+/// The inventory service as `spin.toml` has it, its events polled often
+/// and retried quickly.
+fn manifest() -> String {
+    RepoManifest::load()
+        .only("inventory", &["inventory", "inventory-projector"])
+        .without_rate_limits()
+        .trigger_setting("postgres", "poll_interval_ms", 100)
+        .trigger_field("postgres", "inventory-projector", "max_attempts", 3)
+        .trigger_field("postgres", "inventory-projector", "retry_initial_ms", 100)
+        .trigger_field("postgres", "inventory-projector", "retry_max_ms", 400)
+        .render()
+}
 
 const RESERVED: &str = "com.bitvelocity.stock.reserved.v1";
 const RELEASED: &str = "com.bitvelocity.stock.released.v1";
@@ -80,7 +58,7 @@ impl Shop {
     async fn start(tag: &str) -> Self {
         let db = TestDb::new(tag).await;
         let app = spawn_app_with(
-            MANIFEST,
+            &manifest(),
             Spawn {
                 env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
                     .into_iter()

@@ -13,119 +13,42 @@ use crate::auth_support::{self, admin};
 use crate::harness::*;
 use crate::pg_support::*;
 use crate::redis::redis_shared_lock;
+use crate::repo_manifest::RepoManifest;
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
-/// The manifest: every commerce component the checkout touches.
+/// Every commerce component the checkout touches, as `spin.toml` has them;
+/// the cart's and the breakers' Redis keys under `prefix`.
 fn manifest(db_url: &str, prefix: &str, latency_ms: u32, saga_timeout: u32) -> String {
-    format!(
-        r#"spin_manifest_version = 2
-[application]
-name = "commerce-order"
-[variables]
-db_url = {{ required = true }}
-redis_url = {{ default = "redis://127.0.0.1:6379" }}
-auth_public_keys = {{ required = true }}
-
-[application.trigger.postgres]
-address = "{{{{ db_url }}}}"
-poll_interval_ms = 100
-
-[[trigger.http]]
-route = "/api/products/..."
-component = "product"
-
-[[trigger.http]]
-route = "/api/inventory/..."
-component = "inventory"
-
-[[trigger.http]]
-route = "/api/carts/..."
-component = "cart"
-
-[[trigger.http]]
-route = "/api/payments/..."
-component = "payment"
-
-[[trigger.http]]
-route = "/api/orders/..."
-component = "order"
-
-[[trigger.postgres]]
-component = "inventory-projector"
-events = ["com.bitvelocity.product.created.v1"]
-
-[[trigger.postgres]]
-component = "cart"
-events = ["com.bitvelocity.product.updated.v1", "com.bitvelocity.product.deleted.v1"]
-
-[[trigger.postgres]]
-component = "order-sweeper"
-events = ["com.bitvelocity.order.expired.v1"]
-retry_initial_ms = 100
-retry_max_ms = 400
-
-[[trigger.cron]]
-component = "order-sweeper"
-cron_expression = "*/1 * * * * *"
-
-[component.product]
-source = "{{wasm:product}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.product.variables]
-db_url = "{{{{ db_url }}}}"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.inventory]
-source = "{{wasm:inventory}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.inventory.variables]
-db_url = "{{{{ db_url }}}}"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.inventory-projector]
-source = "{{wasm:inventory-projector}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.inventory-projector.variables]
-db_url = "{{{{ db_url }}}}"
-
-[component.cart]
-source = "{{wasm:cart}}"
-allowed_outbound_hosts = ["{{{{ redis_url }}}}", "http://product.spin.internal"]
-key_value_stores = ["default"]
-[component.cart.variables]
-redis_url = "{{{{ redis_url }}}}"
-cart_ttl_seconds = "3600"
-cart_key_prefix = "{prefix}"
-product_cache_ttl_seconds = "30"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.payment]
-source = "{{wasm:payment}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-key_value_stores = ["default"]
-[component.payment.variables]
-db_url = "{{{{ db_url }}}}"
-payment_amount_limit = "100000"
-payment_latency_ms = "{latency_ms}"
-payment_outage = "false"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.order]
-source = "{{wasm:order}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432", "http://inventory.spin.internal", "http://payment.spin.internal", "http://cart.spin.internal"]
-[component.order.variables]
-db_url = "{{{{ db_url }}}}"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.order-sweeper]
-source = "{{wasm:order-sweeper}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432", "http://inventory.spin.internal", "http://payment.spin.internal"]
-environment = {{ DB_URL = "{db_url}", SAGA_TIMEOUT_SECONDS = "{saga_timeout}" }}
-[component.order-sweeper.variables]
-db_url = "{{{{ db_url }}}}"
-"#
-    )
+    RepoManifest::load()
+        .only(
+            "commerce-order",
+            &[
+                "product",
+                "inventory",
+                "inventory-projector",
+                "cart",
+                "payment",
+                "order",
+                "order-sweeper",
+            ],
+        )
+        .without_rate_limits()
+        .trigger_setting("postgres", "poll_interval_ms", 100)
+        .trigger_field("postgres", "order-sweeper", "retry_initial_ms", 100)
+        .trigger_field("postgres", "order-sweeper", "retry_max_ms", 400)
+        .trigger_field("cron", "order-sweeper", "cron_expression", "*/1 * * * * *")
+        .component_variable("cart", "cart_ttl_seconds", "3600")
+        .component_variable("cart", "cart_key_prefix", prefix)
+        .component_variable("order", "breaker_key_prefix", prefix)
+        .variable("payment_latency_ms", &latency_ms.to_string())
+        .environment("order-sweeper", "DB_URL", db_url)
+        .environment(
+            "order-sweeper",
+            "SAGA_TIMEOUT_SECONDS",
+            &saga_timeout.to_string(),
+        )
+        .render()
 }
 
 pub(crate) struct Shop {

@@ -10,32 +10,15 @@ use serde_json::{json, Value};
 use crate::auth_support::{self, admin, customer};
 use crate::harness::*;
 use crate::pg_support::*;
+use crate::repo_manifest::RepoManifest;
 
-const MANIFEST: &str = r#"spin_manifest_version = 2
-[application]
-name = "payments"
-[variables]
-db_url = { required = true }
-payment_amount_limit = { default = "100000" }
-payment_latency_ms = { default = "0" }
-payment_outage = { default = "false" }
-auth_public_keys = { required = true }
-
-[[trigger.http]]
-route = "/api/payments/..."
-component = "payment"
-
-[component.payment]
-source = "{wasm:payment}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-key_value_stores = ["default"]
-[component.payment.variables]
-db_url = "{{ db_url }}"
-payment_amount_limit = "{{ payment_amount_limit }}"
-payment_latency_ms = "{{ payment_latency_ms }}"
-payment_outage = "{{ payment_outage }}"
-auth_public_keys = "{{ auth_public_keys }}"
-"#;
+/// The payment service as `spin.toml` has it.
+fn manifest() -> String {
+    RepoManifest::load()
+        .only("payments", &["payment"])
+        .without_rate_limits()
+        .render()
+}
 
 const AUTHORIZED: &str = "com.bitvelocity.payment.authorized.v1";
 const DECLINED: &str = "com.bitvelocity.payment.declined.v1";
@@ -61,7 +44,7 @@ impl Processor {
                 .map(|(k, v)| (format!("SPIN_VARIABLE_{}", k.to_uppercase()), v.to_string())),
         );
         let app = spawn_app_with(
-            MANIFEST,
+            &manifest(),
             Spawn {
                 env,
                 ..Default::default()

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::auth_support::{self, admin, customer};
 use crate::harness::*;
 use crate::pg_support::*;
+use crate::repo_manifest::RepoManifest;
 
 /// The component's listing SQL, included as is, so that the `EXPLAIN`s
 /// below check the statements the component really runs.
@@ -21,28 +22,13 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 /// The demo catalogue's size (migration `0002_demo_catalog`).
 const DEMO: i64 = 10;
 
+/// The catalogue as `spin.toml` has it, plus `extra` (more components).
 fn manifest(extra: &str) -> String {
-    format!(
-        r#"spin_manifest_version = 2
-[application]
-name = "catalog"
-[variables]
-db_url = {{ required = true }}
-auth_public_keys = {{ required = true }}
-
-[[trigger.http]]
-route = "/api/products/..."
-component = "product"
-
-[component.product]
-source = "{{wasm:product}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.product.variables]
-db_url = "{{{{ db_url }}}}"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-{extra}
-"#
-    )
+    RepoManifest::load()
+        .only("catalog", &["product"])
+        .without_rate_limits()
+        .merge(extra)
+        .render()
 }
 
 async fn start(db: &TestDb, manifest: &str) -> TestApp {

@@ -12,39 +12,21 @@ use crate::auth_support as keys;
 use crate::harness::*;
 use crate::pg_support::*;
 use crate::redis::redis_shared_lock;
+use crate::repo_manifest::RepoManifest;
 
-/// The auth component alone, behind a trusted proxy at `trusted` (a TOML
-/// list), its failed-login keys under `prefix`, `settings` added to its
-/// variables.
-fn manifest(prefix: &str, trusted: &str, settings: &str) -> String {
-    format!(
-        r#"spin_manifest_version = 2
-[application]
-name = "login-guard"
-[application.tool.bv]
-trusted_proxies = {trusted}
-[variables]
-db_url = {{ required = true }}
-redis_url = {{ default = "redis://127.0.0.1:6379" }}
-auth_signing_keys = {{ required = true, secret = true }}
-auth_admin_emails = {{ default = "" }}
-
-[[trigger.http]]
-route = "/api/auth/..."
-component = "auth"
-
-[component.auth]
-source = "{{wasm:auth}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432", "{{{{ redis_url }}}}"]
-[component.auth.variables]
-db_url = "{{{{ db_url }}}}"
-auth_signing_keys = "{{{{ auth_signing_keys }}}}"
-auth_admin_emails = "{{{{ auth_admin_emails }}}}"
-redis_url = "{{{{ redis_url }}}}"
-login_key_prefix = "{prefix}"
-{settings}
-"#
-    )
+/// The auth component as `spin.toml` has it, behind a trusted proxy at
+/// `trusted` (an address; empty: none), its failed-login keys under
+/// `prefix`, `settings` as its login-guard variables.
+fn manifest(prefix: &str, trusted: &str, settings: &[(&str, &str)]) -> String {
+    let mut manifest = RepoManifest::load()
+        .only("login-guard", &["auth"])
+        .without_rate_limits()
+        .variable("trusted_proxies", trusted)
+        .component_variable("auth", "login_key_prefix", prefix);
+    for (name, value) in settings {
+        manifest = manifest.variable(name, value);
+    }
+    manifest.render()
 }
 
 const OWNER_PASSWORD: &str = "violet harbour tuesday 81";
@@ -56,7 +38,7 @@ struct Site {
 }
 
 impl Site {
-    async fn start(tag: &str, trusted: &str, settings: &str) -> Self {
+    async fn start(tag: &str, trusted: &str, settings: &[(&str, &str)]) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let lock = redis_shared_lock();
         let prefix = format!(
@@ -164,8 +146,12 @@ fn shape(r: &Reply) -> (u16, Value, Option<String>) {
 async fn brute_force_slows_down_then_locks_the_pair_for_the_window_and_the_owner_still_logs_in() {
     let site = Site::start(
         "brute",
-        r#"["127.0.0.1"]"#,
-        "login_slow_after = \"3\"\nlogin_lock_after = \"10\"\nlogin_lock_seconds = \"6\"",
+        "127.0.0.1",
+        &[
+            ("login_slow_after", "3"),
+            ("login_lock_after", "10"),
+            ("login_lock_seconds", "6"),
+        ],
     )
     .await;
     site.register("alice@example.com", OWNER_PASSWORD).await;
@@ -264,8 +250,12 @@ async fn brute_force_slows_down_then_locks_the_pair_for_the_window_and_the_owner
 async fn unknown_and_known_accounts_answer_alike_under_attack() {
     let site = Site::start(
         "alike",
-        r#"["127.0.0.1"]"#,
-        "login_slow_after = \"2\"\nlogin_lock_after = \"5\"\nlogin_lock_seconds = \"60\"",
+        "127.0.0.1",
+        &[
+            ("login_slow_after", "2"),
+            ("login_lock_after", "5"),
+            ("login_lock_seconds", "60"),
+        ],
     )
     .await;
     site.register("bob@example.com", OWNER_PASSWORD).await;
@@ -298,8 +288,13 @@ async fn unknown_and_known_accounts_answer_alike_under_attack() {
 async fn one_address_failing_over_many_accounts_is_locked() {
     let site = Site::start(
         "stuffing",
-        r#"["127.0.0.1"]"#,
-        "login_slow_after = \"50\"\nlogin_lock_after = \"50\"\nlogin_address_lock_after = \"6\"\nlogin_lock_seconds = \"60\"",
+        "127.0.0.1",
+        &[
+            ("login_slow_after", "50"),
+            ("login_lock_after", "50"),
+            ("login_address_lock_after", "6"),
+            ("login_lock_seconds", "60"),
+        ],
     )
     .await;
     site.register("carol@example.com", OWNER_PASSWORD).await;
@@ -331,8 +326,12 @@ async fn a_spoofed_forwarded_address_from_an_untrusted_client_changes_nothing() 
     // No trusted proxy: X-Forwarded-For is the client's own claim.
     let site = Site::start(
         "spoof",
-        "[]",
-        "login_slow_after = \"50\"\nlogin_lock_after = \"3\"\nlogin_lock_seconds = \"60\"",
+        "",
+        &[
+            ("login_slow_after", "50"),
+            ("login_lock_after", "3"),
+            ("login_lock_seconds", "60"),
+        ],
     )
     .await;
     site.register("dave@example.com", OWNER_PASSWORD).await;

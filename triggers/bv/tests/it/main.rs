@@ -34,6 +34,7 @@ mod pg_support;
 mod postgres;
 mod rate_limit;
 mod redis;
+mod repo_manifest;
 mod requests;
 mod routing;
 mod shutdown;

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use crate::auth_support::{self, admin};
 use crate::harness::*;
 use crate::pg_support::*;
+use crate::repo_manifest::RepoManifest;
 
 /// `s` percent-encoded for a query parameter.
 fn encode(s: &str) -> String {
@@ -108,85 +109,27 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 /// The services the cart and the order saga call, and `caller`, a probe
 /// that sends whatever request it is given over service chaining.
 fn shop_manifest(prefix: &str) -> String {
-    format!(
-        r#"spin_manifest_version = 2
-[application]
-name = "chaining-shop"
-[variables]
-db_url = {{ required = true }}
-redis_url = {{ default = "redis://127.0.0.1:6379" }}
-auth_public_keys = {{ required = true }}
-
-[application.trigger.postgres]
-address = "{{{{ db_url }}}}"
-poll_interval_ms = 100
-
-[[trigger.http]]
-route = "/api/products/..."
-component = "product"
-[[trigger.http]]
-route = "/api/inventory/..."
-component = "inventory"
-[[trigger.http]]
-route = "/api/carts/..."
-component = "cart"
-[[trigger.http]]
-route = "/api/payments/..."
-component = "payment"
+    RepoManifest::load()
+        .only(
+            "chaining-shop",
+            &["product", "inventory", "inventory-projector", "cart", "payment"],
+        )
+        .without_rate_limits()
+        .trigger_setting("postgres", "poll_interval_ms", 100)
+        .component_variable("cart", "cart_ttl_seconds", "3600")
+        .component_variable("cart", "cart_key_prefix", prefix)
+        .merge(
+            r#"
 [[trigger.http]]
 route = "/caller/..."
 component = "caller"
-[[trigger.postgres]]
-component = "inventory-projector"
-events = ["com.bitvelocity.product.created.v1"]
-
-[component.product]
-source = "{{wasm:product}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.product.variables]
-db_url = "{{{{ db_url }}}}"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.inventory]
-source = "{{wasm:inventory}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.inventory.variables]
-db_url = "{{{{ db_url }}}}"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.inventory-projector]
-source = "{{wasm:inventory-projector}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-[component.inventory-projector.variables]
-db_url = "{{{{ db_url }}}}"
-
-[component.cart]
-source = "{{wasm:cart}}"
-allowed_outbound_hosts = ["{{{{ redis_url }}}}", "http://product.spin.internal"]
-key_value_stores = ["default"]
-[component.cart.variables]
-redis_url = "{{{{ redis_url }}}}"
-cart_ttl_seconds = "3600"
-cart_key_prefix = "{prefix}"
-product_cache_ttl_seconds = "30"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
-
-[component.payment]
-source = "{{wasm:payment}}"
-allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
-key_value_stores = ["default"]
-[component.payment.variables]
-db_url = "{{{{ db_url }}}}"
-payment_amount_limit = "100000"
-payment_latency_ms = "0"
-payment_outage = "false"
-auth_public_keys = "{{{{ auth_public_keys }}}}"
 
 [component.caller]
-source = "{{probe}}"
+source = "{probe}"
 allowed_outbound_hosts = ["http://product.spin.internal", "http://inventory.spin.internal", "http://payment.spin.internal", "http://cart.spin.internal"]
-"#
-    )
+"#,
+        )
+        .render()
 }
 
 struct Shop {

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 use tracing::Level;
 
-/// The key that makes a JSON line a metric (see `docs/ARCHITECTURE.md`).
+/// The key that makes a JSON line a metric (see `docs/OBSERVABILITY.md`).
 pub const METRIC_KEY: &str = "bv.metric";
 
 /// The longest metric or label name.
