@@ -198,7 +198,7 @@ impl MqttApp {
         let slot = self
             .connections
             .lock()
-            .unwrap()
+            .unwrap_or_else(|p| p.into_inner())
             .entry(options.clone())
             .or_default()
             .clone();
