@@ -14,8 +14,6 @@
 //! Wagi executor, AI models, component dependencies) are rejected with a clear
 //! "not supported" message rather than ignored.
 
-#![deny(missing_docs)]
-
 mod app;
 mod component;
 mod error;

@@ -10,7 +10,6 @@
 //! Capabilities are separate crates (`bv-factor-*`), each with per-app state
 //! held here and per-instance state held in [`InstanceState`]. Adding one means
 //! a crate, a field in [`InstanceState`] and a line in [`link`].
-#![deny(missing_docs)]
 
 pub mod cache;
 mod engine;
