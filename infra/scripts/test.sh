@@ -31,6 +31,7 @@ cargo build --release -p bv
 "$BV" build
 say "clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
+(cd components && cargo clippy --workspace --all-targets -- -D warnings)
 say "tests"
 # Every app the integration tests start logs into this directory, beside
 # the secrets the tests use; the scan after the suite reads them all.

@@ -57,10 +57,7 @@ async fn on_product_event(event: Event<ProductEvent>) -> anyhow::Result<()> {
             };
             let Ok(mut cached) = serde_json::from_slice::<Value>(&bytes) else {
                 // Not a copy this cart wrote: drop it.
-                return Ok(cache
-                    .delete(key)
-                    .await
-                    .map_err(failed("dropping the copy"))?);
+                return cache.delete(key).await.map_err(failed("dropping the copy"));
             };
             cached["fetchedAtMs"] = Value::from(0);
             for field in ["name", "price"] {

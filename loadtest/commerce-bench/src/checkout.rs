@@ -121,7 +121,7 @@ struct Progress {
 impl Progress {
     fn fail(&self, message: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
-        let mut errors = self.errors.lock().expect("not poisoned");
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         if errors.len() < 5 {
             eprintln!("  error: {message}");
             errors.push(message);

@@ -31,7 +31,7 @@ async fn serve(stats: Stats, req: Request<hyper::body::Incoming>) -> Response<Fu
     if path == "/stats" {
         let body = stats
             .lock()
-            .unwrap()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|(path, (requests, bytes))| format!("{path} {requests} {bytes}\n"))
             .collect::<String>();
@@ -41,7 +41,7 @@ async fn serve(stats: Stats, req: Request<hyper::body::Incoming>) -> Response<Fu
         Ok(body) => body.to_bytes().len() as u64,
         Err(_) => 0,
     };
-    let mut stats = stats.lock().unwrap();
+    let mut stats = stats.lock().unwrap_or_else(|p| p.into_inner());
     let entry = stats.entry(path).or_default();
     entry.0 += 1;
     entry.1 += bytes;

@@ -11,7 +11,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::token::ALGORITHM;
+use crate::alg::ALGORITHM;
 
 /// Why a key document was refused. Never holds key material.
 #[derive(Debug, Clone, PartialEq, Eq)]

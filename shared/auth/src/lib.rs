@@ -15,6 +15,7 @@
 //!   role does not allow it).
 #![deny(missing_docs)]
 
+mod alg;
 pub mod guest;
 pub mod keys;
 mod principal;

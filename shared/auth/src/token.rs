@@ -21,8 +21,7 @@ use serde_json::{json, Map, Value};
 use crate::keys::{KeySet, SigningKeys};
 use crate::principal::{Principal, Role, Subject};
 
-/// The only `alg` accepted and produced.
-pub const ALGORITHM: &str = "EdDSA";
+pub use crate::alg::ALGORITHM;
 
 /// Tokens longer than this are refused unread: ours are a few hundred bytes.
 pub const MAX_TOKEN_BYTES: usize = 4096;

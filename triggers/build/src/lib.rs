@@ -25,7 +25,6 @@
 //! # Ok(())
 //! # }
 //! ```
-#![deny(missing_docs)]
 
 use std::ffi::OsString;
 use std::io::ErrorKind;

@@ -6,7 +6,6 @@
 //! handles). Real I/O sits behind the [`Store`] trait: [`SqliteStore`] backs
 //! the `default` store under `.spin/`, [`RedisStore`] any store the runtime
 //! config declares with `type = "redis"`.
-#![deny(missing_docs)]
 
 mod redis_store;
 mod sqlite_store;

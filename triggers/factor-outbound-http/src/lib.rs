@@ -12,7 +12,6 @@
 //! becomes its child). The span's parent is the `traceparent` the guest put
 //! on the request, if any (a guest that forwards its inbound `traceparent`
 //! names its own request exactly), else the span the instance works under.
-#![deny(missing_docs)]
 
 use std::future::Future;
 use std::pin::Pin;

@@ -205,7 +205,7 @@ impl Tracker {
 async fn drive(mut eventloop: EventLoop, tracker: Arc<Mutex<Tracker>>, address: Address) {
     loop {
         let event = eventloop.poll().await;
-        let mut t = tracker.lock().unwrap();
+        let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => t.sent(pkid),
             Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => t.collided(pkid),
@@ -257,7 +257,7 @@ impl Publisher for RumqttcPublisher {
         {
             let _order = self.order.lock().await;
             {
-                let mut t = self.tracker.lock().unwrap();
+                let mut t = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(reason) = &t.closed {
                     return Err(MqttError::Publish(reason.clone()));
                 }
@@ -273,7 +273,11 @@ impl Publisher for RumqttcPublisher {
                 if qos != Qos::AtMostOnce {
                     // Still ours: nobody else queues while `order` is held
                     // (a concurrent close may already have taken it).
-                    self.tracker.lock().unwrap().queued.pop_back();
+                    self.tracker
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .queued
+                        .pop_back();
                 }
                 return Err(MqttError::Publish(e.to_string()));
             }
@@ -293,7 +297,11 @@ impl Publisher for RumqttcPublisher {
     }
 
     fn is_closed(&self) -> bool {
-        self.tracker.lock().unwrap().closed.is_some()
+        self.tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed
+            .is_some()
     }
 }
 

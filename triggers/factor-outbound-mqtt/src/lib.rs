@@ -9,7 +9,6 @@
 //! message is handed to the connection (fire and forget); at QoS 1 and 2 it
 //! returns only after the broker's PUBACK or PUBCOMP, and reports an error
 //! if the connection drops or the acknowledgement does not come in time.
-#![deny(missing_docs)]
 
 mod client;
 
@@ -198,7 +197,7 @@ impl MqttApp {
         let slot = self
             .connections
             .lock()
-            .unwrap()
+            .unwrap_or_else(|p| p.into_inner())
             .entry(options.clone())
             .or_default()
             .clone();

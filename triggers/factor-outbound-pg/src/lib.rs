@@ -13,7 +13,6 @@
 //! infers for each placeholder, never spliced into the SQL ([`convert`]);
 //! server errors reach the guest as `query-failed(db-error)` with the
 //! server's SQLSTATE and message.
-#![deny(missing_docs)]
 // The WIT's error carries a whole server error record (SQLSTATE, message,
 // detail, extras); it is returned by value as the generated bindings do.
 #![allow(clippy::result_large_err)]

@@ -91,7 +91,7 @@ impl PostgresApp {
     }
 
     fn pool(&self, address: &str, config: tokio_postgres::Config) -> Result<Pool, PgError> {
-        let mut pools = self.pools.lock().unwrap();
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(pool) = pools.get(address) {
             return Ok(pool.clone());
         }

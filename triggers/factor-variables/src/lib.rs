@@ -6,7 +6,6 @@
 //! component's `{{ }}` templates are rendered against those values. A missing
 //! required variable therefore stops start-up instead of failing a request
 //! later, and a guest's `get` is a map lookup.
-#![deny(missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

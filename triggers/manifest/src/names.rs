@@ -30,6 +30,13 @@ pub(crate) fn is_label(s: &str) -> bool {
     is_snake_id(s) || is_kebab_id(s)
 }
 
+/// How to fix a name that is not [`is_snake_id`].
+pub(crate) const SNAKE_RULE: &str =
+    "use lowercase letters, digits and single underscores, starting with a letter";
+/// How to fix a name that is not [`is_kebab_id`].
+pub(crate) const KEBAB_RULE: &str =
+    "use lowercase letters, digits and single hyphens, starting with a letter";
+
 #[cfg(test)]
 mod tests {
     use super::*;

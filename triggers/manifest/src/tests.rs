@@ -1,3 +1,5 @@
+use std::path::{Path, PathBuf};
+
 use super::*;
 
 const HEAD: &str = r#"spin_manifest_version = 2

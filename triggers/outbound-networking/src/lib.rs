@@ -16,8 +16,6 @@
 //! Denying by default and matching exactly like Spin matters: an app that is
 //! refused here would be refused by `spin up` too, and vice versa.
 
-#![deny(missing_docs)]
-
 use std::fmt;
 use std::net::IpAddr;
 

@@ -18,8 +18,6 @@
 //! The crate is deliberately free of any HTTP or wasm dependency so that the
 //! manifest loader and the HTTP trigger can both use it.
 
-#![deny(missing_docs)]
-
 use std::cmp::Ordering;
 use std::fmt;
 

@@ -11,7 +11,6 @@
 //! held here and per-instance state held in [`InstanceState`]. Adding one means
 //! a crate, its per-app state in [`AppRuntime`], a field in [`InstanceState`]
 //! filled in [`AppRuntime::new_store`], and a line in [`link`].
-#![deny(missing_docs)]
 
 pub mod cache;
 mod engine;

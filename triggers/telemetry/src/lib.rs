@@ -9,7 +9,6 @@
 //! [`init`] installs both halves at start-up: the log lines ([`LogFormat`],
 //! JSON by default) and, when an OTLP endpoint is configured, the span
 //! exporter ([`config`] checks the `OTEL_*` variables).
-#![deny(missing_docs)]
 
 pub mod config;
 mod export;

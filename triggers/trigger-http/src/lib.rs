@@ -8,7 +8,6 @@
 //! 500, a timeout a 504, a full component a 503 with `Retry-After`. Requests to
 //! `http://<component>.spin.internal` from a guest come back in through
 //! [`HttpTrigger::handle_chained`] without a socket.
-#![deny(missing_docs)]
 
 mod body;
 mod client_addr;

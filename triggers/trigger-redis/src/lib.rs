@@ -20,7 +20,6 @@
 //! and resubscribes with a capped exponential backoff, logging every attempt.
 //! A handler that returns an error, traps or times out is logged and counted
 //! in [`Metrics`]; the next message is handled as usual.
-#![deny(missing_docs)]
 
 mod config;
 
