@@ -45,7 +45,7 @@ impl Listed {
 
 /// A built trigger, ready to run.
 #[async_trait::async_trait]
-pub trait Trigger: Send + 'static {
+pub trait Trigger: Send + Sync + 'static {
     /// The manifest's trigger type (`http`, `redis`, …).
     fn kind(&self) -> &'static str;
 

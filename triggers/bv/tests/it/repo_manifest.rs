@@ -35,11 +35,11 @@ impl RepoManifest {
                 all.remove(&id);
             }
         }
-        for missing in keep.iter().filter(|id| !all.contains_key(**id)) {
+        if let Some(missing) = keep.iter().find(|id| !all.contains_key(**id)) {
             panic!("spin.toml has no component `{missing}`");
         }
         let triggers = self.table(&["trigger"]);
-        for entries in triggers.values_mut() {
+        for entries in triggers.iter_mut().map(|(_, v)| v) {
             let Value::Array(entries) = entries else {
                 continue;
             };
@@ -109,18 +109,10 @@ impl RepoManifest {
         self
     }
 
-    /// `component`'s `allowed_outbound_hosts` set to `hosts`.
-    pub fn allowed_outbound_hosts(mut self, component: &str, hosts: &[&str]) -> Self {
-        let hosts = hosts.iter().map(|h| Value::from(*h)).collect();
-        self.table(&["component", component])
-            .insert("allowed_outbound_hosts".into(), Value::Array(hosts));
-        self
-    }
-
     /// Every component's `allowed_outbound_hosts` entry `from` replaced by
     /// `to` (a test's own server in place of the shipped address).
     pub fn outbound_host(mut self, from: &str, to: &str) -> Self {
-        for component in self.table(&["component"]).values_mut() {
+        for component in self.table(&["component"]).iter_mut().map(|(_, v)| v) {
             let hosts = component
                 .get_mut("allowed_outbound_hosts")
                 .and_then(Value::as_array_mut);
@@ -162,19 +154,12 @@ impl RepoManifest {
         self
     }
 
-    /// `[component.<component>.tool.bv] key = value`.
-    pub fn tool_bv(mut self, component: &str, key: &str, value: impl Into<Value>) -> Self {
-        self.table(&["component", component, "tool", "bv"])
-            .insert(key.into(), value.into());
-        self
-    }
-
     /// No component rate-limited. Every test's requests come from
     /// 127.0.0.1, so per-address buckets would tie unrelated tests
     /// together; the limits themselves are tested in `rate_limit` and
     /// `login_guard`.
     pub fn without_rate_limits(mut self) -> Self {
-        for component in self.table(&["component"]).values_mut() {
+        for component in self.table(&["component"]).iter_mut().map(|(_, v)| v) {
             if let Some(Value::Table(bv)) = component.get_mut("tool").and_then(|t| t.get_mut("bv"))
             {
                 bv.remove("rate_limit");
@@ -189,7 +174,7 @@ impl RepoManifest {
     pub fn render(&self) -> String {
         let mut doc = self.doc.clone();
         if let Some(Value::Table(components)) = doc.get_mut("component") {
-            for component in components.values_mut() {
+            for component in components.iter_mut().map(|(_, v)| v) {
                 let Value::Table(component) = component else {
                     continue;
                 };
