@@ -14,7 +14,7 @@ use crate::auth_support::{self as keys, b64, KID, KID_2, SEED, SEED_2, STRANGER_
 use crate::harness::*;
 use crate::pg_support::*;
 use crate::redis::redis_shared_lock;
-use crate::repo_manifest::RepoManifest;
+use crate::repo_manifest::{RepoManifest, CHECKOUT};
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
@@ -24,18 +24,7 @@ const MUG: &str = "5eed0000-0000-4000-8000-000000000001";
 /// The auth component and every service a checkout touches.
 fn manifest(prefix: &str) -> String {
     RepoManifest::load()
-        .only(
-            "auth",
-            &[
-                "auth",
-                "product",
-                "inventory",
-                "inventory-projector",
-                "cart",
-                "payment",
-                "order",
-            ],
-        )
+        .only("auth", &[["auth"].as_slice(), &CHECKOUT[..6]].concat())
         .without_rate_limits()
         .trigger_setting("postgres", "poll_interval_ms", 100)
         .component_variable("auth", "login_key_prefix", prefix)

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::auth_support;
 use crate::harness::*;
-use crate::repo_manifest::RepoManifest;
+use crate::repo_manifest::{RepoManifest, CHECKOUT};
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
@@ -317,18 +317,7 @@ fn manifest(k: &Knobs) -> String {
         k.breaker_open_ms.to_string(),
     );
     RepoManifest::load()
-        .only(
-            "chaos",
-            &[
-                "product",
-                "inventory",
-                "inventory-projector",
-                "cart",
-                "payment",
-                "order",
-                "order-sweeper",
-            ],
-        )
+        .only("chaos", &CHECKOUT)
         .without_rate_limits()
         .required_variable("db_url")
         .required_variable("redis_url")

@@ -13,7 +13,7 @@ use crate::auth_support::{self, admin};
 use crate::harness::*;
 use crate::pg_support::*;
 use crate::redis::redis_shared_lock;
-use crate::repo_manifest::RepoManifest;
+use crate::repo_manifest::{RepoManifest, CHECKOUT};
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
@@ -21,18 +21,7 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 /// the cart's and the breakers' Redis keys under `prefix`.
 fn manifest(db_url: &str, prefix: &str, latency_ms: u32, saga_timeout: u32) -> String {
     RepoManifest::load()
-        .only(
-            "commerce-order",
-            &[
-                "product",
-                "inventory",
-                "inventory-projector",
-                "cart",
-                "payment",
-                "order",
-                "order-sweeper",
-            ],
-        )
+        .only("commerce-order", &CHECKOUT)
         .without_rate_limits()
         .trigger_setting("postgres", "poll_interval_ms", 100)
         .trigger_field("postgres", "order-sweeper", "retry_initial_ms", 100)

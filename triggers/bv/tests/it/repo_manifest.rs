@@ -8,6 +8,18 @@ use toml::{Table, Value};
 
 use crate::harness::repo_root;
 
+/// Every component a checkout touches (the cart's product lookups, the
+/// saga's calls, the projector that opens stock, the sweeper).
+pub const CHECKOUT: [&str; 7] = [
+    "product",
+    "inventory",
+    "inventory-projector",
+    "cart",
+    "payment",
+    "order",
+    "order-sweeper",
+];
+
 /// The repository's `spin.toml`, cut down and adjusted for one test.
 #[derive(Clone)]
 pub struct RepoManifest {
