@@ -125,6 +125,32 @@ def localize(script, base, admin, db):
     )
 
 
+def positions(listing):
+    """The POSITION column of a `bv events list`, or None when it has none."""
+    rows = [l.split() for l in listing.splitlines()]
+    if not rows or rows[0][:3] != ["SUBSCRIPTION", "COMPONENT", "POSITION"]:
+        return None
+    return [r[2] for r in rows[1:] if len(r) > 2]
+
+
+def settled(shell, script):
+    """What `script` prints; for a `bv events list`, once every subscription
+    has moved past the last event. A subscription moves past events it does
+    not take at its next poll, so right after a checkout one may still stand
+    an event behind the others: the document shows the log at rest."""
+    printed = shell.run(script)
+    if "events list" not in script:
+        return printed
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen = positions(printed)
+        if seen is None or len(set(seen)) <= 1:
+            break
+        time.sleep(0.2)
+        printed = shell.run(script)
+    return printed
+
+
 def generate(lines, base, admin, db, cwd, env):
     """The document with every run block's output replaced by what it printed."""
     shell = Shell(cwd, env)
@@ -136,7 +162,7 @@ def generate(lines, base, admin, db, cwd, env):
         if not run:
             continue
         script = localize("".join(lines[c_start + 1 : c_end]), base, admin, db)
-        printed = shell.run(script).replace(base, DOC_BASE).replace(admin, DOC_ADMIN)
+        printed = settled(shell, script).replace(base, DOC_BASE).replace(admin, DOC_ADMIN)
         if output is None:
             if printed.strip():
                 raise SystemExit(
