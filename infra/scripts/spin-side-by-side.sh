@@ -4,7 +4,7 @@
 # every step answered:
 #
 #   bash infra/scripts/spin-side-by-side.sh /path/to/spin                  # report on stdout
-#   bash infra/scripts/spin-side-by-side.sh /path/to/spin --record docs/SPIN-SIDE-BY-SIDE.md
+#   bash infra/scripts/spin-side-by-side.sh /path/to/spin --record docs/SPIN-SIDE-BY-SIDE.md [--spin-note "built from <commit>"]
 #
 # Spin runs the manifest's HTTP triggers (the Postgres and cron triggers are
 # `bv`'s and Spin plugins'; see docs/SPIN.md). Needs curl, jq, psql, openssl

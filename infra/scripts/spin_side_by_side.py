@@ -21,6 +21,10 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import walkthrough  # noqa: E402
 
+# The database spin.toml names where no variable reaches (the sweeper's
+# `environment`).
+SHIPPED_DB_URL = "postgres://postgres@127.0.0.1:5432/bitvelocity?sslmode=disable"
+
 # Trigger types `spin up` has built in (others need a plugin or do not exist).
 SPIN_TRIGGERS = {"http", "redis"}
 
@@ -70,13 +74,17 @@ def spin_manifest(text, base_dir):
             if component not in kept_components:
                 continue
         out.extend(lines)
-    manifest = "".join(out)
+    return absolute_sources("".join(out), base_dir), sorted(kept_components)
+
+
+def absolute_sources(manifest, base_dir):
+    """`manifest` with every relative component source made absolute."""
     return re.sub(
         r'^(source\s*=\s*")(?!/)([^"]+)"',
         lambda m: f'{m.group(1)}{os.path.join(base_dir, m.group(2))}"',
         manifest,
         flags=re.M,
-    ), sorted(kept_components)
+    )
 
 
 def free_port():
@@ -165,22 +173,31 @@ def version(binary):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("spin", help="path of the spin binary")
+    p.add_argument("spin", nargs="?", help="path of the spin binary")
+    p.add_argument("--print-manifest", action="store_true",
+                   help="only print spin.toml as `spin up` can run it (HTTP and Redis triggers)")
     p.add_argument("--bv", default=os.environ.get("BV", "bv"), help="path of the bv binary")
     p.add_argument("--record", help="write the comparison as Markdown to this file")
+    p.add_argument("--spin-note", default="",
+                   help="said of the spin binary in the record (e.g. the commit it was built from)")
     a = p.parse_args()
+    if a.print_manifest:
+        with open("spin.toml") as f:
+            manifest, _ = spin_manifest(f.read(), os.getcwd())
+        sys.stdout.write(manifest)
+        return
+    if not a.spin:
+        p.error("the path of the spin binary is required")
     spin = shutil.which(a.spin) or a.spin
     if not os.access(spin, os.X_OK):
         raise SystemExit(f"side-by-side: {a.spin} is not an executable spin binary")
     repo = os.getcwd()
     with open("spin.toml") as f:
         shipped = f.read()
+    if SHIPPED_DB_URL not in shipped:
+        raise SystemExit(f"side-by-side: spin.toml no longer names {SHIPPED_DB_URL}; update SHIPPED_DB_URL")
     work = tempfile.mkdtemp(prefix="bv-side-by-side-")
-    manifest, components = spin_manifest(shipped, repo)
-    spin_dir = os.path.join(work, "spin-app")
-    os.makedirs(spin_dir)
-    with open(os.path.join(spin_dir, "spin.toml"), "w") as f:
-        f.write(manifest)
+    _, components = spin_manifest(shipped, repo)
     print(f"==> Spin runs the HTTP components: {', '.join(components)}", file=sys.stderr)
 
     signing, public = dev_keys()
@@ -199,23 +216,32 @@ def main():
         db = f"bv_side_by_side_{side}"
         fresh_database(db)
         env = dict(common)
-        env["SPIN_VARIABLE_DB_URL"] = (
-            f"postgres://postgres@127.0.0.1:5432/{db}?sslmode=disable")
+        db_url = f"postgres://postgres@127.0.0.1:5432/{db}?sslmode=disable"
+        env["SPIN_VARIABLE_DB_URL"] = db_url
+        # The sweeper's cron half reads its database from `environment`
+        # (see spin.toml), which no variable reaches: point it at this
+        # side's database too.
+        text = shipped.replace(SHIPPED_DB_URL, db_url)
+        app_dir = os.path.join(work, f"{side}-app")
+        os.makedirs(app_dir)
+        if side == "spin":
+            text, _ = spin_manifest(text, repo)
+        else:
+            text = absolute_sources(text, repo)
+        with open(os.path.join(app_dir, "spin.toml"), "w") as f:
+            f.write(text)
         port, admin_port = free_port(), free_port()
         base = f"http://127.0.0.1:{port}"
         log = os.path.join(work, f"{side}.log")
         if side == "bv":
-            cmd = [a.bv, "up", "--from", "spin.toml", "--listen", f"127.0.0.1:{port}",
-                   "--admin-listen", f"127.0.0.1:{admin_port}",
-                   "--state-dir", os.path.join(work, "bv-state")]
-            cwd = repo
+            cmd = [a.bv, "up", "--from", os.path.join(app_dir, "spin.toml"),
+                   "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin_port}"]
         else:
-            cmd = [spin, "up", "--from", os.path.join(spin_dir, "spin.toml"),
+            cmd = [spin, "up", "--from", os.path.join(app_dir, "spin.toml"),
                    "--listen", f"127.0.0.1:{port}"]
-            cwd = spin_dir
         print(f"==> {side}: {' '.join(cmd)}", file=sys.stderr)
         with open(log, "w") as out:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, cwd=app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_ready(base, proc, log, side)
             print(f"==> {side}: running the walkthrough", file=sys.stderr)
@@ -248,7 +274,7 @@ def main():
         "the walkthrough check does (ids, tokens, times). [SPIN.md](SPIN.md) explains\n",
         "each difference.\n\n",
         f"- date: {datetime.date.today().isoformat()}\n",
-        f"- spin: `{version(spin)}`\n",
+        f"- spin: `{version(spin)}`{(' ' + a.spin_note) if a.spin_note else ''}\n",
         f"- bv: `{version(a.bv)}`\n",
         f"- components under Spin: {', '.join(components)}\n",
         f"- steps answered the same: **{same} of {len(rows)}**\n\n",

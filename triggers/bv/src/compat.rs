@@ -120,9 +120,10 @@ pub fn notes(app: &App) -> Vec<Note> {
                 message: format!(
                     "[[trigger.{kind}]] ({who}) runs only under bv: Spin has no {kind} trigger, \
                      built in or as a plugin, so `spin up` refuses this manifest (\"No built-in \
-                     trigger named '{kind}'\") and SpinKube's shim has none either. Under Spin, \
-                     select the other components with --component-id; these handlers then do \
-                     not run."
+                     trigger named '{kind}'\") and SpinKube's shim has none either, and --component-id cannot select a \
+                     component that has one. Under Spin, run a manifest without these \
+                     [[trigger.{kind}]] entries (their components' other triggers still work); \
+                     these handlers then do not run."
                 ),
             }),
             (SpinUp::Plugin(plugin), spinkube) => notes.push(Note {
@@ -196,7 +197,7 @@ source = "b.wasm"
             "{m}"
         );
         assert!(m.contains("No built-in trigger named 'postgres'"), "{m}");
-        assert!(m.contains("--component-id"), "{m}");
+        assert!(m.contains("run a manifest without these"), "{m}");
     }
 
     #[test]
