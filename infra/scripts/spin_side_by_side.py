@@ -250,7 +250,6 @@ def main():
         finally:
             stop(proc)
         results[side] = outputs(doc, generated)
-        print(f"==> {side}: log in {log}", file=sys.stderr)
 
     rows, diffs = [], []
     for n, ((command, bv_out), (_, spin_out)) in enumerate(
