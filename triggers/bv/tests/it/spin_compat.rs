@@ -468,3 +468,61 @@ source = "{wasm:cron-probe}"
     assert!(!log.contains("runs only under bv"), "{log}");
     assert!(!log.contains("needs the Spin plugin"), "{log}");
 }
+
+/// The manifest `spin up` can run (docs/SPIN.md): spin.toml with only the
+/// trigger types Spin has built in, every component they name, sources
+/// made absolute, and nothing else changed; `bv`'s own parser takes it.
+#[test]
+fn the_manifest_for_spin_has_only_spins_triggers_and_every_http_component() {
+    let root = repo_root();
+    let out = std::process::Command::new("python3")
+        .arg("infra/scripts/spin_side_by_side.py")
+        .arg("--print-manifest")
+        .current_dir(&root)
+        .output()
+        .expect("running python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let derived: toml::Table = text.parse().unwrap();
+    let shipped: toml::Table = std::fs::read_to_string(root.join("spin.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let kinds: Vec<&String> = derived["trigger"].as_table().unwrap().keys().collect();
+    assert_eq!(kinds, ["http"], "spin.toml has no Redis trigger today");
+    assert!(derived["application"].get("trigger").is_none());
+    assert_eq!(derived["trigger"]["http"], shipped["trigger"]["http"]);
+    let http_components: std::collections::BTreeSet<&str> = shipped["trigger"]["http"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["component"].as_str().unwrap())
+        .collect();
+    let components = derived["component"].as_table().unwrap();
+    assert_eq!(
+        components
+            .keys()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>(),
+        http_components
+    );
+    for (id, component) in components {
+        let mut expected = shipped["component"][id].clone();
+        let source = root.join(expected["source"].as_str().unwrap());
+        expected
+            .as_table_mut()
+            .unwrap()
+            .insert("source".into(), source.to_str().unwrap().into());
+        assert_eq!(component, &expected, "{id}");
+    }
+    assert_eq!(derived["variables"], shipped["variables"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("spin.toml"), &text).unwrap();
+    bv_manifest::load(&dir.path().join("spin.toml")).expect("bv parses it too");
+}
