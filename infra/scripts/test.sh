@@ -43,7 +43,7 @@ cargo test --release -p bv --test it -- --ignored --exact \
   suite_secrets::the_suite_logs_hold_none_of_the_secrets_it_used
 rm -rf "$BV_SUITE_LOG_DIR"
 say "guest library tests (on the host)"
-(cd components && cargo test -p bv-events-guest -p bv-service -p bv-auth -p bv-resilience)
+(cd components && cargo test -p bv-events-guest -p bv-service -p bv-auth -p bv-resilience -p bv-orders)
 # Apart: cargo stops matching the other -p specs when `auth` is among them.
 (cd components && cargo test -p auth)
 if [ "${BV_LONG:-}" = 1 ]; then

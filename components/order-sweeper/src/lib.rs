@@ -26,18 +26,13 @@
 
 #![deny(missing_docs)]
 
-#[allow(dead_code)]
-#[path = "../../order/src/shared/mod.rs"]
-mod shared;
-
 mod cron;
 
 use bv_events_guest::{Event, Transaction};
+use bv_orders::model::Status;
+use bv_orders::store::{self, Move};
 use serde::Deserialize;
 use serde_json::json;
-
-use shared::model::Status;
-use shared::store::{self, Move};
 
 /// `order.expired`'s data, as far as the handler needs it.
 #[derive(Debug, Deserialize)]
@@ -78,7 +73,7 @@ async fn on_expired(event: Event<Expired>) -> anyhow::Result<()> {
     drop(conn);
     // The calls and the event below join the trace of `order.expired`.
     let trace = bv_service::Trace::from_traceparent(event.traceparent());
-    let given_back = shared::services::give_back(&trace, id).await;
+    let given_back = bv_orders::services::give_back(&trace, id).await;
     let result = if given_back.is_ok() { "done" } else { "failed" };
     bv_service::telemetry::counter(
         "saga_compensations",

@@ -2,6 +2,9 @@
 //! its saga.
 
 use bv_events_guest::{CloudEvent, Transaction};
+use bv_orders::model::Status;
+use bv_orders::services::{self, Answer, CART, INVENTORY, PAYMENT};
+use bv_orders::store::{self, Move, Order, SOURCE};
 use bv_service::{read_json, telemetry, Currency, Money, Problem, Reply, Trace};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -10,9 +13,6 @@ use spin_sdk::http::{FullBody, Request, Response};
 use spin_sdk::pg::{Connection, ParameterValue};
 
 use crate::resilience::{CallError, Calls, Dependency};
-use crate::shared::model::Status;
-use crate::shared::services::{self, Answer, CART, INVENTORY, PAYMENT};
-use crate::shared::store::{self, Move, Order, SOURCE};
 use crate::{customer, open};
 
 /// The largest checkout body: `{"card": {"token": …}}` is small.

@@ -78,20 +78,18 @@
 
 mod checkout;
 mod resilience;
-mod shared;
 
 use std::sync::atomic::AtomicBool;
 
 use bv_auth::Principal;
+use bv_orders::model::Status;
+use bv_orders::services::{self, INVENTORY};
+use bv_orders::store::{self, Move, Order, COLUMNS};
 use bv_service::{json, migrate, path_info, Problem, Reply, Trace};
 use serde_json::json;
 use spin_sdk::http::{Method, Request};
 use spin_sdk::http_service;
 use spin_sdk::pg::{Connection, ParameterValue};
-
-use shared::model::Status;
-use shared::services::{self, INVENTORY};
-use shared::store::{self, Move, Order, COLUMNS};
 
 /// Where `spin.toml` mounts this component (`route = "/api/orders/..."`); callers
 /// use the same path over service chaining.
@@ -148,7 +146,7 @@ async fn require_admin(req: &Request) -> Result<(), Problem> {
 /// The database, migrated.
 async fn open() -> Result<Connection, Problem> {
     let conn = store::open().await?;
-    migrate(&conn, "order", shared::schema::MIGRATIONS, &MIGRATED).await?;
+    migrate(&conn, "order", bv_orders::schema::MIGRATIONS, &MIGRATED).await?;
     Ok(conn)
 }
 

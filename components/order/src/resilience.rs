@@ -16,12 +16,11 @@
 
 use std::time::Duration;
 
+use bv_orders::services::{self, Answer, INVENTORY, PAYMENT};
 use bv_resilience::spin::{self, RedisStore, Store};
 use bv_resilience::{BreakerConfig, Outcome, Policy, Verdict};
 use bv_service::{Problem, Trace};
 use serde_json::Value;
-
-use crate::shared::services::{self, Answer, INVENTORY, PAYMENT};
 
 /// A dependency of the saga.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

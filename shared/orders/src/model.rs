@@ -67,3 +67,25 @@ pub fn status_in(statuses: &[Status]) -> String {
         .collect();
     format!("status IN ({})", names.join(", "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_is_stored_under_a_name_that_parses_back() {
+        for status in Status::ALL {
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(Status::parse("paid"), None, "names are upper case");
+        assert_eq!(Status::parse(""), None);
+    }
+
+    #[test]
+    fn status_in_lists_the_names_quoted() {
+        assert_eq!(
+            status_in(&Status::FAILABLE),
+            "status IN ('PENDING', 'CONFIRMED')"
+        );
+    }
+}

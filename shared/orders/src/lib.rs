@@ -1,7 +1,7 @@
 //! What the `order` component and the `order-sweeper` share: the tables,
 //! the order's states, loading and moving orders (with their events), and
-//! the calls to the services a saga holds resources in. `order-sweeper`
-//! includes this directory with `#[path]`.
+//! the calls to the services a saga holds resources in.
+#![deny(missing_docs)]
 
 pub mod model;
 pub mod schema;
