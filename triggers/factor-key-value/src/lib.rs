@@ -118,6 +118,22 @@ pub struct KeyValueInstance {
 const MAX_OPEN_STORES: usize = 256;
 
 impl KeyValueInstance {
+    /// Opens the store `label`, if the component lists it and it exists.
+    pub fn open(&mut self, label: &str) -> wasmtime::Result<Result<Resource<OpenStore>, WitError>> {
+        if !self.allowed.contains(label) {
+            return Ok(Err(WitError::AccessDenied));
+        }
+        let Some(store) = self.app.stores.get(label).cloned() else {
+            return Ok(Err(WitError::NoSuchStore));
+        };
+        if self.open >= MAX_OPEN_STORES {
+            return Ok(Err(WitError::StoreTableFull));
+        }
+        let handle = self.table.push(OpenStore(store))?;
+        self.open += 1;
+        Ok(Ok(handle))
+    }
+
     fn store(&self, handle: &Resource<OpenStore>) -> wasmtime::Result<Arc<dyn Store>> {
         Ok(self.table.get(handle)?.0.clone())
     }
@@ -148,21 +164,7 @@ impl<T: Send> key_value::HostStoreWithStore<T> for HasKeyValue {
         accessor: Acc<'_, T>,
         label: String,
     ) -> wasmtime::Result<Result<Resource<OpenStore>, WitError>> {
-        accessor.with(|mut access| {
-            let state = access.get();
-            if !state.allowed.contains(&label) {
-                return Ok(Err(WitError::AccessDenied));
-            }
-            let Some(store) = state.app.stores.get(&label).cloned() else {
-                return Ok(Err(WitError::NoSuchStore));
-            };
-            if state.open >= MAX_OPEN_STORES {
-                return Ok(Err(WitError::StoreTableFull));
-            }
-            let handle = state.table.push(OpenStore(store))?;
-            state.open += 1;
-            Ok(Ok(handle))
-        })
+        accessor.with(|mut access| access.get().open(&label))
     }
 
     async fn get(
@@ -237,11 +239,122 @@ impl<T: Send> key_value::HostStoreWithStore<T> for HasKeyValue {
 impl key_value::HostStore for KeyValueInstance {}
 impl key_value::Host for KeyValueInstance {}
 
-/// Adds `spin:key-value@3.0.0` to `linker`.
-pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut KeyValueInstance,
-) -> anyhow::Result<()> {
-    key_value::add_to_linker::<T, HasKeyValue>(linker, get)?;
-    Ok(())
+/// The `spin:key-value` capability.
+#[derive(Default)]
+pub struct KeyValueCapability;
+
+impl bv_capability::Capability for KeyValueCapability {
+    type AppState = Arc<KeyValueApp>;
+    /// The store labels the component lists.
+    type ComponentState = Arc<HashSet<String>>;
+    type InstanceState = KeyValueInstance;
+
+    fn init(&self, ctx: &bv_capability::AppContext<'_>) -> anyhow::Result<Self::AppState> {
+        Ok(Arc::new(KeyValueApp::new(
+            ctx.app,
+            ctx.runtime_config,
+            ctx.state_dir,
+        )?))
+    }
+
+    fn prepare(
+        &self,
+        _: &Self::AppState,
+        ctx: &bv_capability::ComponentContext<'_>,
+    ) -> anyhow::Result<Self::ComponentState> {
+        Ok(Arc::new(
+            ctx.component.key_value_stores.iter().cloned().collect(),
+        ))
+    }
+
+    fn instance(
+        &self,
+        app: &Self::AppState,
+        component: &Self::ComponentState,
+        _: &bv_capability::InstanceContext<'_>,
+    ) -> Self::InstanceState {
+        app.instance(component.clone())
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut Self::InstanceState,
+    ) -> anyhow::Result<()> {
+        key_value::add_to_linker::<T, HasKeyValue>(linker, get)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bv_capability::testing::TestApp;
+
+    const MANIFEST: &str = r#"
+        [component.web]
+        source = "web.wasm"
+        key_value_stores = ["default", "carts"]
+        [component.other]
+        source = "other.wasm"
+        key_value_stores = ["default"]
+    "#;
+
+    fn test_app() -> TestApp {
+        let app = TestApp::with_tables(MANIFEST).unwrap();
+        let carts = app.state_dir().join("carts.db");
+        app.with_runtime_config(&format!(
+            "[key_value_store.carts]\ntype = \"spin\"\npath = {:?}\n",
+            carts.display().to_string()
+        ))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_component_opens_only_the_stores_it_lists() {
+        let app = test_app();
+        let mut web = app.prepare(KeyValueCapability, "web").unwrap().instance();
+        let mut other = app.prepare(KeyValueCapability, "other").unwrap().instance();
+        assert!(web.open("default").unwrap().is_ok());
+        assert!(web.open("carts").unwrap().is_ok());
+        assert!(matches!(
+            other.open("carts").unwrap(),
+            Err(WitError::AccessDenied)
+        ));
+        assert!(matches!(
+            web.open("missing").unwrap(),
+            Err(WitError::AccessDenied)
+        ));
+    }
+
+    #[tokio::test]
+    async fn stores_are_shared_by_instances_and_kept_apart_by_label() {
+        let app = test_app();
+        let prepared = app.prepare(KeyValueCapability, "web").unwrap();
+        let mut first = prepared.instance();
+        let handle = first.open("carts").unwrap().unwrap();
+        first.store(&handle).unwrap().set("k", b"v").await.unwrap();
+
+        let mut second = prepared.instance();
+        let carts = second.open("carts").unwrap().unwrap();
+        let default = second.open("default").unwrap().unwrap();
+        let carts = second.store(&carts).unwrap();
+        let default = second.store(&default).unwrap();
+        assert_eq!(carts.get("k").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(default.get("k").await.unwrap(), None);
+        assert!(app.state_dir().join("carts.db").exists());
+        assert!(app.state_dir().join("sqlite_key_value.db").exists());
+    }
+
+    #[tokio::test]
+    async fn an_instance_holds_a_bounded_number_of_open_stores() {
+        let app = test_app();
+        let mut web = app.prepare(KeyValueCapability, "web").unwrap().instance();
+        for _ in 0..MAX_OPEN_STORES {
+            web.open("default").unwrap().unwrap();
+        }
+        assert!(matches!(
+            web.open("default").unwrap(),
+            Err(WitError::StoreTableFull)
+        ));
+    }
 }

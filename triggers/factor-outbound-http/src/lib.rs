@@ -15,7 +15,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bv_outbound_networking::{AllowedHosts, OutboundUrl};
@@ -42,16 +42,16 @@ pub trait LocalService: Send + Sync {
     ) -> BoxFuture<Result<http::Response<WasiBody>, Error>>;
 }
 
-/// Per-application state: how long outbound requests may take by default.
+/// How long outbound requests may take by default.
 #[derive(Clone, Debug)]
-pub struct OutboundHttpApp {
+pub struct OutboundHttpSettings {
     /// Connect timeout unless the guest sets its own.
     pub connect_timeout: Duration,
     /// Time to the first response byte unless the guest sets its own.
     pub first_byte_timeout: Duration,
 }
 
-impl Default for OutboundHttpApp {
+impl Default for OutboundHttpSettings {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(10),
@@ -60,39 +60,74 @@ impl Default for OutboundHttpApp {
     }
 }
 
+/// Per-application state: the settings, and the application's own HTTP
+/// handler once the HTTP trigger has registered it.
+#[derive(Default)]
+pub struct OutboundHttpApp {
+    settings: OutboundHttpSettings,
+    local: OnceLock<Arc<dyn LocalService>>,
+}
+
+impl OutboundHttpApp {
+    /// Registers the handler of `http://<component>.spin.internal` requests
+    /// (the HTTP trigger does this once it is built; later calls are ignored).
+    pub fn set_local_service(&self, service: Arc<dyn LocalService>) {
+        let _ = self.local.set(service);
+    }
+}
+
+/// The outbound `wasi:http` capability. Its imports are `wasi:http`'s own,
+/// linked by the runtime with the rest of WASI; this capability supplies the
+/// hooks those imports call ([`OutboundHttp`]).
+#[derive(Default)]
+pub struct OutboundHttpCapability {
+    /// Default timeouts.
+    pub settings: OutboundHttpSettings,
+}
+
+impl bv_capability::Capability for OutboundHttpCapability {
+    type AppState = Arc<OutboundHttpApp>;
+    type ComponentState = ();
+    type InstanceState = OutboundHttp;
+
+    fn init(&self, _: &bv_capability::AppContext<'_>) -> anyhow::Result<Self::AppState> {
+        Ok(Arc::new(OutboundHttpApp {
+            settings: self.settings.clone(),
+            local: OnceLock::new(),
+        }))
+    }
+
+    fn instance(
+        &self,
+        app: &Self::AppState,
+        _: &(),
+        ctx: &bv_capability::InstanceContext<'_>,
+    ) -> OutboundHttp {
+        OutboundHttp {
+            component: ctx.id.clone(),
+            allowed: ctx.allowed_hosts.clone(),
+            app: app.clone(),
+            span: ctx.span.clone(),
+        }
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        _: &mut wasmtime::component::Linker<T>,
+        _: fn(&mut T) -> &mut OutboundHttp,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
 /// Per-instance state: the hooks for one component instance.
 pub struct OutboundHttp {
     component: Arc<str>,
     allowed: Arc<AllowedHosts>,
-    local: Option<Arc<dyn LocalService>>,
-    app: OutboundHttpApp,
+    app: Arc<OutboundHttpApp>,
     span: CurrentSpan,
 }
 
 impl OutboundHttp {
-    /// Hooks for an instance of `component`, allowed to reach `allowed`;
-    /// `local` serves `*.spin.internal`.
-    pub fn new(
-        component: Arc<str>,
-        allowed: Arc<AllowedHosts>,
-        local: Option<Arc<dyn LocalService>>,
-        app: OutboundHttpApp,
-    ) -> Self {
-        Self {
-            component,
-            allowed,
-            local,
-            app,
-            span: CurrentSpan::default(),
-        }
-    }
-
-    /// Parents client spans on `span`, the span the instance works under.
-    pub fn with_span(mut self, span: CurrentSpan) -> Self {
-        self.span = span;
-        self
-    }
-
     /// A client span for `request` and its `traceparent` set on the request;
     /// `None` (and the request untouched) when tracing is off.
     fn client_span(&self, request: &mut http::Request<WasiBody>) -> Option<tracing::Span> {
@@ -211,7 +246,7 @@ impl WasiHttpHooks for OutboundHttp {
                 ));
                 return Box::new(async move { Err(err) });
             }
-            let Some(local) = self.local.clone() else {
+            let Some(local) = self.app.local.get().cloned() else {
                 return Box::new(async { Err(Error::DestinationNotFound) });
             };
             let span = self.client_span(&mut request);
@@ -246,15 +281,137 @@ impl WasiHttpHooks for OutboundHttp {
         let mut options = options.unwrap_or_default();
         options
             .connect_timeout
-            .get_or_insert(self.app.connect_timeout);
+            .get_or_insert(self.app.settings.connect_timeout);
         options
             .first_byte_timeout
-            .get_or_insert(self.app.first_byte_timeout);
+            .get_or_insert(self.app.settings.first_byte_timeout);
         Box::new(traced(span, async move {
             let (response, io) =
                 wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(io);
             Ok((response.map(BodyExt::boxed_unsync), io))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bv_capability::testing::TestApp;
+    use bv_capability::Capability as _;
+
+    const MANIFEST: &str = r#"
+        [component.web]
+        source = "web.wasm"
+        allowed_outbound_hosts = ["http://cart.spin.internal", "https://api.example.com"]
+        [component.cart]
+        source = "cart.wasm"
+    "#;
+
+    fn get(uri: &str) -> http::Request<WasiBody> {
+        let body = http_body_util::Empty::<bytes::Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        http::Request::get(uri).body(body).unwrap()
+    }
+
+    async fn send(hooks: &mut OutboundHttp, uri: &str) -> Result<u16, Error> {
+        let sent = hooks.send_request(get(uri), None, Box::new(async { Ok(()) }));
+        let (response, _) = Box::into_pin(sent).await?;
+        Ok(response.status().as_u16())
+    }
+
+    struct Teapot(std::sync::Mutex<Vec<String>>);
+
+    impl LocalService for Teapot {
+        fn handle(
+            &self,
+            component: &str,
+            request: http::Request<WasiBody>,
+        ) -> BoxFuture<Result<http::Response<WasiBody>, Error>> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{component} {}", request.uri().path()));
+            Box::pin(async {
+                let body = http_body_util::Empty::<bytes::Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                Ok(http::Response::builder().status(418).body(body).unwrap())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn hosts_outside_the_allow_list_are_denied_without_a_socket() {
+        let app = TestApp::with_tables(MANIFEST).unwrap();
+        let mut web = app
+            .prepare(OutboundHttpCapability::default(), "web")
+            .unwrap()
+            .instance();
+        assert!(matches!(
+            send(&mut web, "https://elsewhere.example.com/").await,
+            Err(Error::HttpRequestDenied)
+        ));
+        assert!(
+            matches!(
+                send(&mut web, "http://api.example.com/").await,
+                Err(Error::HttpRequestDenied)
+            ),
+            "the scheme is part of the entry"
+        );
+        let mut cart = app
+            .prepare(OutboundHttpCapability::default(), "cart")
+            .unwrap()
+            .instance();
+        assert!(matches!(
+            send(&mut cart, "http://web.spin.internal/").await,
+            Err(Error::HttpRequestDenied)
+        ));
+    }
+
+    #[tokio::test]
+    async fn chained_requests_reach_the_local_service_once_it_is_registered() {
+        let app = TestApp::with_tables(MANIFEST).unwrap();
+        let prepared = app
+            .prepare(OutboundHttpCapability::default(), "web")
+            .unwrap();
+        let mut before = prepared.instance();
+        assert!(matches!(
+            send(&mut before, "http://cart.spin.internal/items").await,
+            Err(Error::DestinationNotFound)
+        ));
+        let teapot = Arc::new(Teapot(Default::default()));
+        prepared.app_state.set_local_service(teapot.clone());
+        let mut after = prepared.instance();
+        assert_eq!(
+            send(&mut after, "http://cart.spin.internal/items")
+                .await
+                .unwrap(),
+            418
+        );
+        assert_eq!(*teapot.0.lock().unwrap(), ["cart /items"]);
+        // The capability is the same object for every instance, so an
+        // instance made before registration sees it too.
+        assert_eq!(
+            send(&mut before, "http://cart.spin.internal/x")
+                .await
+                .unwrap(),
+            418
+        );
+    }
+
+    #[test]
+    fn the_default_timeouts_are_spins() {
+        let app = TestApp::with_tables(MANIFEST).unwrap();
+        let state = OutboundHttpCapability::default()
+            .init(&bv_capability::AppContext {
+                app: app.app(),
+                runtime_config: &Default::default(),
+                state_dir: app.state_dir(),
+            })
+            .unwrap();
+        assert_eq!(state.settings.connect_timeout, Duration::from_secs(10));
+        assert_eq!(state.settings.first_byte_timeout, Duration::from_secs(30));
     }
 }

@@ -274,6 +274,72 @@ impl MqttInstance {
 /// Most connection handles one instance may hold at once.
 const MAX_OPEN_CONNECTIONS: usize = 64;
 
+impl MqttInstance {
+    /// `address` parsed, if it is an MQTT address the component may reach
+    /// and the instance may open one more connection.
+    fn admit(&self, address: &str) -> Result<Address, WitError> {
+        let Some(parsed) = Address::parse(address) else {
+            return Err(WitError::InvalidAddress);
+        };
+        if !self.allowed.allows(&parsed.outbound_url()) {
+            tracing::warn!(
+                component = %self.component,
+                address = %parsed,
+                "outbound MQTT connection denied: {parsed} is not in allowed_outbound_hosts"
+            );
+            return Err(WitError::ConnectionFailed(format!(
+                "address {parsed} is not permitted by allowed_outbound_hosts"
+            )));
+        }
+        if self.open >= MAX_OPEN_CONNECTIONS {
+            return Err(WitError::TooManyConnections);
+        }
+        Ok(parsed)
+    }
+}
+
+/// The `spin:mqtt` capability; `connector` opens the connections.
+pub struct OutboundMqttCapability {
+    /// Opens connections (the real one is [`RumqttcConnector`]).
+    pub connector: Arc<dyn Connector>,
+}
+
+impl Default for OutboundMqttCapability {
+    fn default() -> Self {
+        Self {
+            connector: Arc::new(RumqttcConnector::default()),
+        }
+    }
+}
+
+impl bv_capability::Capability for OutboundMqttCapability {
+    type AppState = Arc<MqttApp>;
+    type ComponentState = ();
+    type InstanceState = MqttInstance;
+
+    fn init(&self, _: &bv_capability::AppContext<'_>) -> anyhow::Result<Self::AppState> {
+        Ok(Arc::new(MqttApp::new(self.connector.clone())))
+    }
+
+    fn instance(
+        &self,
+        app: &Self::AppState,
+        _: &(),
+        ctx: &bv_capability::InstanceContext<'_>,
+    ) -> MqttInstance {
+        app.instance(ctx.id.clone(), ctx.allowed_hosts.clone())
+            .with_span(ctx.span.clone())
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut MqttInstance,
+    ) -> anyhow::Result<()> {
+        mqtt::add_to_linker::<T, HasMqtt>(linker, get)?;
+        Ok(())
+    }
+}
+
 struct HasMqtt;
 
 impl HasData for HasMqtt {
@@ -290,31 +356,14 @@ impl<T: Send> mqtt::HostConnectionWithStore<T> for HasMqtt {
         password: String,
         keep_alive_interval_in_secs: u64,
     ) -> wasmtime::Result<Result<Resource<OpenConnection>, WitError>> {
-        let Some(parsed) = Address::parse(&address) else {
-            return Ok(Err(WitError::InvalidAddress));
-        };
-        let (app, component, allowed, full) = accessor.with(|mut access| {
+        let (app, component, admitted) = accessor.with(|mut access| {
             let s = access.get();
-            (
-                s.app.clone(),
-                s.component.clone(),
-                s.allowed.allows(&parsed.outbound_url()),
-                s.open >= MAX_OPEN_CONNECTIONS,
-            )
+            (s.app.clone(), s.component.clone(), s.admit(&address))
         });
-        if !allowed {
-            tracing::warn!(
-                component = %component,
-                address = %parsed,
-                "outbound MQTT connection denied: {parsed} is not in allowed_outbound_hosts"
-            );
-            return Ok(Err(WitError::ConnectionFailed(format!(
-                "address {parsed} is not permitted by allowed_outbound_hosts"
-            ))));
-        }
-        if full {
-            return Ok(Err(WitError::TooManyConnections));
-        }
+        let parsed = match admitted {
+            Ok(parsed) => parsed,
+            Err(e) => return Ok(Err(e)),
+        };
         let client_id = parsed.client_id.clone().unwrap_or_else(|| {
             format!(
                 "bv-{}-{}",
@@ -389,15 +438,6 @@ impl<T: Send> mqtt::HostConnectionWithStore<T> for HasMqtt {
 impl mqtt::HostConnection for MqttInstance {}
 impl mqtt::Host for MqttInstance {}
 
-/// Adds `spin:mqtt@3.0.0` to `linker`.
-pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut MqttInstance,
-) -> anyhow::Result<()> {
-    mqtt::add_to_linker::<T, HasMqtt>(linker, get)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,6 +502,34 @@ mod tests {
             password: String::new(),
             keep_alive: Duration::from_secs(30),
         }
+    }
+
+    #[test]
+    fn a_component_reaches_only_the_brokers_it_lists() {
+        let app = bv_capability::testing::TestApp::with_tables(
+            r#"
+            [component.sensor]
+            source = "sensor.wasm"
+            allowed_outbound_hosts = ["mqtt://broker.example:1883"]
+            "#,
+        )
+        .unwrap();
+        let capability = OutboundMqttCapability {
+            connector: Arc::new(FakeConnector(Mutex::new(Vec::new()))),
+        };
+        let sensor = app.prepare(capability, "sensor").unwrap().instance();
+        let admitted = sensor
+            .admit("mqtt://broker.example:1883?client_id=s1")
+            .unwrap();
+        assert_eq!(admitted.client_id.as_deref(), Some("s1"));
+        assert!(matches!(
+            sensor.admit("mqtt://other.example:1883"),
+            Err(WitError::ConnectionFailed(m)) if m.contains("allowed_outbound_hosts")
+        ));
+        assert!(matches!(
+            sensor.admit("http://broker.example:1883"),
+            Err(WitError::InvalidAddress)
+        ));
     }
 
     #[tokio::test]

@@ -1,12 +1,14 @@
 //! `spin:postgres/postgres@4.2.0` for `bv`.
 //!
-//! Shape: [`PostgresApp`] is per-application state and owns one connection
-//! pool per address (deadpool-postgres over tokio-postgres), so connections
-//! are reused across requests and instances; [`PostgresInstance`] is the
+//! Shape: [`PostgresApp`] is per-application state: the [`Connector`] that
+//! opens server sessions, by default [`Pools`], one connection pool per
+//! address (deadpool-postgres over tokio-postgres), so connections are
+//! reused across requests and instances; [`PostgresInstance`] is the
 //! per-instance state (the component's allow-list and its open connection
-//! resources). The real I/O sits in [`session`]: a `connection` resource holds
-//! one pooled server session for its whole life, so `BEGIN … COMMIT` works,
-//! and hands it back to the pool clean when it is dropped.
+//! resources). The real I/O sits behind [`Connector`] and [`Client`], in
+//! [`session`]: a `connection` resource holds one pooled server session for
+//! its whole life, so `BEGIN … COMMIT` works, and hands it back to the pool
+//! clean when it is dropped.
 //!
 //! Addresses are checked against `allowed_outbound_hosts` before any socket is
 //! opened ([`address`]); parameters are always bound by the type the server
@@ -30,7 +32,9 @@ use wasmtime::component::{
     Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
 };
 
-pub use session::{PoolSettings, PostgresApp, Session};
+pub use session::{PoolSettings, Pools, Session};
+
+use async_trait::async_trait;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -48,8 +52,106 @@ mod bindings {
 
 use bindings::spin::postgres::postgres::{self as pg, Column, DbValue, Error as PgError, RowSet};
 
-/// A `connection` resource as the guest holds it: one pooled server session.
-pub struct PgConnection(Arc<Session>);
+/// A `connection` resource as the guest holds it: one server session.
+pub struct PgConnection(Arc<dyn Client>);
+
+/// One server session, held by a guest `connection`. The real one is
+/// [`Session`]; tests swap it.
+#[async_trait]
+pub trait Client: Send + Sync {
+    /// Runs a query and decodes every row.
+    async fn query(
+        &self,
+        statement: &str,
+        params: &[pg::ParameterValue],
+    ) -> Result<(Vec<Column>, Vec<Vec<DbValue>>), PgError>;
+    /// Runs a command and returns the number of rows it affected.
+    async fn execute(&self, statement: &str, params: &[pg::ParameterValue])
+        -> Result<u64, PgError>;
+}
+
+/// Opens server sessions. The real one is [`Pools`]; tests swap it.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// A session at `address`, already parsed (`parsed`) and allowed.
+    async fn connect(
+        &self,
+        address: &str,
+        parsed: address::Address,
+    ) -> Result<Arc<dyn Client>, PgError>;
+}
+
+/// Per-application state: what opens sessions.
+pub struct PostgresApp {
+    connector: Arc<dyn Connector>,
+}
+
+impl PostgresApp {
+    /// An application whose sessions `connector` opens.
+    pub fn new(connector: Arc<dyn Connector>) -> Self {
+        Self { connector }
+    }
+
+    /// Opens a session for `component` at `address`, if `allowed` lists it.
+    pub async fn open(
+        &self,
+        component: &str,
+        address: &str,
+        allowed: &AllowedHosts,
+    ) -> Result<Arc<dyn Client>, PgError> {
+        let parsed =
+            address::parse(address).map_err(|e| PgError::ConnectionFailed(e.to_string()))?;
+        if let Err(e @ address::AddressError::NotAllowed { .. }) =
+            address::check_allowed(&parsed, allowed)
+        {
+            tracing::warn!(component, error = %e, "postgres connection denied");
+            return Err(PgError::ConnectionFailed(e.to_string()));
+        }
+        self.connector.connect(address, parsed).await
+    }
+}
+
+/// The `spin:postgres` capability; `connector` opens the sessions.
+pub struct OutboundPgCapability {
+    /// Opens sessions (the real one is [`Pools`]).
+    pub connector: Arc<dyn Connector>,
+}
+
+impl Default for OutboundPgCapability {
+    fn default() -> Self {
+        Self {
+            connector: Arc::new(Pools::default()),
+        }
+    }
+}
+
+impl bv_capability::Capability for OutboundPgCapability {
+    type AppState = Arc<PostgresApp>;
+    type ComponentState = ();
+    type InstanceState = PostgresInstance;
+
+    fn init(&self, _: &bv_capability::AppContext<'_>) -> anyhow::Result<Self::AppState> {
+        Ok(Arc::new(PostgresApp::new(self.connector.clone())))
+    }
+
+    fn instance(
+        &self,
+        app: &Self::AppState,
+        _: &(),
+        ctx: &bv_capability::InstanceContext<'_>,
+    ) -> PostgresInstance {
+        app.instance(ctx.id.clone(), ctx.allowed_hosts.clone())
+            .with_span(ctx.span.clone())
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut PostgresInstance,
+    ) -> anyhow::Result<()> {
+        pg::add_to_linker::<T, HasPg>(linker, get)?;
+        Ok(())
+    }
+}
 
 /// A `connection-builder` resource: an address waiting for `build`.
 pub struct PgConnectionBuilder {
@@ -115,7 +217,7 @@ fn session<T>(
     accessor: Acc<'_, T>,
     handle: &Resource<PgConnection>,
     statement: &str,
-) -> wasmtime::Result<(Arc<Session>, Option<tracing::Span>)> {
+) -> wasmtime::Result<(Arc<dyn Client>, Option<tracing::Span>)> {
     accessor.with(|mut access| {
         let state = access.get();
         Ok((
@@ -149,7 +251,7 @@ async fn open<T>(
     };
     accessor.with(|mut access| {
         let state = access.get();
-        let handle = state.table.push(PgConnection(Arc::new(session)))?;
+        let handle = state.table.push(PgConnection(session))?;
         state.open += 1;
         Ok(Ok(handle))
     })
@@ -172,12 +274,12 @@ impl PostgresInstance {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
-        let handle = self.table.push(PgConnection(Arc::new(session)))?;
+        let handle = self.table.push(PgConnection(session))?;
         self.open += 1;
         Ok(Ok(handle))
     }
 
-    fn session(&self, handle: &Resource<PgConnection>) -> wasmtime::Result<Arc<Session>> {
+    fn session(&self, handle: &Resource<PgConnection>) -> wasmtime::Result<Arc<dyn Client>> {
         Ok(self.table.get(handle)?.0.clone())
     }
 }
@@ -350,11 +452,163 @@ impl<T: Send> pg::HostConnectionBuilderWithStore<T> for HasPg {
 
 impl pg::Host for PostgresInstance {}
 
-/// Adds `spin:postgres/postgres@4.2.0` to `linker`.
-pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut PostgresInstance,
-) -> anyhow::Result<()> {
-    pg::add_to_linker::<T, HasPg>(linker, get)?;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bv_capability::testing::TestApp;
+    use pg::HostConnection as _;
+    use std::sync::Mutex;
+
+    const MANIFEST: &str = r#"
+        [component.orders]
+        source = "orders.wasm"
+        allowed_outbound_hosts = ["postgres://db.internal:5432"]
+    "#;
+
+    /// Records what reaches the server and answers one row per query.
+    #[derive(Default)]
+    struct Recorder {
+        connects: Mutex<Vec<String>>,
+        statements: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct RecordingClient(Arc<Mutex<Vec<String>>>);
+
+    #[async_trait]
+    impl Client for RecordingClient {
+        async fn query(
+            &self,
+            statement: &str,
+            _: &[pg::ParameterValue],
+        ) -> Result<(Vec<Column>, Vec<Vec<DbValue>>), PgError> {
+            self.0.lock().unwrap().push(statement.to_string());
+            Ok((
+                vec![Column {
+                    name: "n".into(),
+                    data_type: pg::DbDataType::Int32,
+                }],
+                vec![vec![DbValue::Int32(7)]],
+            ))
+        }
+
+        async fn execute(&self, statement: &str, _: &[pg::ParameterValue]) -> Result<u64, PgError> {
+            self.0.lock().unwrap().push(statement.to_string());
+            Ok(3)
+        }
+    }
+
+    #[async_trait]
+    impl Connector for Recorder {
+        async fn connect(
+            &self,
+            address: &str,
+            _: address::Address,
+        ) -> Result<Arc<dyn Client>, PgError> {
+            self.connects.lock().unwrap().push(address.to_string());
+            Ok(Arc::new(RecordingClient(self.statements.clone())))
+        }
+    }
+
+    fn orders(recorder: &Arc<Recorder>) -> PostgresInstance {
+        let app = TestApp::with_tables(MANIFEST).unwrap();
+        let capability = OutboundPgCapability {
+            connector: recorder.clone(),
+        };
+        app.prepare(capability, "orders").unwrap().instance()
+    }
+
+    #[tokio::test]
+    async fn statements_run_on_the_session_the_connection_holds() {
+        let recorder = Arc::new(Recorder::default());
+        let mut instance = orders(&recorder);
+        let address = "postgres://app@db.internal:5432/shop";
+        let conn = instance.open(address.into()).await.unwrap().unwrap();
+        let rows = instance
+            .query(
+                Resource::new_borrow(conn.rep()),
+                "SELECT 7 AS n".into(),
+                vec![],
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(rows.rows.as_slice(), [row] if matches!(row.as_slice(), [DbValue::Int32(7)]))
+        );
+        assert_eq!(rows.columns[0].name, "n");
+        let affected = instance
+            .execute(
+                Resource::new_borrow(conn.rep()),
+                "DELETE FROM t".into(),
+                vec![],
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(affected, 3);
+        assert_eq!(*recorder.connects.lock().unwrap(), [address]);
+        assert_eq!(
+            *recorder.statements.lock().unwrap(),
+            ["SELECT 7 AS n", "DELETE FROM t"]
+        );
+        pg::HostConnection::drop(&mut instance, conn).await.unwrap();
+        assert_eq!(instance.open, 0);
+    }
+
+    #[tokio::test]
+    async fn an_address_outside_the_allow_list_is_refused_before_connecting() {
+        let recorder = Arc::new(Recorder::default());
+        let mut instance = orders(&recorder);
+        let refused = instance
+            .open("postgres://app@elsewhere:5432/shop".into())
+            .await
+            .unwrap();
+        assert!(matches!(
+            refused,
+            Err(PgError::ConnectionFailed(m)) if m.contains("allowed_outbound_hosts")
+        ));
+        let malformed = instance.open("not an address".into()).await.unwrap();
+        assert!(matches!(malformed, Err(PgError::ConnectionFailed(_))));
+        assert!(recorder.connects.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_instance_holds_a_bounded_number_of_connections() {
+        let recorder = Arc::new(Recorder::default());
+        let mut instance = orders(&recorder);
+        let address = "postgres://app@db.internal:5432/shop";
+        for _ in 0..MAX_OPEN {
+            instance.open(address.into()).await.unwrap().unwrap();
+        }
+        assert!(matches!(
+            instance.open(address.into()).await.unwrap(),
+            Err(PgError::ConnectionFailed(m)) if m.contains("already holds")
+        ));
+        assert_eq!(recorder.connects.lock().unwrap().len(), MAX_OPEN);
+    }
+
+    #[tokio::test]
+    async fn a_ca_root_is_refused_since_sessions_are_not_encrypted() {
+        let recorder = Arc::new(Recorder::default());
+        let mut instance = orders(&recorder);
+        let builder = pg::HostConnectionBuilder::new(
+            &mut instance,
+            "postgres://app@db.internal:5432/shop".into(),
+        )
+        .await
+        .unwrap();
+        pg::HostConnectionBuilder::set_ca_root(
+            &mut instance,
+            Resource::new_borrow(builder.rep()),
+            "pem".into(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let built = pg::HostConnectionBuilder::build(&mut instance, builder)
+            .await
+            .unwrap();
+        assert!(matches!(built, Err(PgError::ConnectionFailed(m)) if m.contains("TLS")));
+        assert!(recorder.connects.lock().unwrap().is_empty());
+    }
 }

@@ -1,6 +1,6 @@
 //! Pools and sessions: the real I/O.
 //!
-//! One deadpool-postgres pool per address lives in [`PostgresApp`] for the
+//! One deadpool-postgres pool per address lives in [`Pools`] for the
 //! whole application, so a connection opened by one request is reused by the
 //! next. A guest `connection` is one [`Session`]: a pooled client held for the
 //! resource's whole life.
@@ -24,7 +24,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
 use std::time::Duration;
 
 use deadpool_postgres::{
@@ -34,12 +36,11 @@ use tokio_postgres::error::{DbError, SqlState};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Statement};
 
-use crate::address::{self, AddressError};
+use crate::address::Address;
 use crate::bindings::spin::postgres::postgres::{
     Column, DbError as WitDbError, DbValue, Error as PgError, ParameterValue, QueryError,
 };
 use crate::convert::{self, Cell, Param, ParamError};
-use bv_outbound_networking::AllowedHosts;
 
 /// Pool settings, shared by every address an application connects to.
 #[derive(Clone, Debug)]
@@ -65,9 +66,9 @@ impl Default for PoolSettings {
     }
 }
 
-/// Per-application state: one pool per address.
+/// The real [`Connector`](crate::Connector): one pool per address.
 #[derive(Default)]
-pub struct PostgresApp {
+pub struct Pools {
     settings: PoolSettings,
     pools: Mutex<HashMap<String, Pool>>,
 }
@@ -76,8 +77,8 @@ fn connection_failed(msg: impl Into<String>) -> PgError {
     PgError::ConnectionFailed(msg.into())
 }
 
-impl PostgresApp {
-    /// An application whose pools use `settings`.
+impl Pools {
+    /// Pools that use `settings`.
     pub fn new(settings: PoolSettings) -> Self {
         Self {
             settings,
@@ -122,18 +123,9 @@ impl PostgresApp {
         Ok(pool)
     }
 
-    /// Opens a session for `component` at `address`, if `allowed` lists it.
-    pub async fn open(
-        &self,
-        component: &str,
-        address: &str,
-        allowed: &AllowedHosts,
-    ) -> Result<Session, PgError> {
-        let parsed = address::parse(address).map_err(|e| connection_failed(e.to_string()))?;
-        if let Err(e @ AddressError::NotAllowed { .. }) = address::check_allowed(&parsed, allowed) {
-            tracing::warn!(component, error = %e, "postgres connection denied");
-            return Err(connection_failed(e.to_string()));
-        }
+    /// Opens a session at `address` (already checked against the
+    /// allow-list).
+    async fn open(&self, address: &str, parsed: Address) -> Result<Session, PgError> {
         let endpoint = parsed
             .endpoints
             .first()
@@ -154,6 +146,17 @@ impl PostgresApp {
             abandoned: AtomicBool::new(false),
             max_cached_statements: self.settings.max_cached_statements,
         })
+    }
+}
+
+#[async_trait]
+impl crate::Connector for Pools {
+    async fn connect(
+        &self,
+        address: &str,
+        parsed: Address,
+    ) -> Result<Arc<dyn crate::Client>, PgError> {
+        Ok(Arc::new(self.open(address, parsed).await?))
     }
 }
 
@@ -349,6 +352,21 @@ fn stale_plan(e: &tokio_postgres::Error) -> bool {
 /// state, keeps server-side prepared statements (they are cached per client).
 const RESET: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
                      UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+
+#[async_trait]
+impl crate::Client for Session {
+    async fn query(
+        &self,
+        statement: &str,
+        params: &[ParameterValue],
+    ) -> Result<(Vec<Column>, Vec<Vec<DbValue>>), PgError> {
+        Session::query(self, statement, params).await
+    }
+
+    async fn execute(&self, statement: &str, params: &[ParameterValue]) -> Result<u64, PgError> {
+        Session::execute(self, statement, params).await
+    }
+}
 
 impl Drop for Session {
     fn drop(&mut self) {

@@ -2,11 +2,13 @@
 //!
 //! Spin opens a new TCP connection for every `connection.open`, so a request
 //! that touches Redis pays a connect (and the server accumulates short-lived
-//! clients). Here [`RedisApp`] keeps one multiplexed
+//! clients). Here [`Pool`], the real [`Connector`], keeps one multiplexed
 //! [`ConnectionManager`](redis::aio::ConnectionManager) per address, made on
 //! first use and shared by every request and instance of the application; it
 //! pipelines concurrent commands over one socket and reconnects by itself
 //! after the server restarts. A guest's `connection` is only a handle on it.
+//! [`RedisApp`] is the per-application state, [`RedisInstance`] the
+//! per-instance state; the I/O sits behind [`Connector`] and [`Commands`].
 //!
 //! Every `open` is checked against the component's `allowed_outbound_hosts`
 //! (`redis://` / `rediss://` entries); a denied address is reported to the
@@ -20,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bv_outbound_networking::{AllowedHosts, OutboundUrl};
 use bv_telemetry::CurrentSpan;
 use redis::aio::ConnectionManager;
@@ -48,28 +51,37 @@ const MAX_OPEN_CONNECTIONS: usize = 256;
 
 type Slot = Arc<OnceCell<ConnectionManager>>;
 
-/// Per-application state: the shared connection of every address used so far.
+/// Runs commands on one address's shared connection. The real one wraps a
+/// [`ConnectionManager`]; tests swap it.
+#[async_trait]
+pub trait Commands: Send + Sync {
+    /// Sends `cmd` and returns its reply (a server error reply is an `Err`).
+    async fn run(&self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value>;
+}
+
+/// Opens the shared connection of an address. The real one is [`Pool`];
+/// tests swap it.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The connection to `address` (already checked against the allow-list).
+    async fn connect(&self, address: &str) -> Result<Arc<dyn Commands>, WitErrorKind>;
+}
+
+/// Per-application state: what opens connections.
 pub struct RedisApp {
-    pool: Mutex<HashMap<String, Slot>>,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    connector: Arc<dyn Connector>,
 }
 
 impl Default for RedisApp {
     fn default() -> Self {
-        Self::new(DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT)
+        Self::new(Arc::new(Pool::default()))
     }
 }
 
 impl RedisApp {
-    /// An empty pool whose connects give up after `connect_timeout` and whose
-    /// commands give up after `response_timeout`.
-    pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Self {
-        Self {
-            pool: Mutex::new(HashMap::new()),
-            connect_timeout,
-            response_timeout,
-        }
+    /// An application whose connections `connector` opens.
+    pub fn new(connector: Arc<dyn Connector>) -> Self {
+        Self { connector }
     }
 
     /// The per-instance state for a component limited to `allowed_hosts`.
@@ -80,6 +92,37 @@ impl RedisApp {
             table: ResourceTable::new(),
             open: 0,
             span: CurrentSpan::default(),
+        }
+    }
+
+    /// The shared connection to `address`.
+    pub async fn connection(&self, address: &str) -> Result<Arc<dyn Commands>, WitErrorKind> {
+        self.connector.connect(address).await
+    }
+}
+
+/// The real [`Connector`]: the shared connection of every address used so
+/// far.
+pub struct Pool {
+    pool: Mutex<HashMap<String, Slot>>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self::new(DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT)
+    }
+}
+
+impl Pool {
+    /// An empty pool whose connects give up after `connect_timeout` and whose
+    /// commands give up after `response_timeout`.
+    pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Self {
+        Self {
+            pool: Mutex::new(HashMap::new()),
+            connect_timeout,
+            response_timeout,
         }
     }
 
@@ -96,7 +139,7 @@ impl RedisApp {
 
     /// The shared connection to `address`, connecting on first use. A failed
     /// connect is not remembered: the next `open` tries again.
-    pub async fn connection(&self, address: &str) -> Result<ConnectionManager, WitErrorKind> {
+    pub async fn manager(&self, address: &str) -> Result<ConnectionManager, WitErrorKind> {
         let client = redis::Client::open(address)
             .map_err(|e| WitErrorKind::InvalidAddress(format!("invalid redis address: {e}")))?;
         let slot = self
@@ -131,6 +174,36 @@ impl RedisApp {
     }
 }
 
+#[async_trait]
+impl Connector for Pool {
+    async fn connect(&self, address: &str) -> Result<Arc<dyn Commands>, WitErrorKind> {
+        Ok(Arc::new(Shared(self.manager(address).await?)))
+    }
+}
+
+/// One address's shared connection.
+struct Shared(ConnectionManager);
+
+#[async_trait]
+impl Commands for Shared {
+    /// When the shared connection turns out to be dead (the server restarted
+    /// since it was last used), the manager starts reconnecting and the
+    /// command is tried once more, so that a request after a restart does
+    /// not fail just because it was the first to notice. Only errors that
+    /// mean the command could not be written (the connection was already
+    /// gone) are retried.
+    async fn run(&self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        let mut conn = self.0.clone();
+        match cmd.query_async(&mut conn).await {
+            Err(e) if e.is_connection_dropped() || e.is_connection_refusal() => {
+                tracing::debug!(error = %e, "outbound redis: connection lost; retrying once");
+                cmd.query_async(&mut conn).await
+            }
+            result => result,
+        }
+    }
+}
+
 /// Why a connection could not be had, before it becomes the WIT error.
 #[derive(Debug, Clone)]
 pub enum WitErrorKind {
@@ -142,7 +215,7 @@ pub enum WitErrorKind {
 
 /// A guest's `connection`: a handle on the shared connection of its address.
 pub struct Connection {
-    conn: ConnectionManager,
+    conn: Arc<dyn Commands>,
 }
 
 /// Per-instance state: the component's allow-list and its open handles.
@@ -223,7 +296,7 @@ fn conn<T>(
     accessor: Acc<'_, T>,
     this: &Resource<Connection>,
     command: &str,
-) -> wasmtime::Result<(ConnectionManager, Option<tracing::Span>)> {
+) -> wasmtime::Result<(Arc<dyn Commands>, Option<tracing::Span>)> {
     accessor.with(|mut access| {
         let state = access.get();
         Ok((
@@ -235,26 +308,17 @@ fn conn<T>(
 
 /// Runs one command on the shared connection and converts its reply.
 ///
-/// When the shared connection turns out to be dead (the server restarted
-/// since it was last used), the manager starts reconnecting and the command
-/// is tried once more, so that a request after a restart does not fail just
-/// because it was the first to notice. Only errors that mean the command
-/// could not be written (the connection was already gone) are retried.
-///
 /// Inside `span` when tracing is on; a failed command marks it as an error.
 async fn query<R: redis::FromRedisValue>(
-    mut conn: ConnectionManager,
+    conn: Arc<dyn Commands>,
     span: Option<tracing::Span>,
     cmd: redis::Cmd,
 ) -> Result<R, WitError> {
     let run = async move {
-        match cmd.query_async(&mut conn).await {
-            Err(e) if e.is_connection_dropped() || e.is_connection_refusal() => {
-                tracing::debug!(error = %e, "outbound redis: connection lost; retrying once");
-                cmd.query_async(&mut conn).await.map_err(convert::error)
-            }
-            result => result.map_err(convert::error),
-        }
+        conn.run(&cmd)
+            .await
+            .and_then(redis::from_owned_redis_value)
+            .map_err(convert::error)
     };
     let Some(span) = span else {
         return run.await;
@@ -436,13 +500,46 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
 impl wit::HostConnection for RedisInstance {}
 impl wit::Host for RedisInstance {}
 
-/// Adds `spin:redis/redis@3.0.0` to `linker`.
-pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut RedisInstance,
-) -> anyhow::Result<()> {
-    wit::add_to_linker::<T, HasRedis>(linker, get)?;
-    Ok(())
+/// The `spin:redis` capability; `connector` opens the connections.
+pub struct OutboundRedisCapability {
+    /// Opens connections (the real one is [`Pool`]).
+    pub connector: Arc<dyn Connector>,
+}
+
+impl Default for OutboundRedisCapability {
+    fn default() -> Self {
+        Self {
+            connector: Arc::new(Pool::default()),
+        }
+    }
+}
+
+impl bv_capability::Capability for OutboundRedisCapability {
+    type AppState = Arc<RedisApp>;
+    type ComponentState = ();
+    type InstanceState = RedisInstance;
+
+    fn init(&self, _: &bv_capability::AppContext<'_>) -> anyhow::Result<Self::AppState> {
+        Ok(Arc::new(RedisApp::new(self.connector.clone())))
+    }
+
+    fn instance(
+        &self,
+        app: &Self::AppState,
+        _: &(),
+        ctx: &bv_capability::InstanceContext<'_>,
+    ) -> RedisInstance {
+        app.instance(ctx.allowed_hosts.clone())
+            .with_span(ctx.span.clone())
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut RedisInstance,
+    ) -> anyhow::Result<()> {
+        wit::add_to_linker::<T, HasRedis>(linker, get)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -474,6 +571,111 @@ mod tests {
         ));
         let none = instance(&[]);
         assert!(none.check_allowed("redis://127.0.0.1:6379").is_err());
+    }
+
+    /// Answers every command from a script and records what it was sent.
+    struct Scripted {
+        sent: Mutex<Vec<String>>,
+        reply: fn(&str) -> redis::RedisResult<redis::Value>,
+    }
+
+    #[async_trait]
+    impl Commands for Scripted {
+        async fn run(&self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+            let words: Vec<String> = cmd
+                .args_iter()
+                .map(|a| match a {
+                    redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                    redis::Arg::Cursor => "<cursor>".into(),
+                })
+                .collect();
+            let line = words.join(" ");
+            self.sent.lock().unwrap().push(line.clone());
+            (self.reply)(&line)
+        }
+    }
+
+    struct OneConnection(Arc<Scripted>, Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl Connector for OneConnection {
+        async fn connect(&self, address: &str) -> Result<Arc<dyn Commands>, WitErrorKind> {
+            self.1.lock().unwrap().push(address.to_string());
+            Ok(self.0.clone())
+        }
+    }
+
+    fn reply(line: &str) -> redis::RedisResult<redis::Value> {
+        match line {
+            "GET cart:1" => Ok(redis::Value::BulkString(b"3 items".to_vec())),
+            "INCR name" => Err(redis::RedisError::from((
+                redis::ErrorKind::ResponseError,
+                "An error was signalled by the server",
+                "value is not an integer or out of range".to_string(),
+            ))),
+            _ => Ok(redis::Value::Nil),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_component_connects_to_listed_addresses_and_replies_are_converted() {
+        let app = bv_capability::testing::TestApp::with_tables(
+            r#"
+            [component.cart]
+            source = "cart.wasm"
+            allowed_outbound_hosts = ["redis://cache.internal:6379"]
+            "#,
+        )
+        .unwrap();
+        let scripted = Arc::new(Scripted {
+            sent: Mutex::default(),
+            reply,
+        });
+        let connector = Arc::new(OneConnection(scripted.clone(), Mutex::default()));
+        let prepared = app
+            .prepare(
+                OutboundRedisCapability {
+                    connector: connector.clone(),
+                },
+                "cart",
+            )
+            .unwrap();
+        let cart = prepared.instance();
+        assert!(cart.check_allowed("redis://cache.internal:6379").is_ok());
+        assert!(matches!(
+            cart.check_allowed("redis://cache.internal:6380"),
+            Err(WitError::InvalidAddress)
+        ));
+
+        let conn = prepared
+            .app_state
+            .connection("redis://cache.internal:6379")
+            .await
+            .unwrap();
+        let mut get = redis::cmd("GET");
+        get.arg("cart:1");
+        let value: Option<Vec<u8>> = query(conn.clone(), None, get).await.unwrap();
+        assert_eq!(value.as_deref(), Some(&b"3 items"[..]));
+        let mut incr = redis::cmd("INCR");
+        incr.arg("name");
+        assert!(matches!(
+            query::<i64>(conn.clone(), None, incr).await,
+            Err(WitError::TypeError)
+        ));
+        let mut missing = redis::cmd("GET");
+        missing.arg("nothing");
+        assert_eq!(
+            query::<Option<Vec<u8>>>(conn, None, missing).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            *scripted.sent.lock().unwrap(),
+            ["GET cart:1", "INCR name", "GET nothing"]
+        );
+        assert_eq!(
+            *connector.1.lock().unwrap(),
+            ["redis://cache.internal:6379"]
+        );
     }
 
     #[test]

@@ -76,9 +76,12 @@ fn open_uri(uri: &str) -> rusqlite::Result<Connection> {
 
 /// A statement's outcome: its columns and rows, and, when stepping failed
 /// part-way, the error that ended it.
-pub(crate) struct Outcome {
+pub struct Outcome {
+    /// The statement's column names.
     pub columns: Vec<String>,
+    /// The rows read before the end or the error.
     pub rows: Vec<RowResult>,
+    /// The error that ended stepping, if any.
     pub error: Option<WitError>,
 }
 

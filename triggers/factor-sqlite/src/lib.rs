@@ -9,6 +9,9 @@
 //! `sqlite_databases` (anything else is `access-denied`) and its open
 //! connections.
 //!
+//! The I/O sits behind [`Database`] and [`DbConnection`]: the real ones are
+//! SQLite files and in-memory databases through rusqlite; tests swap them.
+//!
 //! Every guest connection owns its own SQLite connection, so that
 //! `last-insert-rowid` and `changes` mean what the WIT says (this
 //! connection's last statement) even while other instances write to the same
@@ -26,6 +29,7 @@ use wasmtime::component::{
 };
 
 use db::Location;
+pub use db::Outcome;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -51,9 +55,48 @@ const MAX_OPEN_CONNECTIONS: usize = 64;
 /// The file name of the default database under the state directory (Spin's).
 pub const DEFAULT_DATABASE_FILE: &str = "sqlite_db.db";
 
-/// Per-application state: the location of every database by label.
+/// One database. Its methods block; the host calls them on
+/// `spawn_blocking`.
+pub trait Database: Send + Sync {
+    /// A new connection of its own.
+    fn connect(&self) -> Result<Box<dyn DbConnection>, WitError>;
+}
+
+/// One connection to a [`Database`]. Its methods block.
+pub trait DbConnection: Send {
+    /// Runs `statement` with `parameters`. A statement that does not prepare
+    /// or bind is an `Err`; a failure while stepping ends the rows and is
+    /// reported in [`Outcome::error`].
+    fn execute(&mut self, statement: &str, parameters: Vec<Value>) -> Result<Outcome, WitError>;
+    /// The rowid of this connection's last insert.
+    fn last_insert_rowid(&self) -> i64;
+    /// Rows changed by this connection's last statement.
+    fn changes(&self) -> u64;
+}
+
+impl Database for Location {
+    fn connect(&self) -> Result<Box<dyn DbConnection>, WitError> {
+        Ok(Box::new(Location::connect(self).map_err(db::error)?))
+    }
+}
+
+impl DbConnection for rusqlite::Connection {
+    fn execute(&mut self, statement: &str, parameters: Vec<Value>) -> Result<Outcome, WitError> {
+        db::execute(self, statement, parameters)
+    }
+
+    fn last_insert_rowid(&self) -> i64 {
+        rusqlite::Connection::last_insert_rowid(self)
+    }
+
+    fn changes(&self) -> u64 {
+        rusqlite::Connection::changes(self)
+    }
+}
+
+/// Per-application state: every database by label.
 pub struct SqliteApp {
-    databases: HashMap<String, Arc<Location>>,
+    databases: HashMap<String, Arc<dyn Database>>,
 }
 
 impl SqliteApp {
@@ -76,9 +119,14 @@ impl SqliteApp {
                 // The manifest checks that every other label is configured.
                 (_, None) => continue,
             };
-            databases.insert(label.to_string(), Arc::new(location));
+            databases.insert(label.to_string(), Arc::new(location) as Arc<dyn Database>);
         }
         Ok(Self { databases })
+    }
+
+    /// An application whose databases are given directly (used by tests).
+    pub fn from_databases(databases: HashMap<String, Arc<dyn Database>>) -> Self {
+        Self { databases }
     }
 
     /// The per-instance state for a component allowed to open `allowed`.
@@ -92,10 +140,12 @@ impl SqliteApp {
     }
 }
 
-/// A guest's open connection: its own SQLite connection, behind a lock so
+type Shared = Arc<Mutex<Box<dyn DbConnection>>>;
+
+/// A guest's open connection: its own database connection, behind a lock so
 /// that blocking work can borrow it on another thread.
 pub struct Connection {
-    conn: Arc<Mutex<rusqlite::Connection>>,
+    conn: Shared,
 }
 
 /// Per-instance state.
@@ -108,7 +158,7 @@ pub struct SqliteInstance {
 
 impl SqliteInstance {
     /// Checks access to `database` and returns where it lives.
-    fn location(&self, database: &str) -> Result<Arc<Location>, WitError> {
+    fn location(&self, database: &str) -> Result<Arc<dyn Database>, WitError> {
         if !self.allowed.contains(database) {
             tracing::warn!(
                 database,
@@ -128,7 +178,7 @@ impl SqliteInstance {
             .ok_or(WitError::NoSuchDatabase)
     }
 
-    fn push(&mut self, conn: rusqlite::Connection) -> wasmtime::Result<Resource<Connection>> {
+    fn push(&mut self, conn: Box<dyn DbConnection>) -> wasmtime::Result<Resource<Connection>> {
         let handle = self.table.push(Connection {
             conn: Arc::new(Mutex::new(conn)),
         })?;
@@ -136,37 +186,34 @@ impl SqliteInstance {
         Ok(handle)
     }
 
-    fn conn(
-        &self,
-        this: &Resource<Connection>,
-    ) -> wasmtime::Result<Arc<Mutex<rusqlite::Connection>>> {
+    fn conn(&self, this: &Resource<Connection>) -> wasmtime::Result<Shared> {
         Ok(self.table.get(this)?.conn.clone())
     }
 }
 
 /// Runs `f` on the connection on a blocking thread.
 async fn blocking<R: Send + 'static>(
-    conn: Arc<Mutex<rusqlite::Connection>>,
-    f: impl FnOnce(&rusqlite::Connection) -> R + Send + 'static,
+    conn: Shared,
+    f: impl FnOnce(&mut dyn DbConnection) -> R + Send + 'static,
 ) -> wasmtime::Result<R> {
     Ok(tokio::task::spawn_blocking(move || {
-        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn)
+        let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(conn.as_mut())
     })
     .await?)
 }
 
 async fn connect(
-    location: Arc<Location>,
-) -> wasmtime::Result<Result<rusqlite::Connection, WitError>> {
-    Ok(tokio::task::spawn_blocking(move || location.connect().map_err(db::error)).await?)
+    database: Arc<dyn Database>,
+) -> wasmtime::Result<Result<Box<dyn DbConnection>, WitError>> {
+    Ok(tokio::task::spawn_blocking(move || database.connect()).await?)
 }
 
-fn last_insert_rowid(conn: &rusqlite::Connection) -> i64 {
+fn last_insert_rowid(conn: &mut dyn DbConnection) -> i64 {
     conn.last_insert_rowid()
 }
 
-fn changes(conn: &rusqlite::Connection) -> u64 {
+fn changes(conn: &mut dyn DbConnection) -> u64 {
     conn.changes()
 }
 
@@ -193,7 +240,7 @@ impl wit::HostConnection for SqliteInstance {
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, WitError>> {
         let conn = self.conn(&this)?;
-        let outcome = blocking(conn, move |c| db::execute(c, &statement, parameters)).await?;
+        let outcome = blocking(conn, move |c| c.execute(&statement, parameters)).await?;
         Ok(outcome.and_then(|o| match o.error {
             Some(e) => Err(e),
             None => Ok(QueryResult {
@@ -205,14 +252,14 @@ impl wit::HostConnection for SqliteInstance {
 
     fn last_insert_rowid(&mut self, this: Resource<Connection>) -> wasmtime::Result<i64> {
         let conn = self.conn(&this)?;
-        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(last_insert_rowid(&conn))
+        let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(last_insert_rowid(conn.as_mut()))
     }
 
     fn changes(&mut self, this: Resource<Connection>) -> wasmtime::Result<u64> {
         let conn = self.conn(&this)?;
-        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(changes(&conn))
+        let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(changes(conn.as_mut()))
     }
 }
 
@@ -226,10 +273,7 @@ impl HasData for HasSqlite {
 
 type Acc<'a, T> = &'a Accessor<T, HasSqlite>;
 
-fn conn_of<T>(
-    accessor: Acc<'_, T>,
-    this: &Resource<Connection>,
-) -> wasmtime::Result<Arc<Mutex<rusqlite::Connection>>> {
+fn conn_of<T>(accessor: Acc<'_, T>, this: &Resource<Connection>) -> wasmtime::Result<Shared> {
     accessor.with(|mut access| access.get().conn(this))
 }
 
@@ -264,7 +308,7 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasSqlite {
         // The statement runs to completion here; its rows are then streamed
         // to the guest from memory, and a failure part-way through arrives on
         // the future after the rows that preceded it.
-        let outcome = match blocking(conn, move |c| db::execute(c, &statement, parameters)).await? {
+        let outcome = match blocking(conn, move |c| c.execute(&statement, parameters)).await? {
             Ok(outcome) => outcome,
             Err(e) => return Ok(Err(e)),
         };
@@ -307,11 +351,168 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasSqlite {
     }
 }
 
-/// Adds `spin:sqlite/sqlite@3.1.0` to `linker`.
-pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut SqliteInstance,
-) -> anyhow::Result<()> {
-    wit::add_to_linker::<T, HasSqlite>(linker, get)?;
-    Ok(())
+/// The `spin:sqlite` capability.
+#[derive(Default)]
+pub struct SqliteCapability {
+    /// Databases by label that replace what the runtime config says
+    /// (tests); empty by default.
+    pub databases: HashMap<String, Arc<dyn Database>>,
+}
+
+impl bv_capability::Capability for SqliteCapability {
+    type AppState = Arc<SqliteApp>;
+    /// The database labels the component lists.
+    type ComponentState = Arc<HashSet<String>>;
+    type InstanceState = SqliteInstance;
+
+    fn init(&self, ctx: &bv_capability::AppContext<'_>) -> anyhow::Result<Self::AppState> {
+        let mut app = SqliteApp::new(ctx.app, ctx.runtime_config, ctx.state_dir)?;
+        app.databases.extend(self.databases.clone());
+        Ok(Arc::new(app))
+    }
+
+    fn prepare(
+        &self,
+        _: &Self::AppState,
+        ctx: &bv_capability::ComponentContext<'_>,
+    ) -> anyhow::Result<Self::ComponentState> {
+        Ok(Arc::new(
+            ctx.component.sqlite_databases.iter().cloned().collect(),
+        ))
+    }
+
+    fn instance(
+        &self,
+        app: &Self::AppState,
+        component: &Self::ComponentState,
+        _: &bv_capability::InstanceContext<'_>,
+    ) -> SqliteInstance {
+        app.instance(component.clone())
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut SqliteInstance,
+    ) -> anyhow::Result<()> {
+        wit::add_to_linker::<T, HasSqlite>(linker, get)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bv_capability::testing::TestApp;
+    use wit::HostConnection as _;
+
+    const MANIFEST: &str = r#"
+        [component.notes]
+        source = "notes.wasm"
+        sqlite_databases = ["default", "scratch"]
+        [component.other]
+        source = "other.wasm"
+        sqlite_databases = ["default"]
+    "#;
+
+    fn test_app() -> TestApp {
+        TestApp::with_tables(MANIFEST)
+            .unwrap()
+            .with_runtime_config("[sqlite_database.scratch]\ntype = \"spin\"\n")
+            .unwrap()
+    }
+
+    async fn run(
+        instance: &mut SqliteInstance,
+        conn: &Resource<Connection>,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<QueryResult, WitError> {
+        instance
+            .execute(Resource::new_borrow(conn.rep()), sql.into(), params)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_default_database_is_a_file_in_the_state_directory_shared_by_components() {
+        let app = test_app();
+        let mut notes = app
+            .prepare(SqliteCapability::default(), "notes")
+            .unwrap()
+            .instance();
+        let conn = notes.open("default".into()).await.unwrap().unwrap();
+        run(&mut notes, &conn, "CREATE TABLE n (t TEXT)", vec![])
+            .await
+            .unwrap();
+        run(
+            &mut notes,
+            &conn,
+            "INSERT INTO n VALUES (?)",
+            vec![Value::Text("hi".into())],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            notes
+                .last_insert_rowid(Resource::new_borrow(conn.rep()))
+                .unwrap(),
+            1
+        );
+        assert_eq!(notes.changes(Resource::new_borrow(conn.rep())).unwrap(), 1);
+        assert!(app.state_dir().join(DEFAULT_DATABASE_FILE).exists());
+
+        let mut other = app
+            .prepare(SqliteCapability::default(), "other")
+            .unwrap()
+            .instance();
+        let conn = other.open("default".into()).await.unwrap().unwrap();
+        let rows = run(&mut other, &conn, "SELECT t FROM n", vec![])
+            .await
+            .unwrap();
+        assert_eq!(rows.columns, ["t"]);
+        assert_eq!(rows.rows.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_component_opens_only_the_databases_it_lists() {
+        let app = test_app();
+        let mut other = app
+            .prepare(SqliteCapability::default(), "other")
+            .unwrap()
+            .instance();
+        assert!(matches!(
+            other.open("scratch".into()).await.unwrap(),
+            Err(WitError::AccessDenied)
+        ));
+        let mut notes = app
+            .prepare(SqliteCapability::default(), "notes")
+            .unwrap()
+            .instance();
+        assert!(notes.open("scratch".into()).await.unwrap().is_ok());
+    }
+
+    struct Unreachable;
+
+    impl Database for Unreachable {
+        fn connect(&self) -> Result<Box<dyn DbConnection>, WitError> {
+            Err(WitError::Io("disk gone".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_that_cannot_be_opened_is_an_io_error_and_holds_no_handle() {
+        let app = test_app();
+        let capability = SqliteCapability {
+            databases: HashMap::from([(
+                "scratch".to_string(),
+                Arc::new(Unreachable) as Arc<dyn Database>,
+            )]),
+        };
+        let mut notes = app.prepare(capability, "notes").unwrap().instance();
+        assert!(matches!(
+            notes.open("scratch".into()).await.unwrap(),
+            Err(WitError::Io(m)) if m == "disk gone"
+        ));
+        assert_eq!(notes.open, 0);
+    }
 }

@@ -257,12 +257,161 @@ impl HasData for HasVariables {
     type Data<'a> = &'a mut VariablesInstance;
 }
 
-/// Adds `spin:variables@3.0.0` to `linker`; `get` finds the instance state in
-/// the store's data.
-pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut VariablesInstance,
-) -> anyhow::Result<()> {
-    variables::add_to_linker::<T, HasVariables>(linker, get)?;
-    Ok(())
+/// The `spin:variables` capability: where values come from besides the
+/// manifest's defaults.
+pub struct VariablesCapability {
+    providers: Vec<Box<dyn Provider>>,
+}
+
+impl Default for VariablesCapability {
+    /// The environment (`SPIN_VARIABLE_*`), as `spin up` reads it.
+    fn default() -> Self {
+        Self {
+            providers: vec![Box::new(EnvProvider::spin_default())],
+        }
+    }
+}
+
+impl VariablesCapability {
+    /// Consults `overrides` (name, value) before the environment.
+    pub fn with_overrides(overrides: Vec<(String, String)>) -> Self {
+        let mut variables = Self::default();
+        if !overrides.is_empty() {
+            variables
+                .providers
+                .insert(0, Box::new(MapProvider(overrides.into_iter().collect())));
+        }
+        variables
+    }
+
+    /// Only `providers`, in order (no environment).
+    pub fn with_providers(providers: Vec<Box<dyn Provider>>) -> Self {
+        Self { providers }
+    }
+}
+
+struct MapProvider(HashMap<String, String>);
+
+impl Provider for MapProvider {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+impl bv_capability::Capability for VariablesCapability {
+    type AppState = Arc<VariablesApp>;
+    type ComponentState = VariablesInstance;
+    type InstanceState = VariablesInstance;
+
+    fn init(&self, ctx: &bv_capability::AppContext<'_>) -> anyhow::Result<Self::AppState> {
+        Ok(Arc::new(VariablesApp::resolve(ctx.app, &self.providers)?))
+    }
+
+    fn prepare(
+        &self,
+        app: &Self::AppState,
+        ctx: &bv_capability::ComponentContext<'_>,
+    ) -> anyhow::Result<Self::ComponentState> {
+        Ok(app.instance(ctx.id))
+    }
+
+    fn instance(
+        &self,
+        _: &Self::AppState,
+        component: &Self::ComponentState,
+        _: &bv_capability::InstanceContext<'_>,
+    ) -> Self::InstanceState {
+        component.clone()
+    }
+
+    fn add_to_linker<T: Send + 'static>(
+        linker: &mut Linker<T>,
+        get: fn(&mut T) -> &mut Self::InstanceState,
+    ) -> anyhow::Result<()> {
+        variables::add_to_linker::<T, HasVariables>(linker, get)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bv_capability::testing::TestApp;
+
+    const MANIFEST: &str = r#"
+        [variables]
+        greeting = { default = "hello" }
+        token = { required = true, secret = true }
+        [component.web]
+        source = "web.wasm"
+        [component.web.variables]
+        message = "{{ greeting }}, {{ token }}"
+        plain = "fixed"
+    "#;
+
+    fn provider(pairs: &[(&str, &str)]) -> VariablesCapability {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        VariablesCapability::with_providers(vec![Box::new(MapProvider(map))])
+    }
+
+    #[test]
+    fn a_component_reads_its_templates_rendered_from_providers_and_defaults() {
+        let app = TestApp::with_tables(MANIFEST).unwrap();
+        let prepared = app
+            .prepare(provider(&[("token", "s3cret")]), "web")
+            .unwrap();
+        let instance = prepared.instance();
+        assert_eq!(instance.lookup("message").unwrap(), "hello, s3cret");
+        assert_eq!(instance.lookup("plain").unwrap(), "fixed");
+        assert!(prepared.app_state.app_value("token").unwrap().secret);
+    }
+
+    #[test]
+    fn a_provider_wins_over_the_default() {
+        let app = TestApp::with_tables(MANIFEST).unwrap();
+        let prepared = app
+            .prepare(provider(&[("token", "t"), ("greeting", "bonjour")]), "web")
+            .unwrap();
+        assert_eq!(prepared.instance().lookup("message").unwrap(), "bonjour, t");
+    }
+
+    #[test]
+    fn a_missing_required_variable_stops_start_up() {
+        let app = TestApp::with_tables(MANIFEST).unwrap();
+        let err = app.prepare(provider(&[]), "web").err().unwrap();
+        assert!(err.to_string().contains("token"), "{err}");
+    }
+
+    #[test]
+    fn undeclared_and_badly_named_variables_are_told_apart() {
+        let app = TestApp::with_tables(MANIFEST).unwrap();
+        let instance = app
+            .prepare(provider(&[("token", "t")]), "web")
+            .unwrap()
+            .instance();
+        assert!(matches!(
+            instance.lookup("greeting"),
+            Err(variables::Error::Undefined(_))
+        ));
+        assert!(matches!(
+            instance.lookup("Bad-Name"),
+            Err(variables::Error::InvalidName(_))
+        ));
+    }
+
+    #[test]
+    fn overrides_come_before_the_environment() {
+        let app = TestApp::with_tables(MANIFEST).unwrap();
+        let instance = app
+            .prepare(
+                VariablesCapability::with_overrides(vec![("token".into(), "over".into())]),
+                "web",
+            )
+            .unwrap()
+            .instance();
+        assert_eq!(instance.lookup("message").unwrap(), "hello, over");
+    }
 }

@@ -7,12 +7,13 @@
 //! pre-instantiates it. Triggers then ask for a fresh
 //! [`Store`](wasmtime::Store) per instance with [`AppRuntime::new_store`].
 //!
-//! Capabilities are separate crates (`bv-factor-*`), each with per-app state
-//! held here and per-instance state held in [`InstanceState`]. Adding one means
-//! a crate, its per-app state in [`AppRuntime`], a field in [`InstanceState`]
-//! filled in [`AppRuntime::new_store`], and a line in [`link`].
+//! Capabilities are separate crates (`bv-factor-*`), each implementing
+//! [`bv_capability::Capability`]; [`capabilities`] lists them once, and
+//! `load`, `new_store` and [`link`] iterate over that list. Adding one means
+//! a crate and a line there.
 
 pub mod cache;
+pub mod capabilities;
 mod engine;
 mod files;
 mod guest_output;
@@ -20,23 +21,20 @@ mod state;
 pub mod trigger;
 mod trigger_kind;
 
+pub use capabilities::{Capabilities, CapabilityInstances, CapabilityStates};
 pub use engine::{engine_config, EngineLimits};
 pub use state::InstanceState;
 pub use trigger_kind::{Drained, Listed, Trigger, TriggerKind};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bv_factor_key_value::KeyValueApp;
-use bv_factor_outbound_http::{LocalService, OutboundHttp, OutboundHttpApp};
-use bv_factor_outbound_mqtt::MqttApp;
-use bv_factor_outbound_pg::PostgresApp;
-use bv_factor_outbound_redis::RedisApp;
-use bv_factor_sqlite::SqliteApp;
-use bv_factor_variables::{EnvProvider, Provider, VariablesApp, VariablesInstance};
+use bv_capability::{AppContext, ComponentContext, InstanceContext};
+use bv_factor_outbound_http::LocalService;
+use bv_factor_variables::{VariablesApp, VariablesCapability};
 use bv_manifest::{App, BvSettings, RuntimeConfig};
 use bv_outbound_networking::AllowedHosts;
 use wasmtime::component::{Component, InstancePre, Linker};
@@ -67,9 +65,7 @@ pub struct ComponentRuntime {
     /// Its effective limits and instance policy.
     pub settings: BvSettings,
     allowed_hosts: Arc<AllowedHosts>,
-    key_value_stores: Arc<HashSet<String>>,
-    sqlite_databases: Arc<HashSet<String>>,
-    variables: VariablesInstance,
+    capabilities: capabilities::ComponentStates,
     environment: Vec<(String, String)>,
     mounts: files::Mounts,
 }
@@ -79,26 +75,13 @@ pub struct AppRuntime {
     engine: Engine,
     app: App,
     components: HashMap<String, Arc<ComponentRuntime>>,
-    key_value: Arc<KeyValueApp>,
-    postgres: Arc<PostgresApp>,
-    mqtt: Arc<MqttApp>,
-    redis: Arc<RedisApp>,
-    sqlite: Arc<SqliteApp>,
+    capabilities: Capabilities,
+    capability_states: CapabilityStates,
     app_variables: HashMap<String, String>,
-    outbound_http: OutboundHttpApp,
-    local_service: OnceLock<Arc<dyn LocalService>>,
     state_dir: PathBuf,
     metrics: std::sync::Mutex<prometheus_client::registry::Registry>,
     /// What components report with metric lines (see [`guest_output`]).
     app_metrics: Arc<guest_output::AppMetrics>,
-}
-
-struct MapProvider(HashMap<String, String>);
-
-impl Provider for MapProvider {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned()
-    }
 }
 
 impl AppRuntime {
@@ -122,14 +105,16 @@ impl AppRuntime {
         std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("creating state directory {}", state_dir.display()))?;
 
-        let mut providers: Vec<Box<dyn Provider>> = Vec::new();
-        if !options.extra_variables.is_empty() {
-            providers.push(Box::new(MapProvider(
-                options.extra_variables.iter().cloned().collect(),
-            )));
-        }
-        providers.push(Box::new(EnvProvider::spin_default()));
-        let variables = VariablesApp::resolve(&app, &providers)?;
+        let capabilities = Capabilities {
+            variables: VariablesCapability::with_overrides(options.extra_variables.clone()),
+            ..Capabilities::default()
+        };
+        let capability_states = capabilities.init(&AppContext {
+            app: &app,
+            runtime_config,
+            state_dir: &state_dir,
+        })?;
+        let variables: &VariablesApp = &capability_states.variables;
 
         let settings: HashMap<&str, BvSettings> = app
             .components
@@ -149,8 +134,6 @@ impl AppRuntime {
         let mut linker = Linker::new(&engine);
         link(&mut linker)?;
 
-        let key_value = Arc::new(KeyValueApp::new(&app, runtime_config, &state_dir)?);
-        let sqlite = Arc::new(SqliteApp::new(&app, runtime_config, &state_dir)?);
         let cache = cache::CompiledCache::new(
             options
                 .cache_dir
@@ -176,27 +159,34 @@ impl AppRuntime {
             let rendered: Vec<String> = component
                 .allowed_outbound_hosts
                 .iter()
-                .map(|entry| render_host_template(entry, &variables))
+                .map(|entry| render_host_template(entry, variables))
                 .collect::<anyhow::Result<_>>()
                 .with_context(|| format!("component.{id}.allowed_outbound_hosts"))?;
-            let allowed_hosts = AllowedHosts::parse(&rendered)
-                .with_context(|| format!("component.{id}.allowed_outbound_hosts"))?;
+            let allowed_hosts = Arc::new(
+                AllowedHosts::parse(&rendered)
+                    .with_context(|| format!("component.{id}.allowed_outbound_hosts"))?,
+            );
+            let component_id: Arc<str> = Arc::from(id.as_str());
+            let prepared = capabilities
+                .prepare(
+                    &capability_states,
+                    &ComponentContext {
+                        id: &component_id,
+                        component,
+                        allowed_hosts: &allowed_hosts,
+                    },
+                )
+                .with_context(|| format!("component `{id}`"))?;
             let mounts = files::prepare(&app.base_dir, &state_dir, id, &component.files)
                 .with_context(|| format!("component.{id}.files"))?;
             components.insert(
                 id.clone(),
                 Arc::new(ComponentRuntime {
-                    id: Arc::from(id.as_str()),
+                    id: component_id,
                     pre,
                     settings: settings[id.as_str()].clone(),
-                    allowed_hosts: Arc::new(allowed_hosts),
-                    key_value_stores: Arc::new(
-                        component.key_value_stores.iter().cloned().collect(),
-                    ),
-                    sqlite_databases: Arc::new(
-                        component.sqlite_databases.iter().cloned().collect(),
-                    ),
-                    variables: variables.instance(id),
+                    allowed_hosts,
+                    capabilities: prepared,
                     environment: component
                         .environment
                         .iter()
@@ -222,14 +212,9 @@ impl AppRuntime {
             engine,
             app,
             components,
-            key_value,
-            postgres: Arc::new(PostgresApp::default()),
-            mqtt: Arc::new(MqttApp::default()),
-            redis: Arc::new(RedisApp::default()),
-            sqlite,
+            capabilities,
+            capability_states,
             app_variables,
-            outbound_http: OutboundHttpApp::default(),
-            local_service: OnceLock::new(),
             state_dir,
             metrics: std::sync::Mutex::new(registry),
             app_metrics,
@@ -284,7 +269,15 @@ impl AppRuntime {
     /// Registers the handler for `http://<component>.spin.internal` requests
     /// (the HTTP trigger does this once it is built).
     pub fn set_local_service(&self, service: Arc<dyn LocalService>) {
-        let _ = self.local_service.set(service);
+        self.capability_states
+            .outbound_http
+            .set_local_service(service);
+    }
+
+    /// Every capability's per-application state (a trigger that publishes,
+    /// such as the Postgres trigger's fan-out, shares their connections).
+    pub fn capabilities(&self) -> &CapabilityStates {
+        &self.capability_states
     }
 
     /// A new store for one instance of `component`, with every capability's
@@ -314,32 +307,20 @@ impl AppRuntime {
             .instances(64)
             .trap_on_grow_failure(false)
             .build();
+        let capabilities = self.capabilities.instance(
+            &self.capability_states,
+            &component.capabilities,
+            &InstanceContext {
+                id: &component.id,
+                allowed_hosts: &component.allowed_hosts,
+                span: &span,
+            },
+        );
         let state = InstanceState {
             table: Default::default(),
             wasi: wasi.build(),
             http: Default::default(),
-            outbound_http: OutboundHttp::new(
-                component.id.clone(),
-                component.allowed_hosts.clone(),
-                self.local_service.get().cloned(),
-                self.outbound_http.clone(),
-            )
-            .with_span(span.clone()),
-            variables: component.variables.clone(),
-            key_value: self.key_value.instance(component.key_value_stores.clone()),
-            postgres: self
-                .postgres
-                .instance(component.id.clone(), component.allowed_hosts.clone())
-                .with_span(span.clone()),
-            mqtt: self
-                .mqtt
-                .instance(component.id.clone(), component.allowed_hosts.clone())
-                .with_span(span.clone()),
-            redis: self
-                .redis
-                .instance(component.allowed_hosts.clone())
-                .with_span(span.clone()),
-            sqlite: self.sqlite.instance(component.sqlite_databases.clone()),
+            capabilities,
             limits,
             span,
         };
@@ -404,13 +385,7 @@ pub fn link(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
     wasmtime_wasi::p3::add_to_linker(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     wasmtime_wasi_http::p3::add_to_linker(linker)?;
-    bv_factor_variables::add_to_linker(linker, |s| &mut s.variables)?;
-    bv_factor_key_value::add_to_linker(linker, |s| &mut s.key_value)?;
-    bv_factor_outbound_pg::add_to_linker(linker, |s| &mut s.postgres)?;
-    bv_factor_outbound_mqtt::add_to_linker(linker, |s| &mut s.mqtt)?;
-    bv_factor_outbound_redis::add_to_linker(linker, |s| &mut s.redis)?;
-    bv_factor_sqlite::add_to_linker(linker, |s| &mut s.sqlite)?;
-    Ok(())
+    Capabilities::add_to_linker(linker)
 }
 
 /// Compiles `wasm` for `engine` without the cache (used by benchmarks that

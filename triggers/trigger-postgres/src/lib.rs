@@ -135,8 +135,10 @@ impl PostgresTrigger {
             });
         }
         let mut fanouts = Vec::new();
-        let mqtt = Arc::new(bv_factor_outbound_mqtt::MqttApp::default());
-        let redis = Arc::new(bv_factor_outbound_redis::RedisApp::default());
+        // Fan-outs publish over the capabilities' own connections, so a
+        // broker the components also use sees one client, not two.
+        let mqtt = runtime.capabilities().mqtt.clone();
+        let redis = runtime.capabilities().redis.clone();
         for (i, fanout) in config.fanout.iter().enumerate() {
             let template = config.address.as_ref().expect("checked by from_app");
             let (pg, display) =

@@ -236,8 +236,7 @@ pub struct FanoutSink {
 pub enum Fanout {
     /// PUBLISH to a Redis channel.
     Redis {
-        /// Connections, shared with the Redis capability's kind and remade
-        /// after errors.
+        /// The Redis capability's connections (remade after errors).
         app: Arc<bv_factor_outbound_redis::RedisApp>,
         /// The server's address.
         address: String,
@@ -246,7 +245,7 @@ pub enum Fanout {
     },
     /// Publish to an MQTT topic.
     Mqtt {
-        /// Connections, remade after errors.
+        /// The MQTT capability's connections (remade after errors).
         app: Arc<bv_factor_outbound_mqtt::MqttApp>,
         /// How to connect.
         options: bv_factor_outbound_mqtt::ConnectOptions,
@@ -288,14 +287,16 @@ impl Sink for FanoutSink {
                         Failure::Handler(format!("connecting to {address}: {e}"))
                     })
                 };
-                let mut connection = within(FANOUT_TIMEOUT, connect)
+                let connection = within(FANOUT_TIMEOUT, connect)
                     .await
                     .map_err(Unhandled::Failed)?;
                 let mut cmd = redis::cmd("PUBLISH");
                 cmd.arg(&channel).arg(&event.json);
                 let publish = async {
-                    cmd.query_async::<i64>(&mut connection)
+                    connection
+                        .run(&cmd)
                         .await
+                        .and_then(redis::from_owned_redis_value::<i64>)
                         .map_err(|e| Failure::Handler(format!("PUBLISH {channel}: {e}")))
                 };
                 within(FANOUT_TIMEOUT, publish)
