@@ -41,7 +41,7 @@ mod schema;
 mod store;
 
 use bv_auth::{NewToken, Principal, Role, Subject, AUDIENCE, ISSUER};
-use bv_service::{json, path_info, read_json, Problem, Reply};
+use bv_service::{json, path_info, read_json, Problem, ProblemKind, Reply};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
@@ -116,7 +116,7 @@ async fn register(req: Request) -> Result<Reply, Problem> {
     let Some(user) = store::create_user(&conn, &email, &hash).await? else {
         return Err(Problem::new(
             409,
-            "email-taken",
+            ProblemKind::EmailTaken,
             "The email has an account",
             "an account with this email exists: log in, or register another email",
         ));
@@ -131,7 +131,7 @@ async fn register(req: Request) -> Result<Reply, Problem> {
 fn invalid_credentials() -> Problem {
     Problem::new(
         401,
-        "invalid-credentials",
+        ProblemKind::InvalidCredentials,
         "The email or password is wrong",
         "no account matches this email and password",
     )
@@ -143,7 +143,7 @@ fn invalid_credentials() -> Problem {
 fn login_throttled(seconds: u64) -> Reply {
     let mut reply = Problem::new(
         429,
-        "login-throttled",
+        ProblemKind::LoginThrottled,
         "Too many failed logins",
         format!("too many failed logins: try again in {seconds} s"),
     )
@@ -204,7 +204,7 @@ async fn login(req: Request) -> Result<Reply, Problem> {
 fn invalid_refresh_token(detail: &str) -> Problem {
     Problem::new(
         401,
-        "invalid-refresh-token",
+        ProblemKind::InvalidRefreshToken,
         "The refresh token is not valid",
         detail,
     )

@@ -5,7 +5,7 @@ use bv_events_guest::{CloudEvent, Transaction};
 use bv_orders::model::Status;
 use bv_orders::services::{self, Answer, CART, INVENTORY, PAYMENT};
 use bv_orders::store::{self, Move, Order, SOURCE};
-use bv_service::{read_json, telemetry, Currency, Money, Problem, Reply, Trace};
+use bv_service::{read_json, telemetry, Currency, Money, Problem, ProblemKind, Reply, Trace};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -127,7 +127,7 @@ pub async fn checkout(req: Request) -> Result<Reply, Problem> {
     );
     let (status, body) = match saga {
         Ok(order) => (201, order.view()),
-        Err(problem) => (problem.status, problem_body(&problem)),
+        Err(problem) => (problem.status, problem.body()),
     };
     db().await?
         .execute(
@@ -148,7 +148,7 @@ fn idempotency_key(req: &Request) -> Result<String, Problem> {
     let Some(value) = req.headers().get("idempotency-key") else {
         return Err(Problem::new(
             428,
-            "idempotency-key-required",
+            ProblemKind::IdempotencyKeyRequired,
             "An Idempotency-Key header is required",
             "send a unique `Idempotency-Key` header with each checkout; repeat it to retry safely",
         ));
@@ -164,17 +164,6 @@ fn idempotency_key(req: &Request) -> Result<String, Problem> {
             format!("must be 1–{MAX_KEY} visible ASCII characters"),
         )),
     }
-}
-
-/// The body of a problem answer.
-fn problem_body(p: &Problem) -> Value {
-    let mut body = serde_json::Map::new();
-    body.insert("type".into(), json!(p.type_uri()));
-    body.insert("title".into(), json!(p.title));
-    body.insert("status".into(), json!(p.status));
-    body.insert("detail".into(), json!(p.detail));
-    body.extend(p.extensions.clone());
-    Value::Object(body)
 }
 
 fn answer(status: u16, body: &Value, replayed: bool) -> Reply {
@@ -233,7 +222,7 @@ async fn replay(
     if row.get::<String>("fingerprint").as_deref() != Some(fingerprint) {
         return Err(Problem::new(
             422,
-            "idempotency-mismatch",
+            ProblemKind::IdempotencyMismatch,
             "The Idempotency-Key was used with another body",
             format!("key `{key}` was first used for order `{order_id}` with another body"),
         )
@@ -243,7 +232,7 @@ async fn replay(
     if status == 0 {
         return Err(Problem::new(
             409,
-            "checkout-in-progress",
+            ProblemKind::CheckoutInProgress,
             "The first request with this Idempotency-Key is still running",
             format!("order `{order_id}` is being checked out; fetch it or retry later"),
         )
@@ -288,7 +277,7 @@ async fn priced_cart(
         // An order is placed at current prices only, never at stale ones.
         return Err(Problem::new(
             503,
-            "dependency-unavailable",
+            ProblemKind::DependencyUnavailable,
             "A dependency is unavailable",
             "the product service is unavailable, so the cart's prices cannot be confirmed; retry later",
         )
@@ -299,7 +288,7 @@ async fn priced_cart(
         // currency) is not sold, whatever the cart showed before.
         return Err(Problem::new(
             409,
-            "unknown-product",
+            ProblemKind::UnknownProduct,
             "No such product",
             format!(
                 "the catalogue no longer offers product `{gone}`; remove it from the cart and check out again"
@@ -311,7 +300,7 @@ async fn priced_cart(
     if cart.items.is_empty() {
         return Err(Problem::new(
             409,
-            "empty-cart",
+            ProblemKind::EmptyCart,
             "The cart is empty",
             "add items to the cart before checking out",
         ));
@@ -330,7 +319,7 @@ async fn priced_cart(
         total = total.plus(line_total).ok_or_else(|| {
             Problem::new(
                 409,
-                "currency-mismatch",
+                ProblemKind::CurrencyMismatch,
                 "The cart mixes currencies",
                 "every line of an order must be in one currency",
             )
@@ -760,7 +749,11 @@ async fn fail(trace: &Trace, order: &Order, f: Failure) -> Result<Problem, Probl
         .await?;
         if failed {
             // `kind` is one of a fixed set, unlike the callee's reason.
-            telemetry::counter("orders", &[("outcome", "failed"), ("reason", kind)], 1);
+            telemetry::counter(
+                "orders",
+                &[("outcome", "failed"), ("reason", kind.as_str())],
+                1,
+            );
         }
     }
     let title = match f.status {
@@ -784,20 +777,20 @@ async fn fail(trace: &Trace, order: &Order, f: Failure) -> Result<Problem, Probl
 }
 
 /// The problem kind of a failure `reason`: one of a fixed set.
-fn problem_kind(reason: &str) -> &'static str {
+fn problem_kind(reason: &str) -> ProblemKind {
     match reason {
-        "insufficient-stock" => "insufficient-stock",
-        "unknown-product" => "unknown-product",
-        "card-declined" => "card-declined",
-        "insufficient-funds" => "insufficient-funds",
-        "card-expired" => "card-expired",
-        "amount-limit" => "amount-limit",
-        "inventory-unavailable" => "inventory-unavailable",
-        "payment-unavailable" => "payment-unavailable",
-        "inventory-circuit-open" | "payment-circuit-open" => "dependency-unavailable",
-        "order-cancelled" => "order-cancelled",
-        "payment-rejected" => "payment-rejected",
-        _ => "payment-declined",
+        "insufficient-stock" => ProblemKind::InsufficientStock,
+        "unknown-product" => ProblemKind::UnknownProduct,
+        "card-declined" => ProblemKind::CardDeclined,
+        "insufficient-funds" => ProblemKind::InsufficientFunds,
+        "card-expired" => ProblemKind::CardExpired,
+        "amount-limit" => ProblemKind::AmountLimit,
+        "inventory-unavailable" => ProblemKind::InventoryUnavailable,
+        "payment-unavailable" => ProblemKind::PaymentUnavailable,
+        "inventory-circuit-open" | "payment-circuit-open" => ProblemKind::DependencyUnavailable,
+        "order-cancelled" => ProblemKind::OrderCancelled,
+        "payment-rejected" => ProblemKind::PaymentRejected,
+        _ => ProblemKind::PaymentDeclined,
     }
 }
 

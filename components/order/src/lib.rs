@@ -85,7 +85,7 @@ use bv_auth::Principal;
 use bv_orders::model::Status;
 use bv_orders::services::{self, INVENTORY};
 use bv_orders::store::{self, Move, Order, COLUMNS};
-use bv_service::{json, migrate, path_info, Problem, Reply, Trace};
+use bv_service::{json, migrate, path_info, Problem, ProblemKind, Reply, Trace};
 use serde_json::json;
 use spin_sdk::http::{Method, Request};
 use spin_sdk::http_service;
@@ -175,7 +175,7 @@ fn illegal(order: &Order, to: Status) -> Problem {
 fn illegal_because(order: &Order, detail: String) -> Problem {
     Problem::new(
         409,
-        "illegal-transition",
+        ProblemKind::IllegalTransition,
         "The order cannot make that move",
         detail,
     )

@@ -29,7 +29,7 @@ mod listing;
 mod migrations;
 mod store;
 
-use bv_service::{json, path_info, read_json, Problem, Reply, Trace};
+use bv_service::{json, path_info, read_json, Problem, ProblemKind, Reply, Trace};
 use serde_json::json;
 use spin_sdk::http::{Method, Request};
 use spin_sdk::http_service;
@@ -154,7 +154,7 @@ async fn replace(req: Request, segment: &str) -> Result<Reply, Problem> {
     let if_match = header(&req, "if-match").map(str::to_string).ok_or_else(|| {
         Problem::new(
             428,
-            "precondition-required",
+            ProblemKind::PreconditionRequired,
             "If-Match is required",
             "send If-Match with the product's current ETag, so that no one else's change is overwritten",
         )
