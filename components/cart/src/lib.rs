@@ -66,13 +66,9 @@ async fn handle(req: Request) -> Reply {
     route(req).await.unwrap_or_else(Problem::into_response)
 }
 
-/// 405, with `Allow`.
+/// 405, with `Allow` ([`Problem::method_not_allowed`] sets it).
 fn method_not_allowed(allowed: &str) -> Result<Reply, Problem> {
-    let mut reply = Problem::method_not_allowed(allowed).into_response();
-    reply
-        .headers_mut()
-        .insert("allow", allowed.parse().expect("a valid header value"));
-    Ok(reply)
+    Ok(Problem::method_not_allowed(allowed).into_response())
 }
 
 async fn route(req: Request) -> Result<Reply, Problem> {

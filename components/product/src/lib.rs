@@ -78,12 +78,9 @@ async fn serve(req: Request) -> Result<Reply, Problem> {
     }
 }
 
-/// 405 with `Allow`.
+/// 405 with `Allow` ([`Problem::method_not_allowed`] sets it).
 fn method_not_allowed(allowed: &str) -> Result<Reply, Problem> {
-    Ok(with_headers(
-        Problem::method_not_allowed(allowed).into_response(),
-        &[("allow", allowed)],
-    ))
+    Ok(Problem::method_not_allowed(allowed).into_response())
 }
 
 /// The one place that decides who may change the catalogue: an
