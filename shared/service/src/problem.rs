@@ -434,6 +434,18 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_is_documented_in_the_openapi_document() {
+        // Clients learn the kinds from `x-problem-types`: a kind added here
+        // is added there too.
+        let doc: Value = serde_json::from_str(include_str!("../../../docs/openapi.json")).unwrap();
+        let listed = doc["x-problem-types"].as_object().unwrap();
+        for &kind in ProblemKind::ALL {
+            let uri = Problem::new(500, kind, "t", "d").type_uri();
+            assert!(listed.contains_key(&uri), "{uri} is not in x-problem-types");
+        }
+    }
+
+    #[test]
     fn the_body_keeps_the_standard_members_over_extensions() {
         let p = Problem::not_found("no order `x`")
             .with("orderId", "x")
