@@ -39,11 +39,7 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 async fn handle(req: Request) -> Reply {
     // HEAD is GET without the body (the runtime drops it).
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut reply = Problem::method_not_allowed(ALLOW).into_response();
-        reply
-            .headers_mut()
-            .insert("allow", ALLOW.parse().expect("a valid header value"));
-        return reply;
+        return Problem::method_not_allowed(ALLOW).into_response();
     }
     let etag = format!("\"{HASH:016x}\"");
     let builder = Response::builder()

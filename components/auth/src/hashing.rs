@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use bv_service::Problem;
+use bv_service::{Problem, ProblemKind};
 use spin_sdk::pg::{Connection, ParameterValue};
 
 /// The variable bounding how many hashes run at once.
@@ -72,7 +72,7 @@ pub async fn slot() -> Result<Slot, Problem> {
         if started.elapsed() >= WAIT {
             return Err(Problem::new(
                 503,
-                "concurrency-limit",
+                ProblemKind::ConcurrencyLimit,
                 "Service Unavailable",
                 format!(
                     "password hashing is at its concurrency limit ({limit} at once); retry shortly"

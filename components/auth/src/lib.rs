@@ -41,7 +41,7 @@ mod schema;
 mod store;
 
 use bv_auth::{NewToken, Principal, Role, Subject, AUDIENCE, ISSUER};
-use bv_service::{json, path_info, read_json, Problem, Reply};
+use bv_service::{json, path_info, read_json, Problem, ProblemKind, Reply};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
@@ -62,13 +62,9 @@ async fn handle(req: Request) -> Reply {
     route(req).await.unwrap_or_else(Problem::into_response)
 }
 
-/// 405 with `Allow`.
+/// 405 with `Allow` ([`Problem::method_not_allowed`] sets it).
 fn method_not_allowed(allowed: &'static str) -> Result<Reply, Problem> {
-    let mut reply = Problem::method_not_allowed(allowed).into_response();
-    reply
-        .headers_mut()
-        .insert("allow", HeaderValue::from_static(allowed));
-    Ok(reply)
+    Ok(Problem::method_not_allowed(allowed).into_response())
 }
 
 async fn route(req: Request) -> Result<Reply, Problem> {
@@ -116,7 +112,7 @@ async fn register(req: Request) -> Result<Reply, Problem> {
     let Some(user) = store::create_user(&conn, &email, &hash).await? else {
         return Err(Problem::new(
             409,
-            "email-taken",
+            ProblemKind::EmailTaken,
             "The email has an account",
             "an account with this email exists: log in, or register another email",
         ));
@@ -131,7 +127,7 @@ async fn register(req: Request) -> Result<Reply, Problem> {
 fn invalid_credentials() -> Problem {
     Problem::new(
         401,
-        "invalid-credentials",
+        ProblemKind::InvalidCredentials,
         "The email or password is wrong",
         "no account matches this email and password",
     )
@@ -143,7 +139,7 @@ fn invalid_credentials() -> Problem {
 fn login_throttled(seconds: u64) -> Reply {
     let mut reply = Problem::new(
         429,
-        "login-throttled",
+        ProblemKind::LoginThrottled,
         "Too many failed logins",
         format!("too many failed logins: try again in {seconds} s"),
     )
@@ -204,7 +200,7 @@ async fn login(req: Request) -> Result<Reply, Problem> {
 fn invalid_refresh_token(detail: &str) -> Problem {
     Problem::new(
         401,
-        "invalid-refresh-token",
+        ProblemKind::InvalidRefreshToken,
         "The refresh token is not valid",
         detail,
     )

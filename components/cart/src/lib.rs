@@ -43,7 +43,7 @@ mod metrics;
 mod store;
 mod view;
 
-use bv_service::{json, path_info, read_json, Problem, Reply, Trace};
+use bv_service::{json, path_info, read_json, Problem, ProblemKind, Reply, Trace};
 use bytes::Bytes;
 use spin_sdk::http::{FullBody, Method, Request, Response};
 use spin_sdk::http_service;
@@ -66,13 +66,9 @@ async fn handle(req: Request) -> Reply {
     route(req).await.unwrap_or_else(Problem::into_response)
 }
 
-/// 405, with `Allow`.
+/// 405, with `Allow` ([`Problem::method_not_allowed`] sets it).
 fn method_not_allowed(allowed: &str) -> Result<Reply, Problem> {
-    let mut reply = Problem::method_not_allowed(allowed).into_response();
-    reply
-        .headers_mut()
-        .insert("allow", allowed.parse().expect("a valid header value"));
-    Ok(reply)
+    Ok(Problem::method_not_allowed(allowed).into_response())
 }
 
 async fn route(req: Request) -> Result<Reply, Problem> {
@@ -255,7 +251,7 @@ fn line_id(raw: &str) -> Result<ProductId, Problem> {
 fn not_in_cart(id: &str) -> Problem {
     Problem::new(
         404,
-        "item-not-in-cart",
+        ProblemKind::ItemNotInCart,
         "The cart has no such item",
         format!("the cart has no line for product `{id}`"),
     )
@@ -267,7 +263,7 @@ fn known_product(lookup: Lookup, id: &ProductId) -> Result<Product, Problem> {
         Lookup::Found(product) => Ok(product),
         Lookup::Unknown => Err(Problem::new(
             404,
-            "unknown-product",
+            ProblemKind::UnknownProduct,
             "No such product",
             format!("the product service has no product `{id}`"),
         )
@@ -285,7 +281,7 @@ fn refused(outcome: Outcome, product: &Product) -> Result<(), Problem> {
             let currency = product.price.currency().code();
             Err(Problem::new(
                 409,
-                "currency-mismatch",
+                ProblemKind::CurrencyMismatch,
                 "The cart is in another currency",
                 format!("the cart is in {cart}; product `{id}` is priced in {currency}"),
             )
@@ -294,7 +290,7 @@ fn refused(outcome: Outcome, product: &Product) -> Result<(), Problem> {
         }
         Outcome::QuantityLimit(have) => Err(Problem::new(
             409,
-            "quantity-limit",
+            ProblemKind::QuantityLimit,
             "Too many of one product",
             format!("the cart holds {have} of `{id}`; a line holds at most {MAX_QUANTITY}"),
         )

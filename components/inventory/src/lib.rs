@@ -45,7 +45,7 @@ mod store;
 
 use std::sync::atomic::AtomicBool;
 
-use bv_service::{json, path_info, read_json, Problem, Reply, Trace};
+use bv_service::{json, path_info, read_json, Problem, ProblemKind, Reply, Trace};
 use spin_sdk::http::{Method, Request};
 use spin_sdk::http_service;
 use spin_sdk::pg::Connection;
@@ -192,7 +192,9 @@ async fn create_reservation(req: Request, trace: &Trace) -> Result<Reply, Proble
         Ok(Reserved::Created(_)) => "created",
         Ok(Reserved::Replayed(_)) => "replayed",
         Err(p) => match p.kind {
-            kind @ ("insufficient-stock" | "unknown-product" | "idempotency-mismatch") => kind,
+            ProblemKind::InsufficientStock
+            | ProblemKind::UnknownProduct
+            | ProblemKind::IdempotencyMismatch => p.kind.as_str(),
             _ => "error",
         },
     };

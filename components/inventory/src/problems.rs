@@ -1,7 +1,7 @@
 //! The inventory's own problem kinds (the common ones come from
 //! `bv-service`), and how database errors become problems.
 
-use bv_service::Problem;
+use bv_service::{Problem, ProblemKind};
 use serde_json::Value;
 
 /// 409 `insufficient-stock`: some lines cannot be held; `shortages` lists
@@ -20,7 +20,7 @@ pub fn insufficient_stock(shortages: Vec<Value>) -> Problem {
         .collect();
     Problem::new(
         409,
-        "insufficient-stock",
+        ProblemKind::InsufficientStock,
         "Not enough stock",
         format!(
             "not enough stock for {}; nothing was reserved",
@@ -35,7 +35,7 @@ pub fn insufficient_stock(shortages: Vec<Value>) -> Problem {
 pub fn illegal_transition(id: &str, from: &str, to: &str) -> Problem {
     Problem::new(
         409,
-        "illegal-transition",
+        ProblemKind::IllegalTransition,
         "The reservation cannot make that change",
         format!("reservation `{id}` is {from}: it cannot become {to}"),
     )
@@ -47,7 +47,7 @@ pub fn illegal_transition(id: &str, from: &str, to: &str) -> Problem {
 pub fn idempotency_mismatch(id: &str) -> Problem {
     Problem::new(
         422,
-        "idempotency-mismatch",
+        ProblemKind::IdempotencyMismatch,
         "The idempotency key was used for a different request",
         format!(
             "reservation `{id}` exists with a different order or lines; use a new reservationId"
@@ -61,7 +61,7 @@ pub fn idempotency_mismatch(id: &str) -> Problem {
 pub fn unknown_products(ids: Vec<String>) -> Problem {
     Problem::new(
         422,
-        "unknown-product",
+        ProblemKind::UnknownProduct,
         "Unknown product",
         format!(
             "items: no stock record for {}; nothing was reserved",

@@ -29,7 +29,7 @@
 mod cron;
 
 use bv_events_guest::{Event, Transaction};
-use bv_orders::model::Status;
+use bv_orders::model::{OrderId, SagaState, Status, Step};
 use bv_orders::store::{self, Move};
 use serde::Deserialize;
 use serde_json::json;
@@ -38,7 +38,7 @@ use serde_json::json;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Expired {
-    order_id: String,
+    order_id: OrderId,
     /// The saga step it stalled at (a fixed set: a metric label).
     #[serde(default)]
     step: String,
@@ -57,14 +57,15 @@ async fn on_expired(event: Event<Expired>) -> anyhow::Result<()> {
     let state = conn
         .query(
             "SELECT state FROM orders.sagas WHERE order_id = $1",
-            vec![spin_sdk::pg::ParameterValue::Str(id.clone())],
+            vec![spin_sdk::pg::ParameterValue::Str(id.as_str().to_string())],
         )
         .await?
         .collect()
         .await?
         .first()
-        .and_then(|r| r.get::<String>("state"));
-    if state.as_deref() != Some("compensating") {
+        .and_then(|r| r.get::<String>("state"))
+        .and_then(|s| SagaState::parse(&s));
+    if state != Some(SagaState::Compensating) {
         // Handled before, or the saga finished after all.
         return Ok(());
     }
@@ -90,7 +91,7 @@ async fn on_expired(event: Event<Expired>) -> anyhow::Result<()> {
                 from: &Status::CANCELLABLE,
                 to: Status::Cancelled,
                 reason: Some("saga-timeout"),
-                saga: Some("finished"),
+                saga: Some(SagaState::Finished),
                 event: (
                     "com.bitvelocity.order.cancelled.v1",
                     json!({
@@ -111,9 +112,12 @@ async fn on_expired(event: Event<Expired>) -> anyhow::Result<()> {
     }
     let tx = Transaction::begin(&conn).await?;
     tx.execute(
-        "UPDATE orders.sagas SET state = 'finished', updated_at = clock_timestamp()
+        "UPDATE orders.sagas SET state = $2, updated_at = clock_timestamp()
          WHERE order_id = $1",
-        vec![spin_sdk::pg::ParameterValue::Str(id.clone())],
+        vec![
+            spin_sdk::pg::ParameterValue::Str(id.as_str().to_string()),
+            spin_sdk::pg::ParameterValue::Str(SagaState::Finished.as_str().to_string()),
+        ],
     )
     .await?;
     tx.commit().await?;
@@ -123,15 +127,5 @@ async fn on_expired(event: Event<Expired>) -> anyhow::Result<()> {
 /// `step` when it is one of the saga's steps, else `other`: label values
 /// stay a fixed set whatever an event carries.
 fn step_label(step: &str) -> &'static str {
-    [
-        "create-order",
-        "reserve-stock",
-        "authorize-payment",
-        "capture-payment",
-        "clear-cart",
-        "compensate",
-    ]
-    .into_iter()
-    .find(|s| *s == step)
-    .unwrap_or("other")
+    Step::parse(step).map_or("other", Step::as_str)
 }

@@ -2,17 +2,18 @@
 //! its saga.
 
 use bv_events_guest::{CloudEvent, Transaction};
-use bv_orders::model::Status;
-use bv_orders::services::{self, Answer, CART, INVENTORY, PAYMENT};
+use bv_orders::model::{CustomerId, OrderId, OrderLine, Phase, ProductId, SagaState, Status, Step};
+use bv_orders::saga::{self, Failure};
+use bv_orders::services::{self, CART};
 use bv_orders::store::{self, Move, Order, SOURCE};
-use bv_service::{read_json, telemetry, Currency, Money, Problem, Reply, Trace};
+use bv_service::{read_json, telemetry, Currency, Money, Problem, ProblemKind, Reply, Trace};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use spin_sdk::http::{FullBody, Request, Response};
 use spin_sdk::pg::{Connection, ParameterValue};
 
-use crate::resilience::{CallError, Calls, Dependency};
+use crate::resilience::Calls;
 use crate::{customer, open};
 
 /// The largest checkout body: `{"card": {"token": …}}` is small.
@@ -58,7 +59,7 @@ impl TryFrom<String> for Token {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CartLine {
-    product_id: String,
+    product_id: ProductId,
     sku: String,
     name: String,
     unit_price: Money,
@@ -127,14 +128,14 @@ pub async fn checkout(req: Request) -> Result<Reply, Problem> {
     );
     let (status, body) = match saga {
         Ok(order) => (201, order.view()),
-        Err(problem) => (problem.status, problem_body(&problem)),
+        Err(problem) => (problem.status, problem.body()),
     };
     db().await?
         .execute(
             "UPDATE orders.idempotency SET status = $3, body = $4
          WHERE customer_id = $1 AND key = $2",
             vec![
-                ParameterValue::Str(customer),
+                ParameterValue::Str(customer.as_str().to_string()),
                 ParameterValue::Str(key),
                 ParameterValue::Int32(i32::from(status)),
                 ParameterValue::Str(body.to_string()),
@@ -148,7 +149,7 @@ fn idempotency_key(req: &Request) -> Result<String, Problem> {
     let Some(value) = req.headers().get("idempotency-key") else {
         return Err(Problem::new(
             428,
-            "idempotency-key-required",
+            ProblemKind::IdempotencyKeyRequired,
             "An Idempotency-Key header is required",
             "send a unique `Idempotency-Key` header with each checkout; repeat it to retry safely",
         ));
@@ -164,17 +165,6 @@ fn idempotency_key(req: &Request) -> Result<String, Problem> {
             format!("must be 1–{MAX_KEY} visible ASCII characters"),
         )),
     }
-}
-
-/// The body of a problem answer.
-fn problem_body(p: &Problem) -> Value {
-    let mut body = serde_json::Map::new();
-    body.insert("type".into(), json!(p.type_uri()));
-    body.insert("title".into(), json!(p.title));
-    body.insert("status".into(), json!(p.status));
-    body.insert("detail".into(), json!(p.detail));
-    body.extend(p.extensions.clone());
-    Value::Object(body)
 }
 
 fn answer(status: u16, body: &Value, replayed: bool) -> Reply {
@@ -210,7 +200,7 @@ fn answer(status: u16, body: &Value, replayed: bool) -> Reply {
 /// The first answer to (`customer`, `key`), when there is one.
 async fn replay(
     conn: &Connection,
-    customer: &str,
+    customer: &CustomerId,
     key: &str,
     fingerprint: &str,
 ) -> Result<Option<Reply>, Problem> {
@@ -219,7 +209,7 @@ async fn replay(
             "SELECT fingerprint, order_id, coalesce(status, 0) AS status, coalesce(body, '') AS body
              FROM orders.idempotency WHERE customer_id = $1 AND key = $2",
             vec![
-                ParameterValue::Str(customer.to_string()),
+                ParameterValue::Str(customer.as_str().to_string()),
                 ParameterValue::Str(key.to_string()),
             ],
         )
@@ -233,7 +223,7 @@ async fn replay(
     if row.get::<String>("fingerprint").as_deref() != Some(fingerprint) {
         return Err(Problem::new(
             422,
-            "idempotency-mismatch",
+            ProblemKind::IdempotencyMismatch,
             "The Idempotency-Key was used with another body",
             format!("key `{key}` was first used for order `{order_id}` with another body"),
         )
@@ -243,7 +233,7 @@ async fn replay(
     if status == 0 {
         return Err(Problem::new(
             409,
-            "checkout-in-progress",
+            ProblemKind::CheckoutInProgress,
             "The first request with this Idempotency-Key is still running",
             format!("order `{order_id}` is being checked out; fetch it or retry later"),
         )
@@ -262,7 +252,7 @@ async fn replay(
 async fn priced_cart(
     trace: &Trace,
     authorization: Option<&str>,
-) -> Result<(Value, Money), Problem> {
+) -> Result<(Vec<OrderLine>, Money), Problem> {
     let cart = services::call_with(
         trace,
         "GET",
@@ -288,7 +278,7 @@ async fn priced_cart(
         // An order is placed at current prices only, never at stale ones.
         return Err(Problem::new(
             503,
-            "dependency-unavailable",
+            ProblemKind::DependencyUnavailable,
             "A dependency is unavailable",
             "the product service is unavailable, so the cart's prices cannot be confirmed; retry later",
         )
@@ -299,7 +289,7 @@ async fn priced_cart(
         // currency) is not sold, whatever the cart showed before.
         return Err(Problem::new(
             409,
-            "unknown-product",
+            ProblemKind::UnknownProduct,
             "No such product",
             format!(
                 "the catalogue no longer offers product `{gone}`; remove it from the cart and check out again"
@@ -311,7 +301,7 @@ async fn priced_cart(
     if cart.items.is_empty() {
         return Err(Problem::new(
             409,
-            "empty-cart",
+            ProblemKind::EmptyCart,
             "The cart is empty",
             "add items to the cart before checking out",
         ));
@@ -330,17 +320,21 @@ async fn priced_cart(
         total = total.plus(line_total).ok_or_else(|| {
             Problem::new(
                 409,
-                "currency-mismatch",
+                ProblemKind::CurrencyMismatch,
                 "The cart mixes currencies",
                 "every line of an order must be in one currency",
             )
         })?;
-        lines.push(json!({
-            "productId": line.product_id, "sku": line.sku, "name": line.name,
-            "unitPrice": line.unit_price, "quantity": line.quantity, "lineTotal": line_total
-        }));
+        lines.push(OrderLine {
+            product_id: line.product_id.clone(),
+            sku: line.sku.clone(),
+            name: line.name.clone(),
+            unit_price: line.unit_price,
+            quantity: line.quantity,
+            line_total,
+        });
     }
-    Ok((Value::Array(lines), total))
+    Ok((lines, total))
 }
 
 /// Creates the order `PENDING` with its idempotency record, saga row, first
@@ -350,10 +344,10 @@ async fn priced_cart(
 async fn create(
     trace: &Trace,
     conn: &Connection,
-    customer: &str,
+    customer: &CustomerId,
     key: &str,
     fingerprint: &str,
-    items: Value,
+    items: Vec<OrderLine>,
     total: Money,
     body: &CheckoutBody,
 ) -> Result<Option<Order>, Problem> {
@@ -364,19 +358,20 @@ async fn create(
         .map_err(Problem::internal)?
         .collect()
         .await?;
-    let id: String = id_rows
+    let id: OrderId = id_rows
         .first()
-        .and_then(|r| r.get("id"))
+        .and_then(|r| r.get::<String>("id"))
+        .map(OrderId::from)
         .ok_or_else(|| Problem::internal("no uuid"))?;
     let claimed = tx
         .execute(
             "INSERT INTO orders.idempotency (customer_id, key, fingerprint, order_id)
              VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             vec![
-                ParameterValue::Str(customer.to_string()),
+                ParameterValue::Str(customer.as_str().to_string()),
                 ParameterValue::Str(key.to_string()),
                 ParameterValue::Str(fingerprint.to_string()),
-                ParameterValue::Str(id.clone()),
+                ParameterValue::Str(id.as_str().to_string()),
             ],
         )
         .await
@@ -385,15 +380,17 @@ async fn create(
         tx.rollback().await.map_err(Problem::internal)?;
         return Ok(None);
     }
+    let order_id = ParameterValue::Str(id.as_str().to_string());
+    let items_json = serde_json::to_string(&items).map_err(Problem::internal)?;
     let run = async {
         tx.execute(
             "INSERT INTO orders.orders
                  (order_id, customer_id, status, items, total_amount, currency, card_token)
              VALUES ($1, $2, 'PENDING', $3::text::jsonb, $4, $5, $6)",
             vec![
-                ParameterValue::Str(id.clone()),
-                ParameterValue::Str(customer.to_string()),
-                ParameterValue::Str(items.to_string()),
+                order_id.clone(),
+                ParameterValue::Str(customer.as_str().to_string()),
+                ParameterValue::Str(items_json),
                 ParameterValue::Int64(total.amount()),
                 ParameterValue::Str(total.currency().code().to_string()),
                 ParameterValue::Str(body.card.token.0.clone()),
@@ -401,30 +398,36 @@ async fn create(
         )
         .await?;
         tx.execute(
-            "INSERT INTO orders.sagas (order_id, state, step) VALUES ($1, 'running', 'create-order')",
-            vec![ParameterValue::Str(id.clone())],
+            "INSERT INTO orders.sagas (order_id, state, step) VALUES ($1, $2, $3)",
+            vec![
+                order_id.clone(),
+                ParameterValue::Str(SagaState::Running.as_str().into()),
+                ParameterValue::Str(Step::CreateOrder.as_str().into()),
+            ],
         )
         .await?;
         tx.execute(
-            "INSERT INTO orders.saga_log (order_id, step, phase) VALUES ($1, 'create-order', 'done')",
-            vec![ParameterValue::Str(id.clone())],
+            "INSERT INTO orders.saga_log (order_id, step, phase) VALUES ($1, $2, $3)",
+            vec![
+                order_id.clone(),
+                ParameterValue::Str(Step::CreateOrder.as_str().into()),
+                ParameterValue::Str(Phase::Done.as_str().into()),
+            ],
         )
         .await?;
         let placed_items: Vec<Value> = items
-            .as_array()
-            .into_iter()
-            .flatten()
+            .iter()
             .map(|l| {
                 json!({
-                    "productId": l["productId"], "sku": l["sku"],
-                    "quantity": l["quantity"], "unitPrice": l["unitPrice"]
+                    "productId": l.product_id, "sku": l.sku,
+                    "quantity": l.quantity, "unitPrice": l.unit_price
                 })
             })
             .collect();
         tx.publish(&CloudEvent::new(
             "com.bitvelocity.order.placed.v1",
             SOURCE,
-            &id,
+            id.as_str(),
             json!({ "orderId": id, "customerId": customer, "items": placed_items, "total": total }),
         )
         .traced(trace.traceparent()))
@@ -442,20 +445,6 @@ async fn create(
         .ok_or_else(|| Problem::internal("the new order vanished"))
 }
 
-/// A failed step: what to record and answer.
-struct Failure {
-    step: &'static str,
-    reason: String,
-    status: u16,
-    detail: String,
-    /// Whether a payment call may have reached the payment service (so
-    /// there may be a payment to void or refund).
-    payment_sent: bool,
-    /// Set when a circuit breaker refused the call: the dependency, and
-    /// when to try again.
-    circuit_open: Option<(&'static str, std::time::Duration)>,
-}
-
 /// Runs the saga of `order` to `PAID`, or to `FAILED` with its resources
 /// given back (the problem to answer). `authorization` is the customer's,
 /// forwarded to empty their cart.
@@ -469,276 +458,87 @@ async fn run(
         Ok(()) => telemetry::counter("orders", &[("outcome", "paid")], 1),
         Err(failure) => return Err(fail(trace, order, failure).await?),
     }
-    // Paid: the saga holds nothing that must be given back any more.
-    store::log_step(&db().await?, &order.id, "clear-cart", "started", "").await?;
+    // Paid: the saga holds nothing that must be given back any more, and
+    // is `finished`, so these entries leave the saga row as it is.
+    let id = &order.id;
+    store::log_step(&db().await?, id, Step::ClearCart, Phase::Started, None).await?;
     let cleared = services::call(trace, "DELETE", CART, authorization, None).await;
-    let (phase, detail) = match cleared {
-        Ok(a) if a.status < 300 => ("done", String::new()),
-        Ok(a) => ("failed", format!("{} {}", a.status, a.body)),
-        Err(e) => ("failed", e),
+    let (phase, detail) = match saga::clear_cart(cleared) {
+        None => (Phase::Done, None),
+        Some(why) => (Phase::Failed, Some(why)),
     };
-    db().await?.execute(
-        "INSERT INTO orders.saga_log (order_id, step, phase, detail) VALUES ($1, 'clear-cart', $2, NULLIF($3, ''))",
-        vec![
-            ParameterValue::Str(order.id.clone()),
-            ParameterValue::Str(phase.into()),
-            ParameterValue::Str(detail),
-        ],
-    )
-    .await?;
-    store::load(&db().await?, &order.id)
+    store::log_step(&db().await?, id, Step::ClearCart, phase, detail.as_deref()).await?;
+    store::load(&db().await?, id)
         .await?
         .ok_or_else(|| Problem::internal("the order vanished"))
 }
 
-/// Maps a callee's failure to a [`Failure`].
-fn failure(step: &'static str, reason: &str, status: u16, detail: impl Into<String>) -> Failure {
-    Failure {
-        step,
-        reason: reason.to_string(),
-        status,
-        detail: detail.into(),
-        payment_sent: step != "reserve-stock",
-        circuit_open: None,
-    }
-}
-
-/// A guarded call to `dependency` that has no answer: refused by its open
-/// circuit breaker (reason `<dependency>-circuit-open`, answered 503
-/// `dependency-unavailable` at once), or failed and timed out after its
-/// retries (`<dependency>-unavailable`).
-fn call_failed(step: &'static str, dependency: Dependency, e: CallError) -> Failure {
-    let name = dependency.name();
-    let CallError::Open {
-        retry_after,
-        attempts,
-    } = e
-    else {
-        return unavailable(step, name, e);
-    };
-    let mut f = failure(
-        step,
-        &format!("{name}-circuit-open"),
-        503,
-        format!("the {name} service is failing: its circuit breaker is open, so the checkout stopped without waiting for it"),
-    );
-    f.circuit_open = Some((name, retry_after));
-    f.payment_sent = step == "capture-payment" || (step == "authorize-payment" && attempts > 0);
-    f
-}
-
-fn unavailable(step: &'static str, service: &str, e: impl std::fmt::Display) -> Failure {
-    eprintln!("order saga: {step}: {e}");
-    failure(
-        step,
-        &format!("{service}-unavailable"),
-        503,
-        format!("the {service} service failed"),
-    )
-}
-
-/// The saga's steps up to `PAID`; the inner `Err` is a failed step.
+/// The saga's steps up to `PAID` ([`saga::CHECKOUT`]), each logged
+/// `started` before its call and `done` after it, then its move; the
+/// inner `Err` is the failed step.
 async fn steps(trace: &Trace, order: &Order, token: &str) -> Result<Result<(), Failure>, Problem> {
-    let id = order.id.as_str();
+    let id = &order.id;
     let calls = Calls::open().await?;
-    // 1. Reserve the stock.
-    let step = "reserve-stock";
-    store::log_step(&db().await?, id, step, "started", "").await?;
-    let lines: Vec<Value> = order
-        .items
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|l| json!({ "productId": l["productId"], "quantity": l["quantity"] }))
-        .collect();
-    let reserved = calls
-        .call(
-            trace,
-            Dependency::Inventory,
-            "POST",
-            &format!("{INVENTORY}/reservations"),
-            Some(&json!({ "reservationId": id, "orderId": id, "items": lines })),
-        )
-        .await;
-    match reserved {
-        Ok(Answer {
-            status: 200 | 201, ..
-        }) => {}
-        Ok(a) if a.status == 409 || a.kind() == Some("unknown-product") => {
-            let reason = if a.status == 409 {
-                "insufficient-stock"
-            } else {
-                "unknown-product"
-            };
-            let detail = a.body["detail"]
-                .as_str()
-                .unwrap_or("not enough stock")
-                .to_string();
-            return Ok(Err(failure(step, reason, 409, detail)));
+    for step in &saga::CHECKOUT {
+        store::log_step(&db().await?, id, step.step, Phase::Started, None).await?;
+        let call = (step.call)(order, token);
+        let called = calls
+            .call(
+                trace,
+                step.dependency,
+                call.method,
+                &call.url,
+                call.body.as_ref(),
+            )
+            .await;
+        if let Err(failure) = (step.classify)(called) {
+            return Ok(Err(failure));
         }
-        Ok(a) => {
-            return Ok(Err(unavailable(
-                step,
-                "inventory",
-                format!("{} {}", a.status, a.body),
-            )))
+        store::log_step(&db().await?, id, step.step, Phase::Done, None).await?;
+        if let Some(then) = step.then {
+            let mut moving = then(order);
+            moving.trace = trace.traceparent();
+            if !store::transition(&db().await?, id, moving).await? {
+                return Ok(Err(Failure::moved_meanwhile(step.step)));
+            }
         }
-        Err(e) => return Ok(Err(call_failed(step, Dependency::Inventory, e))),
-    }
-    store::log_step(&db().await?, id, step, "done", "").await?;
-    let confirmed = store::transition(
-        &db().await?,
-        id,
-        Move {
-            from: &[Status::Pending],
-            to: Status::Confirmed,
-            reason: None,
-            saga: None,
-            event: (
-                "com.bitvelocity.order.confirmed.v1",
-                json!({ "orderId": id, "customerId": order.customer, "reservationId": id }),
-            ),
-            trace: trace.traceparent(),
-        },
-    )
-    .await?;
-    if !confirmed {
-        return Ok(Err(moved_meanwhile(step)));
-    }
-
-    // 2. Authorize the total.
-    let step = "authorize-payment";
-    store::log_step(&db().await?, id, step, "started", "").await?;
-    let authorized = calls
-        .call(
-            trace,
-            Dependency::Payment,
-            "POST",
-            &format!("{PAYMENT}/authorize"),
-            Some(&json!({
-                "paymentId": id, "orderId": id, "amount": order.total, "card": { "token": token }
-            })),
-        )
-        .await;
-    match authorized {
-        Ok(Answer {
-            status: 200 | 201, ..
-        }) => {}
-        Ok(a) if a.status == 402 => {
-            let reason = a.kind().unwrap_or("card-declined").to_string();
-            let detail = a.body["detail"].as_str().unwrap_or("declined").to_string();
-            return Ok(Err(failure(step, &reason, 402, detail)));
-        }
-        Ok(a) if (400..500).contains(&a.status) => {
-            eprintln!("order saga: {step}: {} {}", a.status, a.body);
-            return Ok(Err(failure(
-                step,
-                "payment-rejected",
-                422,
-                "the payment service refused the payment request",
-            )));
-        }
-        Ok(a) => {
-            return Ok(Err(unavailable(
-                step,
-                "payment",
-                format!("{} {}", a.status, a.body),
-            )))
-        }
-        Err(e) => return Ok(Err(call_failed(step, Dependency::Payment, e))),
-    }
-    store::log_step(&db().await?, id, step, "done", "").await?;
-
-    // 3. Capture it.
-    let step = "capture-payment";
-    store::log_step(&db().await?, id, step, "started", "").await?;
-    let captured = calls
-        .call(
-            trace,
-            Dependency::Payment,
-            "POST",
-            &format!("{PAYMENT}/{id}/capture"),
-            None,
-        )
-        .await;
-    match captured {
-        Ok(Answer { status: 200, .. }) => {}
-        Ok(a) => {
-            return Ok(Err(unavailable(
-                step,
-                "payment",
-                format!("{} {}", a.status, a.body),
-            )))
-        }
-        Err(e) => return Ok(Err(call_failed(step, Dependency::Payment, e))),
-    }
-    store::log_step(&db().await?, id, step, "done", "").await?;
-    let paid = store::transition(
-        &db().await?,
-        id,
-        Move {
-            from: &[Status::Confirmed],
-            to: Status::Paid,
-            reason: None,
-            saga: Some("finished"),
-            event: (
-                "com.bitvelocity.order.paid.v1",
-                json!({
-                    "orderId": id, "customerId": order.customer, "paymentId": id,
-                    "total": order.total
-                }),
-            ),
-            trace: trace.traceparent(),
-        },
-    )
-    .await?;
-    if !paid {
-        return Ok(Err(moved_meanwhile(step)));
     }
     Ok(Ok(()))
-}
-
-/// The order was cancelled (by its customer or the sweeper) while the saga
-/// ran: the saga gives back what it took since.
-fn moved_meanwhile(step: &'static str) -> Failure {
-    failure(
-        step,
-        "order-cancelled",
-        409,
-        "the order was cancelled during checkout",
-    )
 }
 
 /// Gives back what the saga holds and ends the order `FAILED` (unless it
 /// moved meanwhile); the problem to answer.
 async fn fail(trace: &Trace, order: &Order, f: Failure) -> Result<Problem, Problem> {
-    let id = order.id.as_str();
-    store::log_step(&db().await?, id, f.step, "failed", &f.reason).await?;
-    store::log_step(&db().await?, id, "compensate", "started", "").await?;
+    let id = &order.id;
+    store::log_step(&db().await?, id, f.step, Phase::Failed, Some(&f.reason)).await?;
+    store::log_step(&db().await?, id, Step::Compensate, Phase::Started, None).await?;
     let saga = match Calls::open()
         .await?
         .give_back(trace, id, f.payment_sent)
         .await
     {
         Ok(()) => {
-            store::log_step(&db().await?, id, "compensate", "done", "").await?;
-            "finished"
+            store::log_step(&db().await?, id, Step::Compensate, Phase::Done, None).await?;
+            SagaState::Finished
         }
         Err(e) => {
             eprintln!("order {id}: compensating: {e}");
-            store::log_step(&db().await?, id, "compensate", "failed", &e).await?;
+            store::log_step(&db().await?, id, Step::Compensate, Phase::Failed, Some(&e)).await?;
             // The sweeper finishes the compensation.
-            "compensating"
+            SagaState::Compensating
         }
     };
-    let result = if saga == "finished" { "done" } else { "failed" };
+    let result = if saga == SagaState::Finished {
+        "done"
+    } else {
+        "failed"
+    };
     telemetry::counter(
         "saga_compensations",
-        &[("step", f.step), ("result", result)],
+        &[("step", f.step.as_str()), ("result", result)],
         1,
     );
-    let kind = problem_kind(&f.reason);
-    if f.reason != "order-cancelled" {
+    if !f.order_cancelled() {
         let failed = store::transition(
             &db().await?,
             id,
@@ -751,7 +551,7 @@ async fn fail(trace: &Trace, order: &Order, f: Failure) -> Result<Problem, Probl
                     "com.bitvelocity.order.failed.v1",
                     json!({
                         "orderId": id, "customerId": order.customer,
-                        "reason": f.reason, "step": f.step
+                        "reason": f.reason, "step": f.step.as_str()
                     }),
                 ),
                 trace: trace.traceparent(),
@@ -759,46 +559,15 @@ async fn fail(trace: &Trace, order: &Order, f: Failure) -> Result<Problem, Probl
         )
         .await?;
         if failed {
-            // `kind` is one of a fixed set, unlike the callee's reason.
-            telemetry::counter("orders", &[("outcome", "failed"), ("reason", kind)], 1);
+            // The kind is one of a fixed set, unlike the callee's reason.
+            telemetry::counter(
+                "orders",
+                &[("outcome", "failed"), ("reason", f.kind().as_str())],
+                1,
+            );
         }
     }
-    let title = match f.status {
-        402 => "The payment was declined",
-        409 if f.reason == "order-cancelled" => "The order was cancelled",
-        409 => "Not enough stock",
-        503 => "A dependency is unavailable",
-        _ => "The payment was refused",
-    };
-    let mut problem = Problem::new(f.status, kind, title, f.detail)
-        .with("orderId", id)
-        .with("reason", f.reason);
-    if let Some((dependency, retry_after)) = f.circuit_open {
-        // Whole seconds, rounded up: also the answer's `Retry-After`.
-        let seconds = retry_after.as_millis().div_ceil(1000).max(1) as u64;
-        problem = problem
-            .with("dependency", dependency)
-            .with("retryAfterSeconds", seconds);
-    }
-    Ok(problem)
-}
-
-/// The problem kind of a failure `reason`: one of a fixed set.
-fn problem_kind(reason: &str) -> &'static str {
-    match reason {
-        "insufficient-stock" => "insufficient-stock",
-        "unknown-product" => "unknown-product",
-        "card-declined" => "card-declined",
-        "insufficient-funds" => "insufficient-funds",
-        "card-expired" => "card-expired",
-        "amount-limit" => "amount-limit",
-        "inventory-unavailable" => "inventory-unavailable",
-        "payment-unavailable" => "payment-unavailable",
-        "inventory-circuit-open" | "payment-circuit-open" => "dependency-unavailable",
-        "order-cancelled" => "order-cancelled",
-        "payment-rejected" => "payment-rejected",
-        _ => "payment-declined",
-    }
+    Ok(f.problem(id))
 }
 
 /// A connection for one database step, given back to the pool right after.

@@ -82,10 +82,10 @@ mod resilience;
 use std::sync::atomic::AtomicBool;
 
 use bv_auth::Principal;
-use bv_orders::model::Status;
+use bv_orders::model::{CustomerId, OrderId, SagaState, Status};
 use bv_orders::services::{self, INVENTORY};
 use bv_orders::store::{self, Move, Order, COLUMNS};
-use bv_service::{json, migrate, path_info, Problem, Reply, Trace};
+use bv_service::{json, migrate, path_info, Problem, ProblemKind, Reply, Trace};
 use serde_json::json;
 use spin_sdk::http::{Method, Request};
 use spin_sdk::http_service;
@@ -118,10 +118,10 @@ async fn route(req: Request) -> Result<Reply, Problem> {
         ([], &Method::POST) => checkout::checkout(req).await,
         ([], &Method::GET) => list(&req).await,
         ([], _) => Err(Problem::method_not_allowed("GET, HEAD, POST")),
-        ([id], &Method::GET) => get(&req, id).await,
+        ([id], &Method::GET) => get(&req, &OrderId::from(*id)).await,
         ([_], _) => Err(Problem::method_not_allowed("GET, HEAD")),
-        ([id, "cancel"], &Method::POST) => cancel(&req, id).await,
-        ([id, "fulfil"], &Method::POST) => fulfil(&req, id).await,
+        ([id, "cancel"], &Method::POST) => cancel(&req, &OrderId::from(*id)).await,
+        ([id, "fulfil"], &Method::POST) => fulfil(&req, &OrderId::from(*id)).await,
         ([_, "cancel" | "fulfil"], _) => Err(Problem::method_not_allowed("POST")),
         _ => Err(Problem::not_found(format!("no route /api/orders{path}"))),
     }
@@ -134,8 +134,8 @@ async fn caller(req: &Request) -> Result<Principal, Problem> {
 
 /// The customer placing an order or owning the orders asked for: the
 /// token's subject.
-async fn customer(req: &Request) -> Result<String, Problem> {
-    Ok(caller(req).await?.subject.as_str().to_string())
+async fn customer(req: &Request) -> Result<CustomerId, Problem> {
+    Ok(CustomerId::from(caller(req).await?.subject.as_str()))
 }
 
 /// Admin-only calls: an administrator's token (403 for a customer's).
@@ -152,9 +152,13 @@ async fn open() -> Result<Connection, Problem> {
 
 /// The order `id` when it is `customer`'s (404 otherwise, so another
 /// customer's orders cannot even be detected).
-async fn owned(conn: &Connection, id: &str, customer: Option<&str>) -> Result<Order, Problem> {
+async fn owned(
+    conn: &Connection,
+    id: &OrderId,
+    customer: Option<&CustomerId>,
+) -> Result<Order, Problem> {
     match store::load(conn, id).await? {
-        Some(order) if customer.is_none_or(|c| c == order.customer) => Ok(order),
+        Some(order) if customer.is_none_or(|c| *c == order.customer) => Ok(order),
         _ => Err(Problem::not_found(format!("no order `{id}`"))),
     }
 }
@@ -175,7 +179,7 @@ fn illegal(order: &Order, to: Status) -> Problem {
 fn illegal_because(order: &Order, detail: String) -> Problem {
     Problem::new(
         409,
-        "illegal-transition",
+        ProblemKind::IllegalTransition,
         "The order cannot make that move",
         detail,
     )
@@ -192,7 +196,7 @@ async fn list(req: &Request) -> Result<Reply, Problem> {
                  ORDER BY created_at DESC, order_id DESC LIMIT $2"
             ),
             vec![
-                ParameterValue::Str(customer),
+                ParameterValue::Str(customer.as_str().to_string()),
                 ParameterValue::Int64(LIST_LIMIT),
             ],
         )
@@ -206,15 +210,15 @@ async fn list(req: &Request) -> Result<Reply, Problem> {
     Ok(json(200, &json!({ "orders": orders })))
 }
 
-async fn get(req: &Request, id: &str) -> Result<Reply, Problem> {
+async fn get(req: &Request, id: &OrderId) -> Result<Reply, Problem> {
     let caller = caller(req).await?;
     // An administrator sees every order, a customer only their own.
-    let owner = (!caller.is_admin()).then_some(caller.subject.as_str());
+    let owner = (!caller.is_admin()).then(|| CustomerId::from(caller.subject.as_str()));
     let conn = open().await?;
-    Ok(json(200, &owned(&conn, id, owner).await?.view()))
+    Ok(json(200, &owned(&conn, id, owner.as_ref()).await?.view()))
 }
 
-async fn cancel(req: &Request, id: &str) -> Result<Reply, Problem> {
+async fn cancel(req: &Request, id: &OrderId) -> Result<Reply, Problem> {
     let customer = customer(req).await?;
     let trace = Trace::of(req);
     let conn = open().await?;
@@ -237,7 +241,7 @@ async fn cancel(req: &Request, id: &str) -> Result<Reply, Problem> {
             from: &Status::CANCELLABLE,
             to: Status::Cancelled,
             reason: Some("customer-request"),
-            saga: Some("finished"),
+            saga: Some(SagaState::Finished),
             event: (
                 "com.bitvelocity.order.cancelled.v1",
                 json!({
@@ -257,7 +261,7 @@ async fn cancel(req: &Request, id: &str) -> Result<Reply, Problem> {
     Ok(json(200, &now.view()))
 }
 
-async fn fulfil(req: &Request, id: &str) -> Result<Reply, Problem> {
+async fn fulfil(req: &Request, id: &OrderId) -> Result<Reply, Problem> {
     require_admin(req).await?;
     let trace = Trace::of(req);
     let conn = open().await?;

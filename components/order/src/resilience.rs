@@ -16,73 +16,13 @@
 
 use std::time::Duration;
 
+use bv_orders::model::OrderId;
+use bv_orders::saga::{CallError, Dependency};
 use bv_orders::services::{self, Answer, INVENTORY, PAYMENT};
 use bv_resilience::spin::{self, RedisStore, Store};
 use bv_resilience::{BreakerConfig, Outcome, Policy, Verdict};
 use bv_service::{Problem, Trace};
 use serde_json::Value;
-
-/// A dependency of the saga.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dependency {
-    /// `inventory.spin.internal`.
-    Inventory,
-    /// `payment.spin.internal`.
-    Payment,
-}
-
-impl Dependency {
-    /// Its name: its breaker, its retry budget, and the `dependency` of
-    /// the problems naming it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Dependency::Inventory => "inventory",
-            Dependency::Payment => "payment",
-        }
-    }
-}
-
-/// Why a guarded call has no answer to give.
-#[derive(Debug)]
-pub enum CallError {
-    /// The breaker is open: the call (or its retry) was not sent.
-    Open {
-        /// When it may let a call through again.
-        retry_after: Duration,
-        /// Attempts sent before the breaker refused one (0: nothing sent).
-        attempts: u32,
-    },
-    /// Every attempt passed its deadline.
-    TimedOut {
-        /// Attempts sent.
-        attempts: u32,
-        /// Each attempt's deadline.
-        timeout: Duration,
-    },
-    /// The last attempt failed without an answer.
-    Failed(String),
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::Open {
-                retry_after,
-                attempts,
-            } => write!(
-                f,
-                "circuit open after {attempts} attempts (retry after {} ms)",
-                retry_after.as_millis()
-            ),
-            CallError::TimedOut { attempts, timeout } => write!(
-                f,
-                "no answer within {} ms ({attempts} attempts)",
-                timeout.as_millis()
-            ),
-            CallError::Failed(e) => f.write_str(e),
-        }
-    }
-}
 
 /// The guarded calls of one request.
 pub struct Calls {
@@ -168,7 +108,7 @@ impl Calls {
     pub async fn give_back(
         &self,
         trace: &Trace,
-        order_id: &str,
+        order_id: &OrderId,
         payment_sent: bool,
     ) -> Result<(), String> {
         let released = self

@@ -6,7 +6,7 @@
 use std::sync::atomic::AtomicBool;
 
 use bv_events_guest::Transaction;
-use bv_service::{json, migrate, parse_json, read_json, Problem, Reply, Trace};
+use bv_service::{json, migrate, parse_json, read_json, Problem, ProblemKind, Reply, Trace};
 use serde_json::Value;
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{HeaderValue, Request};
@@ -63,7 +63,7 @@ pub async fn authorize(req: Request, config: &Config) -> Result<Reply, Problem> 
             if !fields.is_empty() {
                 return Err(Problem::new(
                     422,
-                    "idempotency-mismatch",
+                    ProblemKind::IdempotencyMismatch,
                     "The payment id was used with another request",
                     format!(
                         "payment `{}` was first authorized with another {}: choose a new paymentId for a new payment",
@@ -118,7 +118,7 @@ fn authorize_answer(payment: &Payment, replayed: bool) -> Reply {
         None => json(201, &first.view()),
         Some(d) => Problem::new(
             402,
-            d.code(),
+            d.kind(),
             d.title(),
             format!("payment `{}` was declined: {}", first.payment_id, d.code()),
         )
@@ -199,7 +199,7 @@ async fn advance(
         (_, status) => {
             return Err(Problem::new(
                 409,
-                "illegal-transition",
+                ProblemKind::IllegalTransition,
                 "The payment cannot take that step",
                 format!(
                     "payment `{}` is {}: it cannot be {}d",
@@ -254,7 +254,7 @@ async fn no_fields(req: Request) -> Result<(), Problem> {
     let too_large = || {
         Problem::new(
             413,
-            "body-too-large",
+            ProblemKind::BodyTooLarge,
             "The body is too large",
             format!("at most {MAX_BODY} bytes"),
         )
@@ -270,7 +270,7 @@ async fn no_fields(req: Request) -> Result<(), Problem> {
     let bytes = req.into_body().bytes().await.map_err(|e| {
         Problem::new(
             400,
-            "unreadable-body",
+            ProblemKind::UnreadableBody,
             "The body could not be read",
             format!("{e:?}"),
         )

@@ -2,7 +2,7 @@
 //! and the processor's decision. Values are parsed once, at the edge, so
 //! the handlers only ever see valid ones.
 
-use bv_service::{Money, Problem};
+use bv_service::{Money, Problem, ProblemKind};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
@@ -135,6 +135,16 @@ impl Decline {
             Decline::InsufficientFunds => "insufficient-funds",
             Decline::CardExpired => "card-expired",
             Decline::AmountLimit => "amount-limit",
+        }
+    }
+
+    /// The problem kind a decline is answered with (its code as a kind).
+    pub fn kind(self) -> ProblemKind {
+        match self {
+            Decline::CardDeclined => ProblemKind::CardDeclined,
+            Decline::InsufficientFunds => ProblemKind::InsufficientFunds,
+            Decline::CardExpired => ProblemKind::CardExpired,
+            Decline::AmountLimit => ProblemKind::AmountLimit,
         }
     }
 
@@ -308,6 +318,7 @@ mod tests {
         );
         for d in Decline::ALL {
             assert_eq!(Decline::parse(d.code()), Some(d));
+            assert_eq!(d.kind().as_str(), d.code(), "answered under its code");
         }
     }
 }

@@ -29,7 +29,7 @@ mod listing;
 mod migrations;
 mod store;
 
-use bv_service::{json, path_info, read_json, Problem, Reply, Trace};
+use bv_service::{json, path_info, read_json, Problem, ProblemKind, Reply, Trace};
 use serde_json::json;
 use spin_sdk::http::{Method, Request};
 use spin_sdk::http_service;
@@ -78,12 +78,9 @@ async fn serve(req: Request) -> Result<Reply, Problem> {
     }
 }
 
-/// 405 with `Allow`.
+/// 405 with `Allow` ([`Problem::method_not_allowed`] sets it).
 fn method_not_allowed(allowed: &str) -> Result<Reply, Problem> {
-    Ok(with_headers(
-        Problem::method_not_allowed(allowed).into_response(),
-        &[("allow", allowed)],
-    ))
+    Ok(Problem::method_not_allowed(allowed).into_response())
 }
 
 /// The one place that decides who may change the catalogue: an
@@ -154,7 +151,7 @@ async fn replace(req: Request, segment: &str) -> Result<Reply, Problem> {
     let if_match = header(&req, "if-match").map(str::to_string).ok_or_else(|| {
         Problem::new(
             428,
-            "precondition-required",
+            ProblemKind::PreconditionRequired,
             "If-Match is required",
             "send If-Match with the product's current ETag, so that no one else's change is overwritten",
         )

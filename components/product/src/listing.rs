@@ -1,6 +1,6 @@
 //! `GET /api/products?…`: the query parameters, parsed, and the cursor.
 
-use bv_service::{Currency, Problem};
+use bv_service::{Currency, Problem, ProblemKind};
 
 use crate::domain::Category;
 use crate::list_sql::Filter;
@@ -34,7 +34,7 @@ pub struct ListQuery {
 fn invalid(parameter: &str, detail: impl Into<String>) -> Problem {
     Problem::new(
         422,
-        "invalid-parameter",
+        ProblemKind::InvalidParameter,
         "A query parameter has an invalid value",
         format!("{parameter}: {}", detail.into()),
     )

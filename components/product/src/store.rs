@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 
 use bv_events_guest::{CloudEvent, Transaction};
-use bv_service::{migrate, Currency, Money, Problem, Trace};
+use bv_service::{migrate, Currency, Money, Problem, ProblemKind, Trace};
 use spin_sdk::pg::{Connection, Decode, ParameterValue, Row};
 
 use crate::domain::{NewProduct, Product, ProductId, Replacement, Sku};
@@ -24,7 +24,7 @@ static MIGRATED: AtomicBool = AtomicBool::new(false);
 fn stale(etag: &str) -> Problem {
     Problem::new(
         412,
-        "precondition-failed",
+        ProblemKind::PreconditionFailed,
         "The product changed",
         format!("If-Match does not match the current ETag {etag}: fetch the product again"),
     )
@@ -38,7 +38,7 @@ fn not_found(id: ProductId) -> Problem {
 fn sku_taken(sku: &Sku) -> Problem {
     Problem::new(
         409,
-        "sku-taken",
+        ProblemKind::SkuTaken,
         "The SKU is taken",
         format!("another product has SKU {}", sku.as_str()),
     )

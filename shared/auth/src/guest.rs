@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use bv_service::Problem;
+use bv_service::{Problem, ProblemKind};
 use spin_sdk::http::HeaderMap;
 
 use crate::keys::KeySet;
@@ -39,7 +39,12 @@ const CLIENT_ADDR: &str = "spin-client-addr";
 /// 401 `unauthenticated`: no credentials (bv-service adds
 /// `WWW-Authenticate: Bearer`).
 pub fn unauthenticated(detail: impl Into<String>) -> Problem {
-    Problem::new(401, "unauthenticated", "Not authenticated", detail)
+    Problem::new(
+        401,
+        ProblemKind::Unauthenticated,
+        "Not authenticated",
+        detail,
+    )
 }
 
 /// 401 `invalid-token`: a bearer token that does not verify (bv-service
@@ -47,7 +52,7 @@ pub fn unauthenticated(detail: impl Into<String>) -> Problem {
 pub fn invalid_token(error: &TokenError) -> Problem {
     Problem::new(
         401,
-        "invalid-token",
+        ProblemKind::InvalidToken,
         "The access token is not valid",
         format!("{error}: log in again or refresh the token"),
     )
@@ -55,7 +60,7 @@ pub fn invalid_token(error: &TokenError) -> Problem {
 
 /// 403 `forbidden`: authenticated, but the role does not allow the call.
 pub fn forbidden(detail: impl Into<String>) -> Problem {
-    Problem::new(403, "forbidden", "Forbidden", detail)
+    Problem::new(403, ProblemKind::Forbidden, "Forbidden", detail)
 }
 
 /// The verifier built from the public keys, cached per instance.
@@ -199,10 +204,14 @@ mod tests {
         );
         for bad in ["Basic dXNlcjpwdw==", "Bearer", "Bearer   ", "abc"] {
             let p = bearer_token(&headers(&[("authorization", bad)])).unwrap_err();
-            assert_eq!((p.status, p.kind), (401, "unauthenticated"), "{bad}");
+            assert_eq!(
+                (p.status, p.kind),
+                (401, ProblemKind::Unauthenticated),
+                "{bad}"
+            );
         }
         let p = bearer_token(&HeaderMap::new()).unwrap_err();
-        assert_eq!((p.status, p.kind), (401, "unauthenticated"));
+        assert_eq!((p.status, p.kind), (401, ProblemKind::Unauthenticated));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! What the `order` component and the `order-sweeper` share: the tables,
-//! the order's states, loading and moving orders (with their events), and
-//! the calls to the services a saga holds resources in.
+//! the order's states, loading and moving orders (with their events),
+//! the calls to the services a saga holds resources in, and the checkout
+//! saga's steps with the pure classification of their answers.
 #![deny(missing_docs)]
 
 pub mod model;
+pub mod saga;
 pub mod schema;
 pub mod services;
 pub mod store;

@@ -6,7 +6,9 @@
 //! or a compensation racing the saga it undoes never holds or gives back
 //! twice.
 
-use bv_service::Trace;
+use bv_service::{Trace, TYPE_PREFIX};
+
+use crate::model::OrderId;
 use bytes::Bytes;
 use serde_json::Value;
 use spin_sdk::http::body::IncomingBodyExt;
@@ -35,7 +37,7 @@ impl Answer {
         self.body
             .get("type")
             .and_then(Value::as_str)
-            .and_then(|t| t.strip_prefix("urn:bitvelocity:problem:"))
+            .and_then(|t| t.strip_prefix(TYPE_PREFIX))
     }
 }
 
@@ -124,7 +126,7 @@ pub async fn send(
 /// captured). Both are idempotent and answer 404 when there is nothing to
 /// give back, so this is safe whatever step the saga reached. `Err` names
 /// the call that failed; compensating again later is the remedy.
-pub async fn give_back(trace: &Trace, order_id: &str) -> Result<(), String> {
+pub async fn give_back(trace: &Trace, order_id: &OrderId) -> Result<(), String> {
     let released = call(
         trace,
         "POST",

@@ -6,13 +6,13 @@ use bv_service::{Currency, Money, Problem};
 use serde_json::{json, Value};
 use spin_sdk::pg::{Connection, ParameterValue, Row};
 
-use super::model::{status_in, Status};
+use super::model::{status_in, CustomerId, OrderId, OrderLine, Phase, SagaState, Status, Step};
 
 /// Where the order service's events come from.
 pub const SOURCE: &str = "/orders";
 
 /// The columns [`Order::from_row`] reads.
-pub const COLUMNS: &str = "order_id, customer_id, status, coalesce(reason, '') AS reason, \
+pub const COLUMNS: &str = "order_id, customer_id, status, reason, \
      items::text AS items, total_amount, currency, \
      to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at, \
      to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS updated_at";
@@ -21,15 +21,15 @@ pub const COLUMNS: &str = "order_id, customer_id, status, coalesce(reason, '') A
 #[derive(Debug, Clone)]
 pub struct Order {
     /// Its id (also the reservation id and the payment id).
-    pub id: String,
+    pub id: OrderId,
     /// Whose it is.
-    pub customer: String,
+    pub customer: CustomerId,
     /// Where it is.
     pub status: Status,
-    /// Why it failed or was cancelled; empty otherwise.
-    pub reason: String,
-    /// Its lines, as shown.
-    pub items: Value,
+    /// Why it failed or was cancelled; `None` otherwise.
+    pub reason: Option<String>,
+    /// Its lines.
+    pub items: Vec<OrderLine>,
     /// The sum of its lines.
     pub total: Money,
     /// When it was placed.
@@ -53,10 +53,13 @@ impl Order {
             .get::<i64>("total_amount")
             .ok_or_else(|| Problem::internal("orders.total_amount is missing"))?;
         Ok(Self {
-            id: text("order_id")?,
-            customer: text("customer_id")?,
+            id: OrderId::from(text("order_id")?),
+            customer: CustomerId::from(text("customer_id")?),
             status,
-            reason: text("reason")?,
+            reason: row
+                .get::<Option<String>>("reason")
+                .ok_or_else(|| Problem::internal("orders.reason is missing"))?
+                .filter(|r| !r.is_empty()),
             items: serde_json::from_str(&text("items")?).map_err(Problem::internal)?,
             total: Money::new(amount, currency).map_err(Problem::internal)?,
             created_at: text("created_at")?,
@@ -75,8 +78,8 @@ impl Order {
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
         });
-        if !self.reason.is_empty() {
-            v["reason"] = json!(self.reason);
+        if let Some(reason) = &self.reason {
+            v["reason"] = json!(reason);
         }
         v
     }
@@ -93,11 +96,11 @@ pub async fn open() -> Result<Connection, Problem> {
 }
 
 /// The order `id`, if any.
-pub async fn load(conn: &Connection, id: &str) -> Result<Option<Order>, Problem> {
+pub async fn load(conn: &Connection, id: &OrderId) -> Result<Option<Order>, Problem> {
     let rows = conn
         .query(
             format!("SELECT {COLUMNS} FROM orders.orders WHERE order_id = $1"),
-            vec![ParameterValue::Str(id.to_string())],
+            vec![ParameterValue::Str(id.as_str().to_string())],
         )
         .await?
         .collect()
@@ -105,14 +108,15 @@ pub async fn load(conn: &Connection, id: &str) -> Result<Option<Order>, Problem>
     rows.first().map(Order::from_row).transpose()
 }
 
-/// Records a saga step's phase (`started`, `done`, `failed`) and marks
-/// the saga as alive, in one statement.
+/// Records a saga step's phase, with why it failed (`detail`; an empty one
+/// is stored as none), and marks the saga as alive while it is
+/// `running`, in one statement.
 pub async fn log_step(
     conn: &Connection,
-    order_id: &str,
-    step: &str,
-    phase: &str,
-    detail: &str,
+    order_id: &OrderId,
+    step: Step,
+    phase: Phase,
+    detail: Option<&str>,
 ) -> Result<(), Problem> {
     conn.execute(
         "WITH logged AS (
@@ -121,10 +125,10 @@ pub async fn log_step(
          UPDATE orders.sagas SET step = $2, updated_at = clock_timestamp()
          WHERE order_id = $1 AND state = 'running'",
         vec![
-            ParameterValue::Str(order_id.to_string()),
-            ParameterValue::Str(step.to_string()),
-            ParameterValue::Str(phase.to_string()),
-            ParameterValue::Str(detail.to_string()),
+            ParameterValue::Str(order_id.as_str().to_string()),
+            ParameterValue::Str(step.as_str().to_string()),
+            ParameterValue::Str(phase.as_str().to_string()),
+            ParameterValue::Str(detail.unwrap_or_default().to_string()),
         ],
     )
     .await?;
@@ -139,8 +143,8 @@ pub struct Move<'a> {
     pub to: Status,
     /// Why (FAILED, CANCELLED).
     pub reason: Option<&'a str>,
-    /// The saga's state afterwards (`finished`, `compensating`), if it changes.
-    pub saga: Option<&'a str>,
+    /// The saga's state afterwards, if it changes.
+    pub saga: Option<SagaState>,
     /// The event type to publish (`com.bitvelocity.order.<x>.v1`) and its data.
     pub event: (&'a str, Value),
     /// The `traceparent` of the request or event that makes the move: the
@@ -150,7 +154,8 @@ pub struct Move<'a> {
 
 /// Applies `m` to order `id` in one transaction with its event; `false`
 /// (and nothing changed) when the order is no longer in one of `m.from`.
-pub async fn transition(conn: &Connection, id: &str, m: Move<'_>) -> Result<bool, Problem> {
+pub async fn transition(conn: &Connection, id: &OrderId, m: Move<'_>) -> Result<bool, Problem> {
+    let id = id.as_str();
     let tx = Transaction::begin(conn).await.map_err(Problem::internal)?;
     let moved = tx
         .execute(
@@ -179,7 +184,7 @@ pub async fn transition(conn: &Connection, id: &str, m: Move<'_>) -> Result<bool
              WHERE order_id = $1",
             vec![
                 ParameterValue::Str(id.to_string()),
-                ParameterValue::Str(state.to_string()),
+                ParameterValue::Str(state.as_str().to_string()),
             ],
         )
         .await

@@ -6,7 +6,7 @@ use serde::Serialize;
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{FullBody, Request, Response};
 
-use crate::Problem;
+use crate::{Problem, ProblemKind};
 
 /// The response type of every component.
 pub type Reply = Response<FullBody<Bytes>>;
@@ -84,7 +84,7 @@ pub async fn read_json<T: DeserializeOwned>(req: Request, max_bytes: usize) -> R
     if media != "application/json" && !media.ends_with("+json") {
         return Err(Problem::new(
             415,
-            "unsupported-media-type",
+            ProblemKind::UnsupportedMediaType,
             "The body must be JSON",
             format!("content-type `{content_type}`: send application/json"),
         ));
@@ -102,7 +102,7 @@ pub async fn read_json<T: DeserializeOwned>(req: Request, max_bytes: usize) -> R
     let bytes = req.into_body().bytes().await.map_err(|e| {
         Problem::new(
             400,
-            "unreadable-body",
+            ProblemKind::UnreadableBody,
             "The body could not be read",
             format!("{e:?}"),
         )
@@ -139,7 +139,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
 fn too_large(max: usize) -> Problem {
     Problem::new(
         413,
-        "body-too-large",
+        ProblemKind::BodyTooLarge,
         "The body is too large",
         format!("at most {max} bytes"),
     )
@@ -297,7 +297,7 @@ mod tests {
             "/api/orders/1",
         ] {
             let p = path_within(path, &chained(path), mount).unwrap_err();
-            assert_eq!((p.status, p.kind), (404, "not-found"), "{path}");
+            assert_eq!((p.status, p.kind), (404, ProblemKind::NotFound), "{path}");
         }
     }
 
