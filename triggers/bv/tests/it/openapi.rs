@@ -386,15 +386,40 @@ fn problem_sources() -> Vec<PathBuf> {
     }
     rust_files(&root.join("shared/service/src"), &mut files);
     rust_files(&root.join("shared/auth/src"), &mut files);
+    rust_files(&root.join("shared/orders/src"), &mut files);
     rust_files(&root.join("triggers/trigger-http/src"), &mut files);
     files
 }
 
-/// `(status, kind)` of every problem the source builds with a literal
-/// kind: `Problem::new(<status>, "<kind>", …)`, bv-service's own
-/// `Self::new(…)` and the runtime's `problem::response(<status>, "<kind>", …)`.
-/// The status is `None` when it is not an integer literal.
-fn literal_kinds(text: &str, calls: &[&str]) -> Vec<(Option<u64>, String)> {
+/// `bv_service::ProblemKind`'s variants and the kinds they name, read from
+/// its `problem_kinds!` table (`Variant => "kind",`).
+fn problem_kind_table() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(repo_root().join("shared/service/src/problem.rs")).unwrap();
+    let table = text
+        .split_once("problem_kinds! {")
+        .expect("shared/service/src/problem.rs lists the kinds in `problem_kinds! {`")
+        .1;
+    let table = table.split_once("\n}").unwrap().0;
+    table
+        .lines()
+        .filter_map(|line| {
+            let (variant, kind) = line.trim().split_once(" => ")?;
+            let kind = kind.trim_end_matches(',').trim_matches('"');
+            Some((variant.to_string(), kind.to_string()))
+        })
+        .collect()
+}
+
+/// `(status, kind)` of every problem the source builds with a fixed kind:
+/// `Problem::new(<status>, ProblemKind::<Variant>, …)` (or a literal kind),
+/// bv-service's own `Self::new(…)` and the runtime's
+/// `problem::response(<status>, "<kind>", …)`. The status is `None` when it
+/// is not an integer literal.
+fn fixed_kinds(
+    text: &str,
+    calls: &[&str],
+    table: &BTreeMap<String, String>,
+) -> Vec<(Option<u64>, String)> {
     let mut out = Vec::new();
     for call in calls {
         for (at, _) in text.match_indices(call) {
@@ -402,13 +427,23 @@ fn literal_kinds(text: &str, calls: &[&str]) -> Vec<(Option<u64>, String)> {
             let Some((status, rest)) = args.split_once(',') else {
                 continue;
             };
-            let Some(literal) = rest.trim_start().strip_prefix('"') else {
-                continue;
+            let rest = rest.trim_start();
+            let kind = if let Some(literal) = rest.strip_prefix('"') {
+                literal.split_once('"').map(|(kind, _)| kind.to_string())
+            } else if let Some(variant) = rest.strip_prefix("ProblemKind::") {
+                let variant: String = variant
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .collect();
+                Some(table.get(&variant).cloned().unwrap_or_else(|| {
+                    panic!("ProblemKind::{variant} is not in the problem_kinds! table")
+                }))
+            } else {
+                None
             };
-            let Some((kind, _)) = literal.split_once('"') else {
-                continue;
-            };
-            out.push((status.trim().parse().ok(), kind.to_string()));
+            if let Some(kind) = kind {
+                out.push((status.trim().parse().ok(), kind));
+            }
         }
     }
     out
@@ -419,6 +454,7 @@ fn the_problem_kinds_the_code_answers_are_listed() {
     let doc = document();
     let kinds = doc["x-problem-types"].as_object().unwrap();
     let root = repo_root();
+    let table = problem_kind_table();
     let mut faults = BTreeSet::new();
     let mut all_text = String::new();
     for file in problem_sources() {
@@ -428,7 +464,7 @@ fn the_problem_kinds_the_code_answers_are_listed() {
             calls.push("Self::new(");
         }
         let shown = file.strip_prefix(&root).unwrap().display().to_string();
-        for (status, kind) in literal_kinds(&text, &calls) {
+        for (status, kind) in fixed_kinds(&text, &calls, &table) {
             let uri = format!("{PROBLEM_PREFIX}{kind}");
             match kinds.get(&uri) {
                 None => {
@@ -446,14 +482,28 @@ fn the_problem_kinds_the_code_answers_are_listed() {
                 }
             }
         }
-        all_text.push_str(&text);
+        // The table itself names every kind: it does not count as a use.
+        let uses = text
+            .lines()
+            .filter(|line| !line.trim_start().ends_with("\",") || !line.contains(" => \""));
+        for line in uses {
+            all_text.push_str(line);
+            all_text.push('\n');
+        }
     }
-    // And the other way round: every listed kind is still in the code
-    // (as a literal somewhere, for kinds built from a value, like the
-    // payment declines).
+    // And the other way round: every listed kind is still in the code (its
+    // variant, or a literal somewhere for kinds built from a value, like
+    // the payment declines).
+    let variant_of: BTreeMap<&str, &str> = table
+        .iter()
+        .map(|(variant, kind)| (kind.as_str(), variant.as_str()))
+        .collect();
     for uri in kinds.keys() {
         let kind = uri.trim_start_matches(PROBLEM_PREFIX);
-        if !all_text.contains(&format!("\"{kind}\"")) {
+        let by_variant = variant_of
+            .get(kind)
+            .is_some_and(|v| all_text.contains(&format!("ProblemKind::{v}")));
+        if !by_variant && !all_text.contains(&format!("\"{kind}\"")) {
             faults.insert(format!(
                 "x-problem-types lists `{kind}`, which no component answers any more"
             ));
