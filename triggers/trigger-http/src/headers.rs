@@ -76,27 +76,32 @@ pub(crate) fn set<T>(
     for name in spoofed {
         headers.remove(name);
     }
-    let mut put = |name: &str, value: &str| {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+    headers.reserve(7 + matched.params.len());
+    // Names known at compile time are static: no allocation or parsing.
+    let mut put = |name: HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
     };
-    put(FULL_URL, full_url);
-    put(PATH_INFO, &matched.path_info);
-    put(MATCHED_ROUTE, &matched.based_route);
-    put(COMPONENT_ROUTE, &matched.component_route);
-    put(RAW_COMPONENT_ROUTE, &matched.raw_route);
-    put(BASE_PATH, base);
+    put(HeaderName::from_static(FULL_URL), full_url);
+    put(HeaderName::from_static(PATH_INFO), &matched.path_info);
+    put(HeaderName::from_static(MATCHED_ROUTE), &matched.based_route);
+    put(
+        HeaderName::from_static(COMPONENT_ROUTE),
+        &matched.component_route,
+    );
+    put(
+        HeaderName::from_static(RAW_COMPONENT_ROUTE),
+        &matched.raw_route,
+    );
+    put(HeaderName::from_static(BASE_PATH), base);
     if let Some(addr) = client {
-        put(CLIENT_ADDR, &addr.to_string());
+        put(HeaderName::from_static(CLIENT_ADDR), &addr.to_string());
     }
     for (name, value) in &matched.params {
-        put(
-            &format!("{PATH_MATCH_PREFIX}{}", name.to_ascii_lowercase()),
-            value,
-        );
+        let name = format!("{PATH_MATCH_PREFIX}{}", name.to_ascii_lowercase());
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            put(name, value);
+        }
     }
 }

@@ -44,19 +44,33 @@ use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler, ProxyPre, TrapO
 use wasmtime_wasi_http::WasiBody;
 
 use instance::{ComponentInstances, ReusePolicy};
-use metrics::{RejectionLabels, RequestLabels, RouteLabels};
+use metrics::{RejectionLabels, RouteMetrics};
 
 struct ComponentHandler {
     id: Arc<str>,
     proxy: ProxyHandler<ComponentInstances>,
     concurrency: Arc<Semaphore>,
     timeout: Duration,
+    in_flight: prometheus_client::metrics::gauge::Gauge,
+    /// Requests chained from guests, counted under Spin's catch-all `/...`.
+    chained: RouteMetrics,
 }
+
+/// What a route leads to, resolved when the trigger is built.
+struct RouteTarget {
+    component: Arc<str>,
+    /// The route as written in the manifest.
+    route: String,
+    metrics: RouteMetrics,
+}
+
+/// The route Spin matches every chained request with.
+const CHAINED_ROUTE: &str = "/...";
 
 /// The HTTP trigger for one application.
 pub struct HttpTrigger {
     runtime: Arc<AppRuntime>,
-    router: Router<Arc<str>>,
+    router: Router<Arc<RouteTarget>>,
     base: String,
     components: HashMap<Arc<str>, ComponentHandler>,
     metrics: Arc<Metrics>,
@@ -71,14 +85,20 @@ impl HttpTrigger {
     pub fn new(runtime: Arc<AppRuntime>) -> anyhow::Result<Arc<Self>> {
         let app = runtime.app();
         let base = app.application.http_base.clone();
+        let metrics = Arc::new(runtime.register_metrics(Metrics::register));
         let router = Router::build(
             &base,
-            app.http_triggers
-                .iter()
-                .map(|t| (t.route.clone(), Arc::<str>::from(t.component.as_str()))),
+            app.http_triggers.iter().map(|t| {
+                let route = t.route.to_string();
+                let target = RouteTarget {
+                    component: Arc::from(t.component.as_str()),
+                    metrics: RouteMetrics::new(&t.component, &route),
+                    route,
+                };
+                (t.route.clone(), Arc::new(target))
+            }),
         )
         .with_context(|| format!("{}: trigger.http", app.path.display()))?;
-        let metrics = Arc::new(runtime.register_metrics(Metrics::register));
 
         let mut components = HashMap::new();
         for trigger in &app.http_triggers {
@@ -108,6 +128,11 @@ impl HttpTrigger {
                     component.settings.max_concurrent_requests as usize,
                 )),
                 timeout,
+                in_flight: metrics
+                    .in_flight
+                    .get_or_create(&Metrics::component(&id))
+                    .clone(),
+                chained: RouteMetrics::new(&id, CHAINED_ROUTE),
                 proxy: ProxyHandler::new(ComponentInstances {
                     runtime: runtime.clone(),
                     policy: ReusePolicy::for_component(&component),
@@ -141,7 +166,7 @@ impl HttpTrigger {
     pub fn routes(&self) -> Vec<(String, String)> {
         self.router
             .routes()
-            .map(|(route, id)| (route.to_string(), id.to_string()))
+            .map(|(route, target)| (route.to_string(), target.component.to_string()))
             .collect()
     }
 
@@ -195,22 +220,25 @@ impl HttpTrigger {
                 "Not Found",
                 &format!("no route matches `{path}`"),
             );
-            self.count("", "", &response, start);
+            self.count_unrouted(&response, start);
             return self.hardening.finish(ticket, response);
         };
         headers::set(req.headers_mut(), &full_url, &self.base, &matched, client);
-        let component = matched.target.clone();
-        let route = matched.raw_route.clone();
+        let target = matched.target.clone();
         drop(matched);
-        trace::routed(&tracing::Span::current(), &component, &route, &mut req);
+        let (component, route) = (&*target.component, target.route.as_str());
+        trace::routed(&tracing::Span::current(), component, route, &mut req);
         let admitted = self
             .hardening
-            .admit(&component, &route, req, client, &mut ticket)
+            .admit(component, route, req, client, &mut ticket)
             .await;
+        let handler = &self.components[component];
         let response = match admitted {
-            Ok(req) => self.dispatch(&component, route, req, start).await,
+            Ok(req) => self.dispatch(handler, &target.metrics, req, start).await,
             Err(response) => {
-                self.count(&component, &route, &response, start);
+                target
+                    .metrics
+                    .record(&self.metrics, response.status().as_u16(), start.elapsed());
                 response
             }
         };
@@ -245,20 +273,23 @@ impl HttpTrigger {
         // see `headers::set_chained`.
         let uri = req.uri().clone();
         headers::set_chained(req.headers_mut(), &uri);
-        let route = "/...".to_string();
-        let id = handler.id.clone();
-        trace::routed(&tracing::Span::current(), &id, &route, &mut req);
-        Ok(self.dispatch(&id, route, req, start).await)
+        trace::routed(
+            &tracing::Span::current(),
+            &handler.id,
+            CHAINED_ROUTE,
+            &mut req,
+        );
+        Ok(self.dispatch(handler, &handler.chained, req, start).await)
     }
 
     async fn dispatch(
         &self,
-        component: &str,
-        route: String,
+        handler: &ComponentHandler,
+        route: &RouteMetrics,
         req: Request<WasiBody>,
         start: Instant,
     ) -> Response<WasiBody> {
-        let handler = &self.components[component];
+        let component = &*handler.id;
         let Ok(permit) = handler.concurrency.clone().try_acquire_owned() else {
             self.reject(component, "concurrency");
             let mut response = problem::response(
@@ -271,16 +302,11 @@ impl HttpTrigger {
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),
             );
-            self.count(component, &route, &response, start);
+            route.record(&self.metrics, response.status().as_u16(), start.elapsed());
             return response;
         };
-        let gauge = self
-            .metrics
-            .in_flight
-            .get_or_create(&Metrics::component(component))
-            .clone();
-        gauge.inc();
-        let in_flight = InFlight(gauge);
+        handler.in_flight.inc();
+        let in_flight = InFlight(handler.in_flight.clone());
 
         let body_limit = limits::BodyLimitHit::of(&req);
         let outcome = tokio::time::timeout(
@@ -309,7 +335,7 @@ impl HttpTrigger {
             }
         };
         let response = limits::BodyLimitHit::answer(body_limit, component, response);
-        self.count(component, &route, &response, start);
+        route.record(&self.metrics, response.status().as_u16(), start.elapsed());
         response
     }
 
@@ -336,26 +362,13 @@ impl HttpTrigger {
             .inc();
     }
 
-    fn count(&self, component: &str, route: &str, response: &Response<WasiBody>, start: Instant) {
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                component: component.to_string(),
-                route: route.to_string(),
-                status: response.status().as_u16(),
-            })
-            .inc();
-        self.metrics
-            .duration
-            .get_or_create(&RouteLabels {
-                component: component.to_string(),
-                route: route.to_string(),
-            })
-            .observe(
-                start.elapsed().as_secs_f64(),
-                metrics::TraceLabels::current(),
-                None,
-            );
+    /// Counts an answer no route led to (a 404).
+    fn count_unrouted(&self, response: &Response<WasiBody>, start: Instant) {
+        RouteMetrics::new("", "").record(
+            &self.metrics,
+            response.status().as_u16(),
+            start.elapsed(),
+        );
     }
 }
 

@@ -132,6 +132,60 @@ impl Metrics {
     }
 }
 
+/// One route's metrics, resolved on its first answer: later answers touch
+/// atomics, not the families' label maps (no label strings built, hashed or
+/// compared per request). A series appears on `/metrics` once it has a value,
+/// as before.
+pub(crate) struct RouteMetrics {
+    labels: RouteLabels,
+    duration: std::sync::OnceLock<HistogramWithExemplars<TraceLabels>>,
+    /// The `http_requests` counter of each status answered so far.
+    by_status: std::sync::RwLock<Vec<(u16, Counter)>>,
+}
+
+impl RouteMetrics {
+    pub(crate) fn new(component: &str, route: &str) -> Self {
+        let labels = RouteLabels {
+            component: component.to_string(),
+            route: route.to_string(),
+        };
+        Self {
+            labels,
+            duration: Default::default(),
+            by_status: Default::default(),
+        }
+    }
+
+    /// Counts one answer with `status`, `elapsed` after the request came.
+    pub(crate) fn record(&self, metrics: &Metrics, status: u16, elapsed: std::time::Duration) {
+        self.counter(metrics, status).inc();
+        self.duration
+            .get_or_init(|| metrics.duration.get_or_create(&self.labels).clone())
+            .observe(elapsed.as_secs_f64(), TraceLabels::current(), None);
+    }
+
+    fn counter(&self, metrics: &Metrics, status: u16) -> Counter {
+        let known = self.by_status.read().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, counter)) = known.iter().find(|(s, _)| *s == status) {
+            return counter.clone();
+        }
+        drop(known);
+        let counter = metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                component: self.labels.component.clone(),
+                route: self.labels.route.clone(),
+                status,
+            })
+            .clone();
+        let mut known = self.by_status.write().unwrap_or_else(|p| p.into_inner());
+        if !known.iter().any(|(s, _)| *s == status) {
+            known.push((status, counter.clone()));
+        }
+        counter
+    }
+}
+
 impl Metrics {
     pub(crate) fn component(id: &str) -> ComponentLabels {
         ComponentLabels {
