@@ -1,6 +1,7 @@
 //! The `spin-*` request headers Spin sets for every component.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::LazyLock;
 
 use bv_routes::RouteMatch;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -25,6 +26,43 @@ pub const PATH_MATCH_PREFIX: &str = "spin-path-match-";
 /// The client address Spin gives a service-chaining request
 /// (`CHAINED_CLIENT_ADDR` in Spin's `crates/trigger-http/src/outbound_http.rs`).
 pub const CHAINED_CLIENT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+// Names of the headers set on every request: static, so setting one neither
+// parses nor allocates.
+static FULL_URL_NAME: HeaderName = HeaderName::from_static(FULL_URL);
+static PATH_INFO_NAME: HeaderName = HeaderName::from_static(PATH_INFO);
+static MATCHED_ROUTE_NAME: HeaderName = HeaderName::from_static(MATCHED_ROUTE);
+static COMPONENT_ROUTE_NAME: HeaderName = HeaderName::from_static(COMPONENT_ROUTE);
+static RAW_COMPONENT_ROUTE_NAME: HeaderName = HeaderName::from_static(RAW_COMPONENT_ROUTE);
+static BASE_PATH_NAME: HeaderName = HeaderName::from_static(BASE_PATH);
+static CLIENT_ADDR_NAME: HeaderName = HeaderName::from_static(CLIENT_ADDR);
+
+/// The `spin-*` values a route fixes (matched route, component route, raw
+/// route, base path), made once per route rather than per request. A value
+/// that is not a valid header value is left out, as before.
+pub(crate) struct RouteHeaders {
+    matched: Option<HeaderValue>,
+    component: Option<HeaderValue>,
+    raw: Option<HeaderValue>,
+    base: Option<HeaderValue>,
+}
+
+impl RouteHeaders {
+    /// The values of `matched`'s route.
+    pub(crate) fn of<T>(matched: &RouteMatch<'_, T>) -> Self {
+        let value = |s: &str| HeaderValue::from_str(s).ok();
+        Self {
+            matched: value(&matched.based_route),
+            component: value(&matched.component_route),
+            raw: value(&matched.raw_route),
+            base: value(&matched.base),
+        }
+    }
+}
+
+/// Every chained request is matched by Spin's synthetic catch-all.
+static CHAINED: LazyLock<RouteHeaders> =
+    LazyLock::new(|| RouteHeaders::of(&RouteMatch::synthetic(&(), "/")));
 
 /// Sets the headers of a request a guest sent to
 /// `http://<component>.spin.internal`, exactly as Spin 4.1 does:
@@ -53,18 +91,19 @@ pub(crate) fn set_chained(headers: &mut HeaderMap, uri: &http::Uri) {
     set(
         headers,
         &format!("http://localhost{path_and_query}"),
-        &matched.base,
+        &CHAINED,
         &matched,
         Some(CHAINED_CLIENT_ADDR),
     );
 }
 
 /// Removes any `spin-*` header the client sent (they are the runtime's to
-/// set; a client must not spoof `spin-client-addr`), then sets them.
+/// set; a client must not spoof `spin-client-addr`), then sets them: the
+/// route's fixed values from `route`, the request's own from `matched`.
 pub(crate) fn set<T>(
     headers: &mut HeaderMap,
     full_url: &str,
-    base: &str,
+    route: &RouteHeaders,
     matched: &RouteMatch<'_, T>,
     client: Option<SocketAddr>,
 ) {
@@ -77,31 +116,25 @@ pub(crate) fn set<T>(
         headers.remove(name);
     }
     headers.reserve(7 + matched.params.len());
-    // Names known at compile time are static: no allocation or parsing.
-    let mut put = |name: HeaderName, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
+    let mut put = |name: &HeaderName, value: Option<HeaderValue>| {
+        if let Some(value) = value {
+            headers.insert(name.clone(), value);
         }
     };
-    put(HeaderName::from_static(FULL_URL), full_url);
-    put(HeaderName::from_static(PATH_INFO), &matched.path_info);
-    put(HeaderName::from_static(MATCHED_ROUTE), &matched.based_route);
-    put(
-        HeaderName::from_static(COMPONENT_ROUTE),
-        &matched.component_route,
-    );
-    put(
-        HeaderName::from_static(RAW_COMPONENT_ROUTE),
-        &matched.raw_route,
-    );
-    put(HeaderName::from_static(BASE_PATH), base);
+    let value = |s: &str| HeaderValue::from_str(s).ok();
+    put(&FULL_URL_NAME, value(full_url));
+    put(&PATH_INFO_NAME, value(&matched.path_info));
+    put(&MATCHED_ROUTE_NAME, route.matched.clone());
+    put(&COMPONENT_ROUTE_NAME, route.component.clone());
+    put(&RAW_COMPONENT_ROUTE_NAME, route.raw.clone());
+    put(&BASE_PATH_NAME, route.base.clone());
     if let Some(addr) = client {
-        put(HeaderName::from_static(CLIENT_ADDR), &addr.to_string());
+        put(&CLIENT_ADDR_NAME, value(&addr.to_string()));
     }
-    for (name, value) in &matched.params {
+    for (name, param) in &matched.params {
         let name = format!("{PATH_MATCH_PREFIX}{}", name.to_ascii_lowercase());
         if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-            put(name, value);
+            put(&name, value(param));
         }
     }
 }

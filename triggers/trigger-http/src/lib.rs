@@ -62,6 +62,8 @@ struct RouteTarget {
     /// The route as written in the manifest.
     route: String,
     metrics: RouteMetrics,
+    /// Its `spin-*` header values, made on its first match.
+    headers: std::sync::OnceLock<headers::RouteHeaders>,
 }
 
 /// The route Spin matches every chained request with.
@@ -71,7 +73,6 @@ const CHAINED_ROUTE: &str = "/...";
 pub struct HttpTrigger {
     runtime: Arc<AppRuntime>,
     router: Router<Arc<RouteTarget>>,
-    base: String,
     components: HashMap<Arc<str>, ComponentHandler>,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
@@ -94,6 +95,7 @@ impl HttpTrigger {
                     component: Arc::from(t.component.as_str()),
                     metrics: RouteMetrics::new(&t.component, &route),
                     route,
+                    headers: Default::default(),
                 };
                 (t.route.clone(), Arc::new(target))
             }),
@@ -150,7 +152,6 @@ impl HttpTrigger {
             hardening,
             runtime,
             router,
-            base,
             components,
             metrics,
             ready: AtomicBool::new(false),
@@ -223,8 +224,17 @@ impl HttpTrigger {
             self.count_unrouted(&response, start);
             return self.hardening.finish(ticket, response);
         };
-        headers::set(req.headers_mut(), &full_url, &self.base, &matched, client);
         let target = matched.target.clone();
+        let route_headers = target
+            .headers
+            .get_or_init(|| headers::RouteHeaders::of(&matched));
+        headers::set(
+            req.headers_mut(),
+            &full_url,
+            route_headers,
+            &matched,
+            client,
+        );
         drop(matched);
         let (component, route) = (&*target.component, target.route.as_str());
         trace::routed(&tracing::Span::current(), component, route, &mut req);

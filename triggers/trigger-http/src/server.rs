@@ -331,18 +331,27 @@ impl AsyncWrite for Lingering {
 }
 
 fn full_url(req: &Request<Incoming>, local: SocketAddr) -> String {
-    let host = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| local.to_string());
     let path = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    format!("http://{host}{path}")
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    // One allocation, sized for the usual host.
+    let mut url = String::with_capacity("http://".len() + host.map_or(21, str::len) + path.len());
+    url.push_str("http://");
+    match host {
+        Some(host) => url.push_str(host),
+        None => {
+            use std::fmt::Write as _;
+            let _ = write!(url, "{local}");
+        }
+    }
+    url.push_str(path);
+    url
 }
 
 async fn serve_admin(trigger: Arc<HttpTrigger>, listener: TcpListener) {
