@@ -77,19 +77,44 @@ pub trait Connector: Send + Sync {
     async fn connect(
         &self,
         address: &str,
-        parsed: address::Address,
+        parsed: &address::Address,
     ) -> Result<Arc<dyn Client>, PgError>;
 }
 
-/// Per-application state: what opens sessions.
+/// Per-application state: what opens sessions, and the addresses parsed so
+/// far (parsing one, with its `tokio_postgres::Config`, costs more than the
+/// rest of an `open` from the pool).
 pub struct PostgresApp {
     connector: Arc<dyn Connector>,
+    parsed: std::sync::Mutex<std::collections::HashMap<String, Arc<address::Address>>>,
 }
+
+/// Most parsed addresses kept; past it the cache starts over, so guests
+/// naming ever-new addresses cannot grow it without bound.
+const MAX_PARSED_ADDRESSES: usize = 256;
 
 impl PostgresApp {
     /// An application whose sessions `connector` opens.
     pub fn new(connector: Arc<dyn Connector>) -> Self {
-        Self { connector }
+        Self {
+            connector,
+            parsed: Default::default(),
+        }
+    }
+
+    fn parse(&self, address: &str) -> Result<Arc<address::Address>, PgError> {
+        let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = parsed.get(address) {
+            return Ok(known.clone());
+        }
+        let new = Arc::new(
+            address::parse(address).map_err(|e| PgError::ConnectionFailed(e.to_string()))?,
+        );
+        if parsed.len() >= MAX_PARSED_ADDRESSES {
+            parsed.clear();
+        }
+        parsed.insert(address.to_string(), new.clone());
+        Ok(new)
     }
 
     /// Opens a session for `component` at `address`, if `allowed` lists it.
@@ -99,15 +124,14 @@ impl PostgresApp {
         address: &str,
         allowed: &AllowedHosts,
     ) -> Result<Arc<dyn Client>, PgError> {
-        let parsed =
-            address::parse(address).map_err(|e| PgError::ConnectionFailed(e.to_string()))?;
+        let parsed = self.parse(address)?;
         if let Err(e @ address::AddressError::NotAllowed { .. }) =
             address::check_allowed(&parsed, allowed)
         {
             tracing::warn!(component, error = %e, "postgres connection denied");
             return Err(PgError::ConnectionFailed(e.to_string()));
         }
-        self.connector.connect(address, parsed).await
+        self.connector.connect(address, &parsed).await
     }
 }
 
@@ -502,7 +526,7 @@ mod tests {
         async fn connect(
             &self,
             address: &str,
-            _: address::Address,
+            _: &address::Address,
         ) -> Result<Arc<dyn Client>, PgError> {
             self.connects.lock().unwrap().push(address.to_string());
             Ok(Arc::new(RecordingClient(self.statements.clone())))
@@ -570,6 +594,20 @@ mod tests {
         let malformed = instance.open("not an address".into()).await.unwrap();
         assert!(matches!(malformed, Err(PgError::ConnectionFailed(_))));
         assert!(recorder.connects.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_address_is_parsed_once_and_the_cache_is_bounded() {
+        let app = PostgresApp::new(Arc::new(Recorder::default()));
+        let address = "postgres://app@db.internal:5432/shop";
+        let first = app.parse(address).unwrap();
+        assert!(Arc::ptr_eq(&first, &app.parse(address).unwrap()));
+        assert!(app.parse("not an address").is_err());
+        for i in 0..MAX_PARSED_ADDRESSES + 10 {
+            app.parse(&format!("postgres://app@db.internal:5432/db{i}"))
+                .unwrap();
+        }
+        assert!(app.parsed.lock().unwrap().len() <= MAX_PARSED_ADDRESSES);
     }
 
     #[tokio::test]

@@ -91,12 +91,12 @@ impl Pools {
         &self.settings
     }
 
-    fn pool(&self, address: &str, config: tokio_postgres::Config) -> Result<Pool, PgError> {
+    fn pool(&self, address: &str, config: &tokio_postgres::Config) -> Result<Pool, PgError> {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(pool) = pools.get(address) {
             return Ok(pool.clone());
         }
-        let mut config = config;
+        let mut config = config.clone();
         config.connect_timeout(self.settings.connect_timeout);
         if config.get_application_name().is_none() {
             config.application_name("bv");
@@ -125,13 +125,13 @@ impl Pools {
 
     /// Opens a session at `address` (already checked against the
     /// allow-list).
-    async fn open(&self, address: &str, parsed: Address) -> Result<Session, PgError> {
+    async fn open(&self, address: &str, parsed: &Address) -> Result<Session, PgError> {
         let endpoint = parsed
             .endpoints
             .first()
             .map(|e| format!("{}:{}", e.host, e.port))
             .unwrap_or_default();
-        let pool = self.pool(address, parsed.config)?;
+        let pool = self.pool(address, &parsed.config)?;
         // The pool's own timeouts cover waiting and connecting; this one is
         // the backstop should any step not honour them.
         let limit = self.settings.connect_timeout + Duration::from_millis(500);
@@ -154,7 +154,7 @@ impl crate::Connector for Pools {
     async fn connect(
         &self,
         address: &str,
-        parsed: Address,
+        parsed: &Address,
     ) -> Result<Arc<dyn crate::Client>, PgError> {
         Ok(Arc::new(self.open(address, parsed).await?))
     }

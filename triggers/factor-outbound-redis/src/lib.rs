@@ -306,6 +306,20 @@ fn conn<T>(
     })
 }
 
+/// Runs the command `name` with the arguments `args` adds on the connection
+/// behind `this`, in a client span.
+async fn run<T, R: redis::FromRedisValue>(
+    accessor: Acc<'_, T>,
+    this: &Resource<Connection>,
+    name: &str,
+    args: impl FnOnce(&mut redis::Cmd),
+) -> wasmtime::Result<Result<R, WitError>> {
+    let (conn, span) = conn(accessor, this, name)?;
+    let mut cmd = redis::cmd(name);
+    args(&mut cmd);
+    Ok(query(conn, span, cmd).await)
+}
+
 /// Runs one command on the shared connection and converts its reply.
 ///
 /// Inside `span` when tracing is on; a failed command marks it as an error.
@@ -370,10 +384,11 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         channel: String,
         payload: Vec<u8>,
     ) -> wasmtime::Result<Result<(), WitError>> {
-        let (conn, span) = conn(accessor, &this, "PUBLISH")?;
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(channel).arg(payload);
-        Ok(query::<i64>(conn, span, cmd).await.map(drop))
+        run::<_, i64>(accessor, &this, "PUBLISH", |cmd| {
+            cmd.arg(channel).arg(payload);
+        })
+        .await
+        .map(|r| r.map(drop))
     }
 
     async fn get(
@@ -381,10 +396,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         this: Resource<Connection>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, WitError>> {
-        let (conn, span) = conn(accessor, &this, "GET")?;
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(key);
-        Ok(query(conn, span, cmd).await)
+        run(accessor, &this, "GET", |cmd| {
+            cmd.arg(key);
+        })
+        .await
     }
 
     async fn set(
@@ -393,10 +408,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), WitError>> {
-        let (conn, span) = conn(accessor, &this, "SET")?;
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value);
-        Ok(query::<()>(conn, span, cmd).await)
+        run::<_, ()>(accessor, &this, "SET", |cmd| {
+            cmd.arg(key).arg(value);
+        })
+        .await
     }
 
     async fn incr(
@@ -404,10 +419,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         this: Resource<Connection>,
         key: String,
     ) -> wasmtime::Result<Result<i64, WitError>> {
-        let (conn, span) = conn(accessor, &this, "INCR")?;
-        let mut cmd = redis::cmd("INCR");
-        cmd.arg(key);
-        Ok(query(conn, span, cmd).await)
+        run(accessor, &this, "INCR", |cmd| {
+            cmd.arg(key);
+        })
+        .await
     }
 
     async fn del(
@@ -418,10 +433,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         if keys.is_empty() {
             return Ok(Ok(0));
         }
-        let (conn, span) = conn(accessor, &this, "DEL")?;
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(keys);
-        Ok(query(conn, span, cmd).await)
+        run(accessor, &this, "DEL", |cmd| {
+            cmd.arg(keys);
+        })
+        .await
     }
 
     async fn sadd(
@@ -433,10 +448,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         if values.is_empty() {
             return Ok(Ok(0));
         }
-        let (conn, span) = conn(accessor, &this, "SADD")?;
-        let mut cmd = redis::cmd("SADD");
-        cmd.arg(key).arg(values);
-        Ok(query(conn, span, cmd).await)
+        run(accessor, &this, "SADD", |cmd| {
+            cmd.arg(key).arg(values);
+        })
+        .await
     }
 
     async fn smembers(
@@ -444,10 +459,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         this: Resource<Connection>,
         key: String,
     ) -> wasmtime::Result<Result<Vec<String>, WitError>> {
-        let (conn, span) = conn(accessor, &this, "SMEMBERS")?;
-        let mut cmd = redis::cmd("SMEMBERS");
-        cmd.arg(key);
-        Ok(query(conn, span, cmd).await)
+        run(accessor, &this, "SMEMBERS", |cmd| {
+            cmd.arg(key);
+        })
+        .await
     }
 
     async fn srem(
@@ -459,10 +474,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         if values.is_empty() {
             return Ok(Ok(0));
         }
-        let (conn, span) = conn(accessor, &this, "SREM")?;
-        let mut cmd = redis::cmd("SREM");
-        cmd.arg(key).arg(values);
-        Ok(query(conn, span, cmd).await)
+        run(accessor, &this, "SREM", |cmd| {
+            cmd.arg(key).arg(values);
+        })
+        .await
     }
 
     async fn execute(
