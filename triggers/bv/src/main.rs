@@ -352,21 +352,39 @@ async fn run_triggers(
     shutdown.cancel();
     // Every trigger stops within the drain timeout (and a little more to
     // close what it cut); one that does not is given up on.
+    // A second SIGTERM or Ctrl-C stops at once, as an operator who sends it
+    // means: whatever is still in flight is cut (and counted as cut).
     let deadline = tokio::time::Instant::now() + drain_timeout + TRIGGER_STOP_GRACE;
     let mut drained = Drained::Complete;
+    let second_signal = shutdown_signal();
+    tokio::pin!(second_signal);
+    let mut told = false;
     loop {
-        match tokio::time::timeout_at(deadline, triggers.join_next()).await {
-            Ok(None) => break,
-            Ok(Some(result)) => {
+        // `None`: stop waiting (the deadline passed, or a second signal).
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, triggers.join_next()) => next.ok(),
+            _ = &mut second_signal, if !told => {
+                told = true;
+                tracing::warn!(
+                    "second signal: stopping now, without waiting for what is in flight"
+                );
+                None
+            }
+        };
+        match next {
+            Some(None) => break,
+            Some(Some(result)) => {
                 if let Drained::Cut(n) = result?? {
                     drained = Drained::Cut(n);
                 }
             }
-            Err(_) => {
-                tracing::warn!(
-                    "{} trigger(s) did not stop within the drain timeout; stopping them",
-                    triggers.len()
-                );
+            None => {
+                if !told {
+                    tracing::warn!(
+                        "{} trigger(s) did not stop within the drain timeout; stopping them",
+                        triggers.len()
+                    );
+                }
                 triggers.abort_all();
                 let cut = match drained {
                     Drained::Cut(n) => n,

@@ -397,6 +397,14 @@ fn admin_response(trigger: &HttpTrigger, path: &str) -> Response<Full<Bytes>> {
         .header(http::header::CONTENT_TYPE, content_type)
         .body(Full::new(Bytes::from(body)))
         .expect("static response parts are valid");
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // As every 503: when to ask again (a load balancer polling readiness
+        // during a drain or before start-up may honour it).
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+    }
     // The admin listener may be reached from a browser too (a dashboard
     // proxy, an operator): the same headers as the application's answers.
     crate::security_headers::apply(response.headers_mut());

@@ -245,3 +245,44 @@ async fn sigterm_cuts_an_outbound_call_hung_past_the_drain_timeout() {
     let answer = read_to_close(stream).await;
     assert!(!answer.contains("200"), "{answer}");
 }
+
+#[tokio::test]
+async fn while_draining_readyz_asks_to_retry_and_a_second_sigterm_stops_at_once() {
+    let drain = Duration::from_secs(30);
+    let mut app = spawn_app_with(
+        &probe_app(
+            "/p/...",
+            "[component.probe.tool.bv]\nrequest_timeout_ms = 60000\n",
+        ),
+        drain_timeout(drain.as_secs()),
+    )
+    .await;
+    assert_eq!(app.admin_get("/readyz").await.status, 200);
+    let stream = start_request(app.addr, "GET /p/loop HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.sigterm();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ready = app.admin_get("/readyz").await;
+    assert_eq!(ready.status, 503, "{}", app.log());
+    assert_eq!(
+        ready
+            .headers
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1"),
+        "a 503 says when to ask again"
+    );
+    // The looping request would hold the drain for its whole 30 s.
+    let second = app.sigterm();
+    let (code, took) = app.exit_within(second, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(2), "{}", app.log());
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?}:\n{}",
+        app.log()
+    );
+    assert!(app.log().contains("second signal"), "{}", app.log());
+    assert!(!app.log().contains(DRAINED), "{}", app.log());
+    let answer = read_to_close(stream).await;
+    assert!(!answer.contains("200"), "{answer}");
+}
