@@ -330,6 +330,25 @@ impl HttpTrigger {
             }
             Ok(Err(e)) if e.is::<ExpirationError>() => self.timed_out(component, handler),
             Err(_) => self.timed_out(component, handler),
+            Ok(Err(e)) if pool_exhausted(&e) => {
+                // Every instance slot of the runtime is taken (more requests
+                // at once than the pool holds): capacity, not a fault.
+                tracing::warn!(component, "request refused: no free instance slot ({e})");
+                self.reject(component, "instances");
+                let mut response = problem::response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "concurrency-limit",
+                    "Service Unavailable",
+                    &format!(
+                        "no instance of component `{component}` could be made: every instance slot is in use"
+                    ),
+                );
+                response.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("1"),
+                );
+                response
+            }
             Ok(Err(e)) => {
                 if e.is::<TrapOrPanicError>() {
                     tracing::warn!(component, "request failed: the instance trapped");
@@ -380,6 +399,13 @@ impl HttpTrigger {
             start.elapsed(),
         );
     }
+}
+
+/// Whether `e` says the runtime's pool of instance slots (or of their
+/// memories, tables or stacks) was full.
+fn pool_exhausted(e: &wasmtime::Error) -> bool {
+    e.is::<wasmtime::PoolConcurrencyLimitError>()
+        || format!("{e:#}").contains("maximum concurrent limit")
 }
 
 struct InFlight(prometheus_client::metrics::gauge::Gauge);

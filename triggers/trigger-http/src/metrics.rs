@@ -43,7 +43,7 @@ pub(crate) struct ComponentLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RejectionLabels {
     pub component: String,
-    /// `concurrency`, `timeout` or `memory`.
+    /// `concurrency`, `instances` (no free instance slot), `timeout` or `memory`.
     pub limit: &'static str,
 }
 
@@ -113,7 +113,7 @@ impl Metrics {
         );
         registry.register(
             "limit_rejections",
-            "Requests refused or cut short by a limit (concurrency, timeout, memory)",
+            "Requests refused or cut short by a limit (concurrency, instances, timeout, memory)",
             rejections.clone(),
         );
         registry.register(

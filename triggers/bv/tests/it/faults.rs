@@ -152,3 +152,42 @@ async fn reuse_policy_keeps_instances_for_a_bounded_number_of_requests() {
         "instance should serve exactly 3 requests"
     );
 }
+
+#[tokio::test]
+async fn more_requests_at_once_than_instance_slots_get_503_with_retry_after_not_500() {
+    // Two slots in the runtime's pool, a fresh instance per request, and
+    // six requests holding theirs: the rest find no slot.
+    let app = spawn_app_with(
+        &probe_app("/p/...", ""),
+        Spawn {
+            env: vec![("BV_POOL_INSTANCES".into(), "2".into())],
+            args: vec!["--instance-policy".into(), "strict".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let replies = futures::future::join_all((0..6).map(|_| app.get("/p/sleep?ms=1500"))).await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert!(statuses.contains(&200), "{statuses:?}\n{}", app.log());
+    assert!(statuses.contains(&503), "{statuses:?}\n{}", app.log());
+    assert!(!statuses.contains(&500), "{statuses:?}\n{}", app.log());
+    for refused in replies.iter().filter(|r| r.status == 503) {
+        assert_eq!(refused.headers["retry-after"], "1");
+        assert_eq!(refused.headers["content-type"], "application/problem+json");
+        assert!(
+            refused.text().contains("instance slot"),
+            "{}",
+            refused.text()
+        );
+    }
+    // Once the slots are free again, requests are served.
+    assert_eq!(app.get("/p/headers").await.status, 200);
+    let metrics = app.admin_get("/metrics").await.text();
+    assert!(
+        metric(
+            &metrics,
+            r#"bv_limit_rejections_total{component="probe",limit="instances"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
+}
