@@ -73,6 +73,8 @@ const CHAINED_ROUTE: &str = "/...";
 pub struct HttpTrigger {
     runtime: Arc<AppRuntime>,
     router: Router<Arc<RouteTarget>>,
+    /// Answers no route led to (404s), counted under empty labels.
+    unrouted: RouteMetrics,
     components: HashMap<Arc<str>, ComponentHandler>,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
@@ -152,6 +154,7 @@ impl HttpTrigger {
             hardening,
             runtime,
             router,
+            unrouted: RouteMetrics::new("", ""),
             components,
             metrics,
             ready: AtomicBool::new(false),
@@ -221,7 +224,8 @@ impl HttpTrigger {
                 "Not Found",
                 &format!("no route matches `{path}`"),
             );
-            self.count_unrouted(&response, start);
+            self.unrouted
+                .record(&self.metrics, response.status().as_u16(), start.elapsed());
             return self.hardening.finish(ticket, response);
         };
         let target = matched.target.clone();
@@ -302,16 +306,9 @@ impl HttpTrigger {
         let component = &*handler.id;
         let Ok(permit) = handler.concurrency.clone().try_acquire_owned() else {
             self.reject(component, "concurrency");
-            let mut response = problem::response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "concurrency-limit",
-                "Service Unavailable",
-                &format!("component `{component}` is at its concurrency limit"),
-            );
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
+            let response = problem::at_capacity(&format!(
+                "component `{component}` is at its concurrency limit"
+            ));
             route.record(&self.metrics, response.status().as_u16(), start.elapsed());
             return response;
         };
@@ -335,19 +332,9 @@ impl HttpTrigger {
                 // at once than the pool holds): capacity, not a fault.
                 tracing::warn!(component, "request refused: no free instance slot ({e})");
                 self.reject(component, "instances");
-                let mut response = problem::response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "concurrency-limit",
-                    "Service Unavailable",
-                    &format!(
-                        "no instance of component `{component}` could be made: every instance slot is in use"
-                    ),
-                );
-                response.headers_mut().insert(
-                    http::header::RETRY_AFTER,
-                    http::HeaderValue::from_static("1"),
-                );
-                response
+                problem::at_capacity(&format!(
+                    "no instance of component `{component}` could be made: every instance slot is in use"
+                ))
             }
             Ok(Err(e)) => {
                 if e.is::<TrapOrPanicError>() {
@@ -389,15 +376,6 @@ impl HttpTrigger {
                 limit,
             })
             .inc();
-    }
-
-    /// Counts an answer no route led to (a 404).
-    fn count_unrouted(&self, response: &Response<WasiBody>, start: Instant) {
-        RouteMetrics::new("", "").record(
-            &self.metrics,
-            response.status().as_u16(),
-            start.elapsed(),
-        );
     }
 }
 

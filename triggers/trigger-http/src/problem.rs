@@ -26,6 +26,23 @@ pub(crate) fn response(
         .expect("static response parts are valid")
 }
 
+/// 503 `concurrency-limit` with `Retry-After: 1`: the runtime has no room
+/// for the request now (the component's concurrency limit, or no free
+/// instance slot), and asking again shortly may succeed.
+pub(crate) fn at_capacity(detail: &str) -> Response<WasiBody> {
+    let mut response = response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "concurrency-limit",
+        "Service Unavailable",
+        detail,
+    );
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    response
+}
+
 fn problem_json(kind: &str, title: &str, status: u16, detail: &str) -> String {
     serde_json::json!({
         "type": format!("{PROBLEM_TYPE_PREFIX}{kind}"),
