@@ -77,7 +77,6 @@ pub struct AppRuntime {
     components: HashMap<String, Arc<ComponentRuntime>>,
     capabilities: Capabilities,
     capability_states: CapabilityStates,
-    app_variables: HashMap<String, String>,
     state_dir: PathBuf,
     metrics: std::sync::Mutex<prometheus_client::registry::Registry>,
     /// What components report with metric lines (see [`guest_output`]).
@@ -197,14 +196,6 @@ impl AppRuntime {
             );
         }
 
-        let app_variables = app
-            .variables
-            .keys()
-            .filter_map(|name| {
-                let value = variables.app_value(name)?;
-                Some((name.clone(), value.expose().to_string()))
-            })
-            .collect();
         let app_metrics = Arc::new(guest_output::AppMetrics::default());
         let mut registry = prometheus_client::registry::Registry::with_prefix("bv");
         registry.register_collector(Box::new(app_metrics.clone()));
@@ -214,7 +205,6 @@ impl AppRuntime {
             components,
             capabilities,
             capability_states,
-            app_variables,
             state_dir,
             metrics: std::sync::Mutex::new(registry),
             app_metrics,
@@ -258,7 +248,8 @@ impl AppRuntime {
     /// whose settings are `{{ variable }}` templates, such as the Redis
     /// trigger's address).
     pub fn app_variable(&self, name: &str) -> Option<String> {
-        self.app_variables.get(name).cloned()
+        let value = self.capability_states.variables.app_value(name)?;
+        Some(value.expose().to_string())
     }
 
     /// A loaded component by id.
