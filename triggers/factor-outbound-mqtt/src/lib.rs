@@ -211,19 +211,16 @@ impl MqttApp {
         Ok(conn)
     }
 
-    /// The per-instance state for a component allowed to reach `allowed`.
-    pub fn instance(
-        self: &Arc<Self>,
-        component: Arc<str>,
-        allowed: Arc<AllowedHosts>,
-    ) -> MqttInstance {
+    /// The per-instance state of the instance `ctx` describes: it may reach
+    /// what its allow-list lists; publish spans are children of its span.
+    pub fn instance(self: &Arc<Self>, ctx: &bv_capability::InstanceContext<'_>) -> MqttInstance {
         MqttInstance {
             app: self.clone(),
-            component,
-            allowed,
+            component: ctx.id.clone(),
+            allowed: ctx.allowed_hosts.clone(),
             table: ResourceTable::new(),
             open: 0,
-            span: CurrentSpan::default(),
+            span: ctx.span.clone(),
         }
     }
 }
@@ -243,12 +240,6 @@ pub struct MqttInstance {
 }
 
 impl MqttInstance {
-    /// Parents publish spans on `span`, the span the instance works under.
-    pub fn with_span(mut self, span: CurrentSpan) -> Self {
-        self.span = span;
-        self
-    }
-
     /// A producer span for one publish; `None` when tracing is off.
     fn publish_span(&self, broker: &Address, topic: &str, qos: Qos) -> Option<tracing::Span> {
         if !bv_telemetry::tracing_enabled() {
@@ -327,8 +318,7 @@ impl bv_capability::Capability for OutboundMqttCapability {
         _: &(),
         ctx: &bv_capability::InstanceContext<'_>,
     ) -> MqttInstance {
-        app.instance(ctx.id.clone(), ctx.allowed_hosts.clone())
-            .with_span(ctx.span.clone())
+        app.instance(ctx)
     }
 
     fn add_to_linker<T: Send + 'static>(

@@ -164,8 +164,7 @@ impl bv_capability::Capability for OutboundPgCapability {
         _: &(),
         ctx: &bv_capability::InstanceContext<'_>,
     ) -> PostgresInstance {
-        app.instance(ctx.id.clone(), ctx.allowed_hosts.clone())
-            .with_span(ctx.span.clone())
+        app.instance(ctx)
     }
 
     fn add_to_linker<T: Send + 'static>(
@@ -198,31 +197,25 @@ pub struct PostgresInstance {
 }
 
 impl PostgresApp {
-    /// The per-instance state for `component`, which may connect to what
-    /// `allowed` lists.
+    /// The per-instance state of the instance `ctx` describes: it may
+    /// connect to what its allow-list lists; statement spans are children of
+    /// its span.
     pub fn instance(
         self: &Arc<Self>,
-        component: Arc<str>,
-        allowed: Arc<AllowedHosts>,
+        ctx: &bv_capability::InstanceContext<'_>,
     ) -> PostgresInstance {
         PostgresInstance {
             app: self.clone(),
-            component,
-            allowed,
+            component: ctx.id.clone(),
+            allowed: ctx.allowed_hosts.clone(),
             table: ResourceTable::new(),
             open: 0,
-            span: CurrentSpan::default(),
+            span: ctx.span.clone(),
         }
     }
 }
 
 impl PostgresInstance {
-    /// Parents statement spans on `span`, the span the instance works under.
-    pub fn with_span(mut self, span: CurrentSpan) -> Self {
-        self.span = span;
-        self
-    }
-
     fn statement_span(&self, statement: &str) -> Option<tracing::Span> {
         trace::statement_span(&self.span, &self.component, statement)
     }

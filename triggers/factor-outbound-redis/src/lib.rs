@@ -84,14 +84,15 @@ impl RedisApp {
         Self { connector }
     }
 
-    /// The per-instance state for a component limited to `allowed_hosts`.
-    pub fn instance(self: &Arc<Self>, allowed_hosts: Arc<AllowedHosts>) -> RedisInstance {
+    /// The per-instance state of the instance `ctx` describes: limited to its
+    /// allow-list; command spans are children of its span.
+    pub fn instance(self: &Arc<Self>, ctx: &bv_capability::InstanceContext<'_>) -> RedisInstance {
         RedisInstance {
             app: self.clone(),
-            allowed_hosts,
+            allowed_hosts: ctx.allowed_hosts.clone(),
             table: ResourceTable::new(),
             open: 0,
-            span: CurrentSpan::default(),
+            span: ctx.span.clone(),
         }
     }
 
@@ -229,12 +230,6 @@ pub struct RedisInstance {
 }
 
 impl RedisInstance {
-    /// Parents command spans on `span`, the span the instance works under.
-    pub fn with_span(mut self, span: CurrentSpan) -> Self {
-        self.span = span;
-        self
-    }
-
     /// A client span for `command`; `None` when tracing is off.
     fn command_span(&self, command: &str) -> Option<tracing::Span> {
         if !bv_telemetry::tracing_enabled() {
@@ -544,8 +539,7 @@ impl bv_capability::Capability for OutboundRedisCapability {
         _: &(),
         ctx: &bv_capability::InstanceContext<'_>,
     ) -> RedisInstance {
-        app.instance(ctx.allowed_hosts.clone())
-            .with_span(ctx.span.clone())
+        app.instance(ctx)
     }
 
     fn add_to_linker<T: Send + 'static>(
@@ -564,7 +558,11 @@ mod tests {
     fn instance(entries: &[&str]) -> RedisInstance {
         let hosts = AllowedHosts::parse(&entries.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
-        Arc::new(RedisApp::default()).instance(Arc::new(hosts))
+        Arc::new(RedisApp::default()).instance(&bv_capability::InstanceContext {
+            id: &Arc::from("test"),
+            allowed_hosts: &Arc::new(hosts),
+            span: &CurrentSpan::default(),
+        })
     }
 
     #[test]
