@@ -347,14 +347,14 @@ pub struct RouteMatch<'a, T> {
     pub target: &'a T,
     /// The route exactly as written in the manifest, e.g. `/hello/...`.
     /// Feeds `spin-raw-component-route`.
-    pub raw_route: String,
+    pub raw_route: &'a str,
     /// The base joined with the route (Spin drops a trailing slash of each),
     /// e.g. `/base/hello/...`. Feeds `spin-matched-route`.
-    pub based_route: String,
+    pub based_route: &'a str,
     /// `based_route` without a trailing `/...`, e.g. `/base/hello` (and `""`
     /// for `/...` under the root base, as in Spin). Feeds
     /// `spin-component-route`.
-    pub component_route: String,
+    pub component_route: &'a str,
     /// For wildcard routes, the part of the request path after the matched
     /// prefix, keeping any trailing slash (`/a/...` on `/a` gives `""`, on
     /// `/a/` gives `/`, on `/a/x/y` gives `/x/y`); `""` for exact routes.
@@ -365,7 +365,7 @@ pub struct RouteMatch<'a, T> {
     pub params: Vec<(String, String)>,
     /// The application base as configured (`"/"` by default).
     /// Feeds `spin-base-path`.
-    pub base: String,
+    pub base: &'a str,
 }
 
 impl<'a, T> RouteMatch<'a, T> {
@@ -379,12 +379,12 @@ impl<'a, T> RouteMatch<'a, T> {
     pub fn synthetic(target: &'a T, path: &str) -> Self {
         Self {
             target,
-            raw_route: "/...".to_string(),
-            based_route: "/...".to_string(),
-            component_route: String::new(),
+            raw_route: "/...",
+            based_route: "/...",
+            component_route: "",
             path_info: path.to_string(),
             params: Vec::new(),
-            base: "/".to_string(),
+            base: "/",
         }
     }
 }
@@ -511,19 +511,16 @@ impl<T> Router<T> {
                 params, path_info, ..
             },
         ) = best?;
-        let component_route = entry
-            .based
-            .strip_suffix("/...")
-            .unwrap_or(&entry.based)
-            .to_string();
+        // Borrowed from the route: only the path info and the parameters
+        // are the request's own.
         Some(RouteMatch {
             target: &entry.target,
-            raw_route: entry.raw.clone(),
-            based_route: entry.based.clone(),
-            component_route,
+            raw_route: &entry.raw,
+            based_route: &entry.based,
+            component_route: entry.based.strip_suffix("/...").unwrap_or(&entry.based),
             path_info,
             params,
-            base: self.base.clone(),
+            base: &self.base,
         })
     }
 

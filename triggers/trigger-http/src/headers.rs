@@ -52,10 +52,10 @@ impl RouteHeaders {
     pub(crate) fn of<T>(matched: &RouteMatch<'_, T>) -> Self {
         let value = |s: &str| HeaderValue::from_str(s).ok();
         Self {
-            matched: value(&matched.based_route),
-            component: value(&matched.component_route),
-            raw: value(&matched.raw_route),
-            base: value(&matched.base),
+            matched: value(matched.based_route),
+            component: value(matched.component_route),
+            raw: value(matched.raw_route),
+            base: value(matched.base),
         }
     }
 }

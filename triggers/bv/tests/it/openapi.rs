@@ -197,7 +197,7 @@ fn every_path_is_routed_and_every_route_is_documented() {
     for path in doc["paths"].as_object().unwrap().keys() {
         match router.route(&concrete(path)) {
             Some(m) => {
-                documented_routes.insert(m.raw_route.clone());
+                documented_routes.insert(m.raw_route.to_string());
             }
             None => unrouted.push(path.clone()),
         }
