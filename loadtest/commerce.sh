@@ -30,6 +30,9 @@
 #   DURATION=20  seconds per wrk run     WARMUP=2      warm-up seconds
 #   CONNECTIONS=8  wrk connections       CUSTOMERS=2000  measured checkouts
 #   CLIENTS=8    checkout connections    CHECKOUT_WARMUP=40
+#   RATE=r       offer the measured checkouts at r per second, an open model
+#                (latency from each checkout's scheduled start), instead of
+#                from $CLIENTS closed-loop connections
 #   PORT=3400 ADMIN_PORT=9800 NATIVE_PORT=3401   where the servers listen
 #   GETS=0       skip the product GETs (checkout only)
 #   SUBSCRIPTIONS=0  drop the manifest's [[trigger.postgres]] tables from the
@@ -51,6 +54,7 @@ WARMUP="${WARMUP:-2}"
 CONNECTIONS="${CONNECTIONS:-8}"
 CUSTOMERS="${CUSTOMERS:-2000}"
 CLIENTS="${CLIENTS:-8}"
+RATE="${RATE:-}"
 CHECKOUT_WARMUP="${CHECKOUT_WARMUP:-40}"
 PORT="${PORT:-3400}"
 ADMIN_PORT="${ADMIN_PORT:-9800}"
@@ -268,7 +272,7 @@ log "== checkout (CPU idle before: $CHECKOUT_IDLE%)"
 "$BENCH" checkout --url "$BASE" --admin "http://127.0.0.1:$ADMIN_PORT" --db "$DB_URL" \
     --bv-pid "$BV_PID" --clk-tck "$(getconf CLK_TCK)" --customers "$CUSTOMERS" \
     --warmup "$CHECKOUT_WARMUP" --clients "$CLIENTS" --tag "$TAG" \
-    --out "$WORK/checkout.txt" --breakdown "$WORK/breakdown.md"
+    ${RATE:+--rate "$RATE"} --out "$WORK/checkout.txt" --breakdown "$WORK/breakdown.md"
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 stop "$BV_PID"; BV_PID=""
 SINK_STATS="none"
@@ -302,6 +306,7 @@ mkdir -p "$ROOT/loadtest/results"
     [[ "$GETS" == 0 ]] && envs="$envs GETS=0"
     [[ "$SUBSCRIPTIONS" == 0 ]] && envs="$envs SUBSCRIPTIONS=0"
     [[ "$TRACING" == 1 ]] && envs="$envs TRACING=1"
+    [[ -n "$RATE" ]] && envs="$envs RATE=$RATE"
     echo "- Command: \`$envs bash loadtest/commerce.sh\`."
     [[ "$TRACING" == 1 ]] && echo "- **Tracing on**: traces and metrics exported over OTLP (http/protobuf, batch) to \`commerce-bench otlp-sink\`, which received $SINK_STATS."
     if [[ "$SUBSCRIPTIONS" == 0 ]]; then
@@ -332,9 +337,14 @@ mkdir -p "$ROOT/loadtest/results"
     echo
     echo "$(get products) demo products restocked with 100,000 units each; $(get warmup) warm-up checkouts, then $(get customers) measured, from $(get clients) connections: each customer's cart holds 1 or 2 lines of 1–2 units ($(get units) units over all $(( $(get warmup) + $(get customers) )) orders), checked out with \`POST /api/orders\`, its own \`Idempotency-Key\` and \`{\"card\":{\"token\":\"tok_visa\"}}\`. CPU idle in the second before: $CHECKOUT_IDLE%."
     echo
-    echo "| checkouts | connections | checkouts/s | first half / second half | p50 | p90 | p99 | max | errors |"
+    if [[ -n "$RATE" ]]; then
+        echo "The measured checkouts were **offered at $RATE per second (open model)**: each started on schedule whatever the earlier ones took, on an idle connection or a new one; its latency runs from its scheduled start (warm-up and carts from $(get clients) connections)."
+        echo
+    fi
+    echo "| checkouts | connections / offered rate | checkouts/s | first half / second half | p50 | p90 | p99 | max | errors |"
     echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    echo "| $(get customers) | $(get clients) | $(get checkout_rate) | $(get checkout_rate_first_half) / $(get checkout_rate_second_half) | $(get checkout_p50_ms) ms | $(get checkout_p90_ms) ms | $(get checkout_p99_ms) ms | $(get checkout_max_ms) ms | $(get checkout_errors) |"
+    offered="$(get clients)"; [[ -n "$RATE" ]] && offered="$RATE/s"
+    echo "| $(get customers) | $offered | $(get checkout_rate) | $(get checkout_rate_first_half) / $(get checkout_rate_second_half) | $(get checkout_p50_ms) ms | $(get checkout_p90_ms) ms | $(get checkout_p99_ms) ms | $(get checkout_max_ms) ms | $(get checkout_errors) |"
     echo
     echo "- Check (database): $(get check)."
     [[ "$GETS" != 0 ]] && echo "- Against the product GET in the same bv: a checkout costs as much wall-clock time as $(awk -v a="$BV_GET_RPS" -v b="$(get checkout_rate)" 'BEGIN { printf "%.0f", a / b }') product GETs (checkouts/s ÷ product GETs/s = $(awk -v a="$BV_GET_RPS" -v b="$(get checkout_rate)" 'BEGIN { printf "%.4f", b / a }'))."

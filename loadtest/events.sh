@@ -10,15 +10,12 @@
 #   native  bv up on loadtest/events-bench/producer.toml (the event-producer
 #           component on POST /products) + `events-bench native-consumer`:
 #           the Postgres trigger's loop and the event-consumer component's
-#           statements in plain tokio-postgres, each prepared once
-#   native, bv sessions
-#           the same with --bv-sessions: the session reset and the statements
-#           prepared again after every event, as bv's Postgres host does for
-#           a component whose session ran BEGIN (splits the gap to bv into
-#           statement round trips and the rest)
+#           statements in plain tokio-postgres, each prepared once, with the
+#           subscription's max_in_flight (read from the bv manifest) events
+#           in flight, one run per subject
 #   bv      bv up on loadtest/events-bench/spin.toml: the same producer, and
 #           the event-consumer component as a [[trigger.postgres]] subscription
-#           (poll_interval_ms = 100)
+#           (poll_interval_ms = 100, max_in_flight as set there)
 # Each run (`events-bench load`): one warm-up event, $TRICKLE one-event
 # requests $TRICKLE_GAP_MS apart (idle latency), then a burst of $EVENTS
 # events from $CLIENTS connections, $PRODUCTS products with $UPDATES
@@ -52,6 +49,9 @@ PGHOST="${PGHOST:-127.0.0.1}"
 PGPORT="${PGPORT:-5432}"
 PGUSER="${PGUSER:-postgres}"
 DB=bv_bench_events
+# The subscription's max_in_flight: the native consumer gets the same.
+IN_FLIGHT="$(awk -F' *= *' '$1 == "max_in_flight" { print $2; exit }' "$ROOT/loadtest/events-bench/spin.toml")"
+IN_FLIGHT="${IN_FLIGHT:-4}"
 DB_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB?sslmode=disable"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bitvelocity/target}"
 BV="$CARGO_TARGET_DIR/release/bv"
@@ -156,7 +156,8 @@ run_native() { # LABEL [native-consumer options]
     local label="$1"; shift
     fresh_db
     start "native consumer" "$WORK/$label-consumer.log" \
-        "$BENCH" native-consumer --db "$DB_URL" --subscription bench --poll-interval-ms 100 "$@"
+        "$BENCH" native-consumer --db "$DB_URL" --subscription bench --poll-interval-ms 100 \
+        --in-flight "$IN_FLIGHT" "$@"
     local consumer="${PIDS[-1]}"
     wait_for "native consumer" "$WORK/$label-consumer.log" "$consumer" \
         grep -q "native consumer ready" "$WORK/$label-consumer.log"
@@ -171,7 +172,6 @@ run_native() { # LABEL [native-consumer options]
         echo "native consumer timings: none reported" >"$WORK/$label-timings.txt"
 }
 run_native native
-run_native native-sessions --bv-sessions
 
 # ---------------------------------------------------------------- bv
 fresh_db
@@ -199,20 +199,19 @@ mkdir -p "$ROOT/loadtest/results"
     echo
     echo "- Machine: $(nproc) cores ($(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)); the load driver, bv, the native consumer and PostgreSQL $(psql_ -d postgres -Atc 'SHOW server_version') share it; load average before the runs: $LOADAVG."
     echo "- Producer: the event-producer component under \`bv up\` (instance policy reuse), POST /products, $(get bv per_request) events per request ($PRODUCTS products, $UPDATES update(s) each, one transaction), $CLIENTS connections, $(get bv events) events ($(get bv requests) requests); before that one warm-up event and $TRICKLE one-event requests ${TRICKLE_GAP_MS} ms apart (\"idle\")."
-    echo "- bv: the event-consumer component as a \`[[trigger.postgres]]\` subscription (poll_interval_ms 100), a fresh instance per event."
-    echo "- native: \`events-bench native-consumer\` — the trigger's loop (same position query, batches of 128, one event at a time, position moved per batch) and the component's statements per event on one tokio-postgres connection, each prepared once."
-    echo "- native, bv sessions: the same with \`--bv-sessions\`: after each event the session is reset as bv's Postgres host resets a component's session that ran \`BEGIN\`, and its prepared statements are forgotten, so each statement is prepared again for the next event."
+    echo "- bv: the event-consumer component as a \`[[trigger.postgres]]\` subscription (poll_interval_ms 100, max_in_flight $IN_FLIGHT), a fresh instance per event."
+    echo "- native: \`events-bench native-consumer --in-flight $IN_FLIGHT\` — the trigger's loop (same position query, batches of 128, one run per subject with $IN_FLIGHT at once, position moved per batch) and the component's statements per event on tokio-postgres connections of its own (one per event in flight), each prepared once."
     echo "- Latency: \`seen.at − outbox.recorded_at\` per event (server clock). Handled/s: events over first to last handled. CPU per event: user + system time of the consumer process (bv, or the native consumer) and of the PostgreSQL backends of this database (the driver's own left out) while the backlog left when publishing ended drains, over those events."
-    echo "- Checks (every event handled once, read model complete, no retries, no dead letters): native $(get native check), native bv sessions $(get native-sessions check), bv $(get bv check)."
-    echo "- Native consumer's own wall-clock timings: $(timings native). With bv sessions: $(timings native-sessions)."
+    echo "- Checks (every event handled once, read model complete, no retries, no dead letters): native $(get native check), bv $(get bv check)."
+    echo "- Native consumer's own wall-clock timings (summed over the events in flight): $(timings native)."
     echo "- Command: \`EVENTS=$EVENTS CLIENTS=$CLIENTS PRODUCTS=$PRODUCTS UPDATES=$UPDATES bash loadtest/events.sh\`; bv at $COMMIT, release build."
     echo
-    echo "| | native | native, bv sessions | bv | bv / native |"
-    echo "|---|---:|---:|---:|---:|"
+    echo "| | native | bv | bv / native |"
+    echo "|---|---:|---:|---:|"
     row() { # TITLE KEY FORMAT
-        local n m b
-        n="$(get native "$2")"; m="$(get native-sessions "$2")"; b="$(get bv "$2")"
-        printf '| %s | %s | %s | %s | %s |\n' "$1" "$($3 "$n")" "$($3 "$m")" "$($3 "$b")" "$(ratio "$b" "$n")"
+        local n b
+        n="$(get native "$2")"; b="$(get bv "$2")"
+        printf '| %s | %s | %s | %s |\n' "$1" "$($3 "$n")" "$($3 "$b")" "$(ratio "$b" "$n")"
     }
     row "handled events/s (burst, first to last handled)" consumer_eps fmt0
     row "events/s, first publish to last handled" e2e_eps fmt0

@@ -83,7 +83,7 @@ pub fn db(e: bv_events_guest::Error) -> Problem {
             "the change would break a stock rule (no negative stock, no more reserved than on hand): {e}"
         )),
         Some("22003") => Problem::conflict("the stock count would exceed its largest value"),
-        _ => Problem::internal(e),
+        _ => Problem::from(e),
     }
 }
 

@@ -5,7 +5,7 @@ use bv_events_guest::{CloudEvent, Transaction};
 use bv_orders::model::{CustomerId, OrderId, OrderLine, Phase, ProductId, SagaState, Status, Step};
 use bv_orders::saga::{self, Failure};
 use bv_orders::services::{self, CART};
-use bv_orders::store::{self, Move, Order, SOURCE};
+use bv_orders::store::{self, Entry, Move, Order, SOURCE};
 use bv_service::{read_json, telemetry, Currency, Money, Problem, ProblemKind, Reply, Trace};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -351,65 +351,66 @@ async fn create(
     total: Money,
     body: &CheckoutBody,
 ) -> Result<Option<Order>, Problem> {
-    let tx = Transaction::begin(conn).await.map_err(Problem::internal)?;
-    let id_rows = tx
-        .query("SELECT gen_random_uuid()::text AS id", vec![])
-        .await
-        .map_err(Problem::internal)?
-        .collect()
-        .await?;
-    let id: OrderId = id_rows
-        .first()
-        .and_then(|r| r.get::<String>("id"))
-        .map(OrderId::from)
-        .ok_or_else(|| Problem::internal("no uuid"))?;
+    let tx = Transaction::begin(conn).await?;
+    // The order's id is made by the statement that claims the key: an
+    // empty answer means the key was taken.
     let claimed = tx
-        .execute(
+        .query(
             "INSERT INTO orders.idempotency (customer_id, key, fingerprint, order_id)
-             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, gen_random_uuid()::text) ON CONFLICT DO NOTHING
+             RETURNING order_id",
             vec![
                 ParameterValue::Str(customer.as_str().to_string()),
                 ParameterValue::Str(key.to_string()),
                 ParameterValue::Str(fingerprint.to_string()),
-                ParameterValue::Str(id.as_str().to_string()),
             ],
         )
-        .await
-        .map_err(Problem::internal)?;
-    if claimed == 0 {
-        tx.rollback().await.map_err(Problem::internal)?;
+        .await?
+        .collect()
+        .await?;
+    let Some(id) = claimed
+        .first()
+        .and_then(|r| r.get::<String>("order_id"))
+        .map(OrderId::from)
+    else {
+        tx.rollback().await?;
         return Ok(None);
-    }
+    };
     let order_id = ParameterValue::Str(id.as_str().to_string());
     let items_json = serde_json::to_string(&items).map_err(Problem::internal)?;
     let run = async {
+        let created = tx
+            .query(
+                format!(
+                    "INSERT INTO orders.orders
+                         (order_id, customer_id, status, items, total_amount, currency, card_token)
+                     VALUES ($1, $2, 'PENDING', $3::text::jsonb, $4, $5, $6)
+                     RETURNING {}",
+                    store::COLUMNS
+                ),
+                vec![
+                    order_id.clone(),
+                    ParameterValue::Str(customer.as_str().to_string()),
+                    ParameterValue::Str(items_json),
+                    ParameterValue::Int64(total.amount()),
+                    ParameterValue::Str(total.currency().code().to_string()),
+                    ParameterValue::Str(body.card.token.0.clone()),
+                ],
+            )
+            .await?
+            .collect()
+            .await
+            .map_err(|e| bv_events_guest::Error::Postgres {
+                operation: "query",
+                source: e,
+            })?;
         tx.execute(
-            "INSERT INTO orders.orders
-                 (order_id, customer_id, status, items, total_amount, currency, card_token)
-             VALUES ($1, $2, 'PENDING', $3::text::jsonb, $4, $5, $6)",
-            vec![
-                order_id.clone(),
-                ParameterValue::Str(customer.as_str().to_string()),
-                ParameterValue::Str(items_json),
-                ParameterValue::Int64(total.amount()),
-                ParameterValue::Str(total.currency().code().to_string()),
-                ParameterValue::Str(body.card.token.0.clone()),
-            ],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO orders.sagas (order_id, state, step) VALUES ($1, $2, $3)",
+            "WITH saga AS (
+                 INSERT INTO orders.sagas (order_id, state, step) VALUES ($1, $2, $3))
+             INSERT INTO orders.saga_log (order_id, step, phase) VALUES ($1, $3, $4)",
             vec![
                 order_id.clone(),
                 ParameterValue::Str(SagaState::Running.as_str().into()),
-                ParameterValue::Str(Step::CreateOrder.as_str().into()),
-            ],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO orders.saga_log (order_id, step, phase) VALUES ($1, $2, $3)",
-            vec![
-                order_id.clone(),
                 ParameterValue::Str(Step::CreateOrder.as_str().into()),
                 ParameterValue::Str(Phase::Done.as_str().into()),
             ],
@@ -431,16 +432,22 @@ async fn create(
             json!({ "orderId": id, "customerId": customer, "items": placed_items, "total": total }),
         )
         .traced(trace.traceparent()))
-        .await
+        .await?;
+        Ok::<_, bv_events_guest::Error>(created)
     }
     .await;
-    if let Err(e) = run {
-        let _ = tx.rollback().await;
-        return Err(Problem::internal(e));
-    }
-    tx.commit().await.map_err(Problem::internal)?;
-    store::load(conn, &id)
-        .await?
+    let created = match run {
+        Ok(created) => created,
+        Err(e) => {
+            let _ = tx.rollback().await;
+            return Err(Problem::from(e));
+        }
+    };
+    tx.commit().await?;
+    created
+        .first()
+        .map(Order::from_row)
+        .transpose()?
         .map(Some)
         .ok_or_else(|| Problem::internal("the new order vanished"))
 }
@@ -475,12 +482,17 @@ async fn run(
 
 /// The saga's steps up to `PAID` ([`saga::CHECKOUT`]), each logged
 /// `started` before its call and `done` after it, then its move; the
-/// inner `Err` is the failed step.
+/// inner `Err` is the failed step. A `done` entry is written with the
+/// next write the saga makes anyway (its move, or the next step's
+/// `started`), which comes before any further call.
 async fn steps(trace: &Trace, order: &Order, token: &str) -> Result<Result<(), Failure>, Problem> {
     let id = &order.id;
     let calls = Calls::open().await?;
+    let mut done: Option<Entry<'static>> = None;
     for step in &saga::CHECKOUT {
-        store::log_step(&db().await?, id, step.step, Phase::Started, None).await?;
+        let started = Entry::of(step.step, Phase::Started);
+        let entries: Vec<Entry<'_>> = done.take().into_iter().chain([started]).collect();
+        store::log_steps(&db().await?, id, &entries).await?;
         let call = (step.call)(order, token);
         let called = calls
             .call(
@@ -494,14 +506,20 @@ async fn steps(trace: &Trace, order: &Order, token: &str) -> Result<Result<(), F
         if let Err(failure) = (step.classify)(called) {
             return Ok(Err(failure));
         }
-        store::log_step(&db().await?, id, step.step, Phase::Done, None).await?;
-        if let Some(then) = step.then {
-            let mut moving = then(order);
-            moving.trace = trace.traceparent();
-            if !store::transition(&db().await?, id, moving).await? {
-                return Ok(Err(Failure::moved_meanwhile(step.step)));
+        let finished = Entry::of(step.step, Phase::Done);
+        match step.then {
+            Some(then) => {
+                let mut moving = then(order);
+                moving.trace = trace.traceparent();
+                if !store::transition_logged(&db().await?, id, &[finished], moving).await? {
+                    return Ok(Err(Failure::moved_meanwhile(step.step)));
+                }
             }
+            None => done = Some(finished),
         }
+    }
+    if let Some(finished) = done {
+        store::log_steps(&db().await?, id, &[finished]).await?;
     }
     Ok(Ok(()))
 }
@@ -510,8 +528,13 @@ async fn steps(trace: &Trace, order: &Order, token: &str) -> Result<Result<(), F
 /// moved meanwhile); the problem to answer.
 async fn fail(trace: &Trace, order: &Order, f: Failure) -> Result<Problem, Problem> {
     let id = &order.id;
-    store::log_step(&db().await?, id, f.step, Phase::Failed, Some(&f.reason)).await?;
-    store::log_step(&db().await?, id, Step::Compensate, Phase::Started, None).await?;
+    let step_failed = Entry {
+        step: f.step,
+        phase: Phase::Failed,
+        detail: Some(&f.reason),
+    };
+    let compensating = Entry::of(Step::Compensate, Phase::Started);
+    store::log_steps(&db().await?, id, &[step_failed, compensating]).await?;
     let saga = match Calls::open()
         .await?
         .give_back(trace, id, f.payment_sent)

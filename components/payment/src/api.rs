@@ -48,14 +48,14 @@ pub async fn authorize(req: Request, config: &Config) -> Result<Reply, Problem> 
     let request = Authorize::try_from(body)?;
     let decision = decide(request.amount, &request.token, config.amount_limit);
     let conn = open().await?;
-    let tx = Transaction::begin(&conn).await.map_err(Problem::internal)?;
+    let tx = Transaction::begin(&conn).await?;
     match record(&tx, &request, decision, &trace).await {
         Ok(Some(payment)) => {
-            tx.commit().await.map_err(Problem::internal)?;
+            tx.commit().await?;
             Ok(authorize_answer(&payment, false))
         }
         Ok(None) => {
-            tx.rollback().await.map_err(Problem::internal)?;
+            tx.rollback().await?;
             let first = find(&conn, store::SELECT, request.payment_id.as_str())
                 .await?
                 .ok_or_else(|| Problem::internal("an existing payment vanished"))?;
@@ -92,8 +92,7 @@ async fn record(
 ) -> Result<Option<Payment>, Problem> {
     let rows = tx
         .query(store::INSERT, store::insert_params(request, decision))
-        .await
-        .map_err(Problem::internal)?
+        .await?
         .collect()
         .await?;
     let Some(row) = rows.first() else {
@@ -104,9 +103,7 @@ async fn record(
         Status::Declined => events::declined(&payment),
         _ => events::authorized(&payment),
     };
-    tx.publish(&event.traced(trace.traceparent()))
-        .await
-        .map_err(Problem::internal)?;
+    tx.publish(&event.traced(trace.traceparent())).await?;
     Ok(Some(payment))
 }
 
@@ -139,10 +136,10 @@ pub async fn step(id: &str, step: Step, req: Request) -> Result<Reply, Problem> 
     let trace = Trace::of(&req);
     no_fields(req).await?;
     let conn = open().await?;
-    let tx = Transaction::begin(&conn).await.map_err(Problem::internal)?;
+    let tx = Transaction::begin(&conn).await?;
     let result = advance(&tx, &id, step, &trace).await;
     match &result {
-        Ok((_, true)) => tx.commit().await.map_err(Problem::internal)?,
+        Ok((_, true)) => tx.commit().await?,
         _ => {
             let _ = tx.rollback().await;
         }
@@ -164,8 +161,7 @@ async fn advance(
             store::SELECT_FOR_UPDATE,
             vec![ParameterValue::Str(id.as_str().into())],
         )
-        .await
-        .map_err(Problem::internal)?
+        .await?
         .collect()
         .await?;
     let payment = match rows.first() {
@@ -213,19 +209,13 @@ async fn advance(
             .with("step", step.name()))
         }
     };
-    let rows = tx
-        .query(sql, params)
-        .await
-        .map_err(Problem::internal)?
-        .collect()
-        .await?;
+    let rows = tx.query(sql, params).await?.collect().await?;
     let changed = Payment::from_row(
         rows.first()
             .ok_or_else(|| Problem::internal("a locked payment did not change"))?,
     )?;
     tx.publish(&publish(&changed).traced(trace.traceparent()))
-        .await
-        .map_err(Problem::internal)?;
+        .await?;
     Ok((changed, true))
 }
 

@@ -47,8 +47,9 @@ fn sku_taken(sku: &Sku) -> Problem {
 
 fn publish_failed(e: bv_events_guest::Error) -> Problem {
     // Our own events are built from parsed fields: one that breaks its
-    // schema is a bug here, not the client's.
-    Problem::internal(format!("publishing: {e}"))
+    // schema is a bug here, not the client's (500); a database gone away
+    // mid-transaction is 503.
+    Problem::from(e)
 }
 
 /// The database, ready for this component (event log and migrations
@@ -248,7 +249,7 @@ async fn locked(tx: &Transaction<'_>, id: ProductId) -> Result<Product, Problem>
 }
 
 async fn begin(conn: &Connection) -> Result<Transaction<'_>, Problem> {
-    Transaction::begin(conn).await.map_err(Problem::internal)
+    Transaction::begin(conn).await.map_err(Problem::from)
 }
 
 /// Commits on `Ok`, rolls back on `Err` (a refusal included: a rejected
@@ -256,7 +257,7 @@ async fn begin(conn: &Connection) -> Result<Transaction<'_>, Problem> {
 async fn settle<T>(tx: Transaction<'_>, result: Result<T, Problem>) -> Result<T, Problem> {
     match result {
         Ok(value) => {
-            tx.commit().await.map_err(Problem::internal)?;
+            tx.commit().await?;
             Ok(value)
         }
         Err(problem) => {
@@ -281,12 +282,7 @@ async fn one(
     sql: String,
     params: Vec<ParameterValue>,
 ) -> Result<Option<Product>, Problem> {
-    let rows = tx
-        .query(sql, params)
-        .await
-        .map_err(Problem::internal)?
-        .collect()
-        .await?;
+    let rows = tx.query(sql, params).await?.collect().await?;
     rows.first().map(decode).transpose()
 }
 

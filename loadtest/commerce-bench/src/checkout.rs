@@ -5,9 +5,11 @@
 //!    catalogue's products, 1–2 units each (`POST /api/carts/me/items`).
 //! 2. Warm-up: `--warmup` customers check out (not measured), so that
 //!    every component has live instances and pooled connections.
-//! 3. Measured: `--customers` checkouts from `--clients` connections, each
-//!    `POST /api/orders` with its own `Idempotency-Key` and
-//!    `{"card":{"token":"tok_visa"}}`; progress every second.
+//! 3. Measured: `--customers` checkouts from `--clients` connections (or,
+//!    with `--rate`, offered at that many per second whatever the answers
+//!    take: an open model), each `POST /api/orders` with its own
+//!    `Idempotency-Key` and `{"card":{"token":"tok_visa"}}`; progress every
+//!    second.
 //! 4. Checks, through the database: every order `PAID`, its saga
 //!    finished, its payment captured for the order's total, its
 //!    reservation held, the cart cleared, stock reserved to the unit.
@@ -59,6 +61,12 @@ pub struct Args {
     /// Concurrent connections.
     #[arg(long, default_value_t = 8)]
     clients: usize,
+    /// Offer the measured checkouts as an open-model load at this many per
+    /// second (arrivals on a fixed schedule, each on a pooled connection
+    /// or a new one, latency counted from its scheduled start) instead of
+    /// from `--clients` closed-loop connections.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Makes customer ids unique to this run.
     #[arg(long)]
     tag: String,
@@ -165,6 +173,20 @@ struct Jobs {
 }
 
 impl Jobs {
+    /// From (latency in ms, end in seconds from the start) samples.
+    fn from_samples(samples: &[(f64, f64)], progress: Arc<Progress>, seconds: f64) -> Self {
+        let mut latencies: Vec<f64> = samples.iter().map(|s| s.0).collect();
+        let mut ends: Vec<f64> = samples.iter().map(|s| s.1).collect();
+        latencies.sort_by(f64::total_cmp);
+        ends.sort_by(f64::total_cmp);
+        Jobs {
+            latencies,
+            ends,
+            progress,
+            seconds,
+        }
+    }
+
     /// Jobs per second over the first and over the second half of the
     /// jobs (by end time): a rate that falls shows work growing with the
     /// run.
@@ -230,18 +252,74 @@ where
     while let Some(joined) = workers.join_next().await {
         samples.extend(joined.context("a load worker")?);
     }
-    let seconds = started.elapsed().as_secs_f64();
     progress.stop.store(true, Ordering::Relaxed);
-    let mut latencies: Vec<f64> = samples.iter().map(|s| s.0).collect();
-    let mut ends: Vec<f64> = samples.iter().map(|s| s.1).collect();
-    latencies.sort_by(f64::total_cmp);
-    ends.sort_by(f64::total_cmp);
-    Ok(Jobs {
-        latencies,
-        ends,
+    Ok(Jobs::from_samples(
+        &samples,
         progress,
-        seconds,
-    })
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// Starts `job(i)` for every `i` in `range` at `rate` per second on a fixed
+/// schedule, whatever the answers take (an open model): each on an idle
+/// pooled connection or a new one. A job's latency runs from its scheduled
+/// start, so time spent behind a slow server counts.
+async fn run_open<F, Fut>(
+    label: &'static str,
+    url: &str,
+    rate: f64,
+    range: std::ops::Range<usize>,
+    job: F,
+) -> anyhow::Result<Jobs>
+where
+    F: Fn(Connection, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = (Connection, Result<(), String>)> + Send,
+{
+    anyhow::ensure!(rate > 0.0, "--rate must be above 0");
+    let total = range.len();
+    let progress = Arc::new(Progress::default());
+    let job = Arc::new(job);
+    let idle: Arc<Mutex<Vec<Connection>>> = Arc::default();
+    let url: Arc<str> = url.into();
+    let mut jobs = tokio::task::JoinSet::new();
+    show_progress(label, total, progress.clone());
+    let started = Instant::now();
+    for (n, i) in range.enumerate() {
+        let due = started + Duration::from_secs_f64(n as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let (progress, job, idle, url) = (progress.clone(), job.clone(), idle.clone(), url.clone());
+        jobs.spawn(async move {
+            let pooled = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match pooled {
+                Some(conn) => Ok(conn),
+                None => Connection::open(&url).await,
+            };
+            let result = match conn {
+                Ok(conn) => {
+                    let (back, result) = job(conn, i).await;
+                    idle.lock().unwrap_or_else(|p| p.into_inner()).push(back);
+                    result
+                }
+                Err(e) => Err(format!("connecting: {e:#}")),
+            };
+            let latency = due.elapsed().as_secs_f64() * 1000.0;
+            if let Err(e) = result {
+                progress.fail(e);
+            }
+            progress.done.fetch_add(1, Ordering::Relaxed);
+            (latency, started.elapsed().as_secs_f64())
+        });
+    }
+    let mut samples = Vec::with_capacity(total);
+    while let Some(joined) = jobs.join_next().await {
+        samples.push(joined.context("a checkout")?);
+    }
+    progress.stop.store(true, Ordering::Relaxed);
+    Ok(Jobs::from_samples(
+        &samples,
+        progress,
+        started.elapsed().as_secs_f64(),
+    ))
 }
 
 /// Adds customer `i`'s lines to their cart.
@@ -483,11 +561,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let metrics_before = measure::scrape(&args.admin).await?;
     let cpu_before = cpu();
 
-    eprintln!(
-        "== {} checkouts from {} connections",
-        args.customers, args.clients
-    );
-    let orders = run_jobs("checkouts", &args.url, args.clients, warm..all, order).await?;
+    let orders = match args.rate {
+        Some(rate) => {
+            eprintln!(
+                "== {} checkouts offered at {rate}/s (open model)",
+                args.customers
+            );
+            run_open("checkouts", &args.url, rate, warm..all, order).await?
+        }
+        None => {
+            eprintln!(
+                "== {} checkouts from {} connections",
+                args.customers, args.clients
+            );
+            run_jobs("checkouts", &args.url, args.clients, warm..all, order).await?
+        }
+    };
 
     let cpu_after = cpu();
     let metrics_after = measure::scrape(&args.admin).await?;
@@ -530,6 +619,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     put("customers", args.customers.to_string());
     put("warmup", warm.to_string());
     put("clients", args.clients.to_string());
+    put(
+        "offered_rate",
+        args.rate.map_or("-".to_string(), |r| format!("{r}")),
+    );
     put("products", products.len().to_string());
     put("units", units.to_string());
     put("checkout_s", format!("{:.2}", orders.seconds));

@@ -3,10 +3,11 @@
 //!
 //! The loop mirrors `triggers/trigger-postgres/src/subscriber.rs` statement
 //! for statement: the same position query (128 events at most, only from
-//! transactions older than every running one), one event at a time, the
-//! position moved once per batch, the dead-letter check before each batch,
-//! the lag count when idle and at most once a second while busy, woken by
-//! `NOTIFY bv_events` with a poll as fallback.
+//! transactions older than every running one), one run of events per
+//! subject with up to `--in-flight` runs at once (the trigger's
+//! `max_in_flight`), the position moved once per batch, the dead-letter
+//! check before each batch, the lag count when idle and at most once a
+//! second while busy, woken by `NOTIFY bv_events` with a poll as fallback.
 //!
 //! The handler runs, per event, the statements the component runs
 //! (`components/testing/event-consumer`): decode and schema-check the
@@ -14,20 +15,17 @@
 //! `CREATE TABLE IF NOT EXISTS` (the component makes its tables once per
 //! instance, and the trigger gives every event a fresh instance), the
 //! `deliveries` row, then `BEGIN`, the claim in `bv_events.processed`, the
-//! `seen` row, the `product_view` upsert and `COMMIT`. It does them on a
-//! second connection (the component's comes from bv's pool) with every
-//! statement prepared once, as a native service would — or, with
-//! `--bv-sessions`, prepared again for every event after a session reset,
-//! as bv's Postgres host ends up doing for such a component (its session
-//! ran `BEGIN`, so it is reset when the instance drops it, and the reset
-//! forgets the prepared statements).
+//! `seen` row, the `product_view` upsert and `COMMIT`. It does them on
+//! connections of its own (one per event in flight; the component's come
+//! from bv's pool) with every statement prepared once, as a native service
+//! would.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde::Deserialize;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
@@ -49,12 +47,10 @@ pub struct Args {
     /// How often to look without a notification, as `poll_interval_ms`.
     #[arg(long, default_value_t = 100)]
     poll_interval_ms: u64,
-    /// Use the handler's connection the way bv's Postgres host uses a
-    /// component's: after each event, reset the session and forget its
-    /// prepared statements, so every statement is prepared again (a round
-    /// trip more each) for the next event.
-    #[arg(long)]
-    bv_sessions: bool,
+    /// Events handled at once, one run per subject, as the trigger's
+    /// `max_in_flight` (each run on a connection of its own).
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
 }
 
 /// Events read per query, as the trigger's `BATCH`.
@@ -173,25 +169,28 @@ struct Timings {
     tables: Duration,
     delivery: Duration,
     transaction: Duration,
-    reset: Duration,
     dead_letters: Duration,
     read: Duration,
     position: Duration,
 }
 
 impl Timings {
+    /// Adds a run's per-event figures.
+    fn add_events(&mut self, run: &Timings) {
+        self.events += run.events;
+        self.decode += run.decode;
+        self.tables += run.tables;
+        self.delivery += run.delivery;
+        self.transaction += run.transaction;
+    }
+
     fn report(&self) -> String {
         let per = |d: Duration, n: u64| d.as_secs_f64() * 1e6 / n.max(1) as f64;
         let (e, b) = (self.events, self.batches);
-        let reset = if self.reset.is_zero() {
-            String::new()
-        } else {
-            format!(", session reset {:.0} µs", per(self.reset, e))
-        };
         format!(
             "native consumer timings: {e} events in {b} batches; per event: decode + schema check {:.0} µs, \
              3 CREATE TABLE IF NOT EXISTS {:.0} µs, deliveries row {:.0} µs, \
-             transaction (BEGIN, claim, seen, product_view, COMMIT) {:.0} µs{reset}; \
+             transaction (BEGIN, claim, seen, product_view, COMMIT) {:.0} µs; \
              per batch: dead-letter check {:.0} µs, position query {:.0} µs, position update {:.0} µs",
             per(self.decode, e),
             per(self.tables, e),
@@ -208,26 +207,19 @@ impl Timings {
 struct OutboxEvent {
     seq: i64,
     tx: String,
+    subject: Option<String>,
     json: String,
 }
-
-/// What bv's Postgres host runs when a session that ran anything but plain
-/// data statements (here `BEGIN` and `CREATE TABLE`) goes back to the pool;
-/// it then forgets the session's prepared statements.
-const RESET: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
-                     UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
 
 /// The handler's connection and its prepared statements.
 struct Handler {
     client: Client,
     /// Statements prepared on `client`, by text.
     prepared: HashMap<&'static str, Statement>,
-    /// Whether to reset the session and forget `prepared` after each event.
-    bv_sessions: bool,
 }
 
 impl Handler {
-    async fn new(db: &str, bv_sessions: bool) -> anyhow::Result<Self> {
+    async fn new(db: &str) -> anyhow::Result<Self> {
         let client = connect(db, None).await?;
         for sql in TABLES {
             client.batch_execute(sql).await.context("creating tables")?;
@@ -235,7 +227,6 @@ impl Handler {
         Ok(Self {
             client,
             prepared: HashMap::new(),
-            bv_sessions,
         })
     }
 
@@ -334,11 +325,6 @@ impl Handler {
             self.run("ROLLBACK", &[]).await?;
         }
         lap(&mut timings.transaction);
-        if self.bv_sessions {
-            self.client.batch_execute(RESET).await?;
-            self.prepared.clear();
-            lap(&mut timings.reset);
-        }
         Ok(())
     }
 }
@@ -421,7 +407,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             &[&args.subscription, &"native", &args.events],
         )
         .await?;
-    let mut handler = Handler::new(&args.db, args.bv_sessions).await?;
+    let in_flight = args.in_flight.max(1);
+    let mut idle = Vec::with_capacity(in_flight);
+    for _ in 0..in_flight {
+        idle.push(Handler::new(&args.db).await?);
+    }
+    let idle = std::sync::Mutex::new(idle);
     let likes: Vec<String> = args.events.iter().map(|p| to_like(p)).collect();
     let poll = Duration::from_millis(args.poll_interval_ms);
     let mut term = signal(SignalKind::terminate())?;
@@ -461,6 +452,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .map(|r| OutboxEvent {
                 seq: r.get(2),
                 tx: r.get(3),
+                subject: r.get(7),
                 json: r.get(8),
             })
             .collect();
@@ -478,8 +470,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         timings.batches += 1;
         timings.dead_letters += dead_letters;
         timings.read += read;
-        for event in &batch {
-            handler.handle(event, name, &mut timings).await?;
+        let runs = if in_flight == 1 {
+            vec![batch.iter().collect()]
+        } else {
+            runs_by_subject(&batch)
+        };
+        let idle = &idle;
+        let finished: Vec<Timings> = futures::stream::iter(runs)
+            .map(|run| async move {
+                // At most `in_flight` runs at once, so one is always idle.
+                let mut handler = idle.lock().unwrap().pop().expect("an idle handler");
+                let mut run_timings = Timings::default();
+                let mut result = Ok(());
+                for event in run {
+                    result = handler.handle(event, name, &mut run_timings).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                idle.lock().unwrap().push(handler);
+                result.map(|()| run_timings)
+            })
+            .buffer_unordered(in_flight)
+            .try_collect()
+            .await?;
+        for run in &finished {
+            timings.add_events(run);
         }
         let last = batch.last().expect("not empty");
         let t = Instant::now();
@@ -507,6 +523,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     eprintln!("{}", timings.report());
     Ok(())
+}
+
+/// The batch in runs that must stay in order, one per subject (events
+/// without one share a run), as the trigger makes them.
+fn runs_by_subject(batch: &[OutboxEvent]) -> Vec<Vec<&OutboxEvent>> {
+    let mut runs: Vec<Vec<&OutboxEvent>> = Vec::new();
+    let mut run_of: HashMap<Option<&str>, usize> = HashMap::new();
+    for event in batch {
+        let run = *run_of.entry(event.subject.as_deref()).or_insert_with(|| {
+            runs.push(Vec::new());
+            runs.len() - 1
+        });
+        runs[run].push(event);
+    }
+    runs
 }
 
 /// The trigger's lag count (it feeds a gauge there; here it only costs

@@ -108,9 +108,76 @@ pub async fn load(conn: &Connection, id: &OrderId) -> Result<Option<Order>, Prob
     rows.first().map(Order::from_row).transpose()
 }
 
-/// Records a saga step's phase, with why it failed (`detail`; an empty one
-/// is stored as none), and marks the saga as alive while it is
-/// `running`, in one statement.
+/// One saga log entry: a step's phase, with why it failed (`detail`; an
+/// empty one is stored as none).
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// The step.
+    pub step: Step,
+    /// How far it got.
+    pub phase: Phase,
+    /// Why it failed.
+    pub detail: Option<&'a str>,
+}
+
+impl Entry<'_> {
+    /// `step` reached `phase`, with nothing more to say.
+    pub fn of(step: Step, phase: Phase) -> Entry<'static> {
+        Entry {
+            step,
+            phase,
+            detail: None,
+        }
+    }
+}
+
+/// The statement that records `n` entries (in their order) and, while the
+/// saga is `running`, marks it alive at the last entry's step; with its
+/// parameters.
+fn log_statement(order_id: &OrderId, entries: &[Entry<'_>]) -> (String, Vec<ParameterValue>) {
+    let mut params = vec![ParameterValue::Str(order_id.as_str().to_string())];
+    let mut rows = Vec::with_capacity(entries.len());
+    for e in entries {
+        let n = params.len();
+        rows.push(format!(
+            "($1, ${}, ${}, NULLIF(${}, ''))",
+            n + 1,
+            n + 2,
+            n + 3
+        ));
+        params.push(ParameterValue::Str(e.step.as_str().to_string()));
+        params.push(ParameterValue::Str(e.phase.as_str().to_string()));
+        params.push(ParameterValue::Str(
+            e.detail.unwrap_or_default().to_string(),
+        ));
+    }
+    let last_step = params.len() - 2;
+    let sql = format!(
+        "WITH logged AS (
+             INSERT INTO orders.saga_log (order_id, step, phase, detail) VALUES {})
+         UPDATE orders.sagas SET step = ${last_step}, updated_at = clock_timestamp()
+         WHERE order_id = $1 AND state = 'running'",
+        rows.join(", ")
+    );
+    (sql, params)
+}
+
+/// Records `entries` (in their order) and marks the saga as alive while it
+/// is `running`, in one statement; nothing to do for none.
+pub async fn log_steps(
+    conn: &Connection,
+    order_id: &OrderId,
+    entries: &[Entry<'_>],
+) -> Result<(), Problem> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let (sql, params) = log_statement(order_id, entries);
+    conn.execute(sql, params).await?;
+    Ok(())
+}
+
+/// Records one saga step's phase ([`log_steps`] of one entry).
 pub async fn log_step(
     conn: &Connection,
     order_id: &OrderId,
@@ -118,21 +185,16 @@ pub async fn log_step(
     phase: Phase,
     detail: Option<&str>,
 ) -> Result<(), Problem> {
-    conn.execute(
-        "WITH logged AS (
-             INSERT INTO orders.saga_log (order_id, step, phase, detail)
-             VALUES ($1, $2, $3, NULLIF($4, '')))
-         UPDATE orders.sagas SET step = $2, updated_at = clock_timestamp()
-         WHERE order_id = $1 AND state = 'running'",
-        vec![
-            ParameterValue::Str(order_id.as_str().to_string()),
-            ParameterValue::Str(step.as_str().to_string()),
-            ParameterValue::Str(phase.as_str().to_string()),
-            ParameterValue::Str(detail.unwrap_or_default().to_string()),
-        ],
+    log_steps(
+        conn,
+        order_id,
+        &[Entry {
+            step,
+            phase,
+            detail,
+        }],
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// A move of an order from one of `from` to `to`.
@@ -155,8 +217,24 @@ pub struct Move<'a> {
 /// Applies `m` to order `id` in one transaction with its event; `false`
 /// (and nothing changed) when the order is no longer in one of `m.from`.
 pub async fn transition(conn: &Connection, id: &OrderId, m: Move<'_>) -> Result<bool, Problem> {
-    let id = id.as_str();
-    let tx = Transaction::begin(conn).await.map_err(Problem::internal)?;
+    transition_logged(conn, id, &[], m).await
+}
+
+/// Records the saga log `entries` and applies `m`, in one transaction: the
+/// entries are kept even when the order is no longer in one of `m.from`
+/// (`false`; the order and its events unchanged).
+pub async fn transition_logged(
+    conn: &Connection,
+    order_id: &OrderId,
+    entries: &[Entry<'_>],
+    m: Move<'_>,
+) -> Result<bool, Problem> {
+    let id = order_id.as_str();
+    let tx = Transaction::begin(conn).await?;
+    if !entries.is_empty() {
+        let (sql, params) = log_statement(order_id, entries);
+        tx.execute(sql, params).await?;
+    }
     let moved = tx
         .execute(
             format!(
@@ -172,10 +250,13 @@ pub async fn transition(conn: &Connection, id: &OrderId, m: Move<'_>) -> Result<
                     .map_or(ParameterValue::DbNull, |r| ParameterValue::Str(r.into())),
             ],
         )
-        .await
-        .map_err(Problem::internal)?;
+        .await?;
     if moved == 0 {
-        tx.rollback().await.map_err(Problem::internal)?;
+        if entries.is_empty() {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
         return Ok(false);
     }
     if let Some(state) = m.saga {
@@ -187,13 +268,52 @@ pub async fn transition(conn: &Connection, id: &OrderId, m: Move<'_>) -> Result<
                 ParameterValue::Str(state.as_str().to_string()),
             ],
         )
-        .await
-        .map_err(Problem::internal)?;
+        .await?;
     }
     let (ty, data) = m.event;
     tx.publish(&CloudEvent::new(ty, SOURCE, id, data).traced(m.trace))
-        .await
-        .map_err(Problem::internal)?;
-    tx.commit().await.map_err(Problem::internal)?;
+        .await?;
+    tx.commit().await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_logged_in_order_and_the_saga_is_at_the_last_step() {
+        let id = OrderId::from("o-1".to_string());
+        let failed = Entry {
+            step: Step::AuthorizePayment,
+            phase: Phase::Failed,
+            detail: Some("declined"),
+        };
+        let compensating = Entry::of(Step::Compensate, Phase::Started);
+        let (sql, params) = log_statement(&id, &[failed, compensating]);
+        assert!(
+            sql.contains("VALUES ($1, $2, $3, NULLIF($4, '')), ($1, $5, $6, NULLIF($7, '')))"),
+            "{sql}"
+        );
+        assert!(sql.contains("SET step = $5,"), "{sql}");
+        let text: Vec<String> = params
+            .iter()
+            .map(|p| match p {
+                ParameterValue::Str(s) => s.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "o-1",
+                Step::AuthorizePayment.as_str(),
+                "failed",
+                "declined",
+                Step::Compensate.as_str(),
+                "started",
+                ""
+            ]
+        );
+    }
 }

@@ -342,6 +342,20 @@ impl From<spin_sdk::pg::Error> for Problem {
     }
 }
 
+#[cfg(feature = "events")]
+impl From<bv_events_guest::Error> for Problem {
+    /// A statement of a transaction that failed is answered as any
+    /// Postgres error ([`From<spin_sdk::pg::Error>`]): 503 when the
+    /// database went away mid-transaction, so the client retries; an event
+    /// that breaks its schema is a bug, 500.
+    fn from(e: bv_events_guest::Error) -> Self {
+        match e {
+            bv_events_guest::Error::Postgres { source, .. } => Problem::from(source),
+            invalid => Problem::internal(invalid),
+        }
+    }
+}
+
 /// Connection failures, and the SQLSTATEs of a server going away or not
 /// back yet: class 08 (connection exception), 57P01–57P03 (shut down by
 /// an administrator or a crash, cannot connect now).

@@ -22,6 +22,7 @@
 pub mod address;
 pub mod convert;
 pub mod session;
+pub mod session_state;
 mod trace;
 
 use std::sync::Arc;

@@ -7,18 +7,15 @@
 //!
 //! ## Returning a session clean
 //!
-//! tokio-postgres does not expose the server's transaction status, so a
-//! session tracks it from what the guest ran: statements go through the
-//! extended protocol, where a statement string holds exactly one command, so
-//! a transaction block can only be opened by a statement whose leading
-//! keyword is a transaction or session command (`BEGIN`, `START`, `SET`, …).
-//! Any statement whose leading keyword is not one of the plain data commands
-//! (`SELECT`, `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `WITH`, `VALUES`,
-//! `TABLE`) marks the session *dirty*. When the last reference to a dirty
-//! session goes, it runs `ROLLBACK` and resets session state (settings,
-//! cursors, listeners, advisory locks, temporary tables) before the client
-//! goes back to the pool; if that fails or times out the client is discarded
-//! instead. A clean session (the usual lookup) goes back with no extra round
+//! A session follows what the guest's statements leave behind
+//! ([`SessionState`]): a transaction still open, or anything that outlives
+//! one — a setting, a cursor, a listener, a prepared statement, a temporary
+//! object, a session-level advisory lock. A finished transaction and schema
+//! changes leave the session clean. When the last reference to a session
+//! that is not clean goes, it runs `ROLLBACK` and resets session state
+//! before the client goes back to the pool; if that fails or times out the
+//! client is discarded instead. A clean session (a lookup, a committed
+//! transaction) goes back with no extra round
 //! trip. A session whose statement was abandoned mid-flight (the guest or the
 //! instance went away while it ran) is cancelled on the server and discarded.
 
@@ -41,6 +38,7 @@ use crate::bindings::spin::postgres::postgres::{
     Column, DbError as WitDbError, DbValue, Error as PgError, ParameterValue, QueryError,
 };
 use crate::convert::{self, Cell, Param, ParamError};
+use crate::session_state::SessionState;
 
 /// Pool settings, shared by every address an application connects to.
 #[derive(Clone, Debug)]
@@ -142,7 +140,7 @@ impl Pools {
         };
         Ok(Session {
             client: Some(object),
-            dirty: AtomicBool::new(false),
+            state: Mutex::default(),
             abandoned: AtomicBool::new(false),
             max_cached_statements: self.settings.max_cached_statements,
         })
@@ -185,35 +183,9 @@ fn pool_error(endpoint: &str, e: PoolError, t: Duration) -> PgError {
 /// One guest connection: a pooled client held until the guest drops it.
 pub struct Session {
     client: Option<Object>,
-    dirty: AtomicBool,
+    state: Mutex<SessionState>,
     abandoned: AtomicBool,
     max_cached_statements: usize,
-}
-
-/// Leading keywords that cannot open a transaction or change session state
-/// (beyond what the statement's own functions do).
-const PLAIN: &[&str] = &[
-    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "VALUES", "TABLE",
-];
-
-/// The first keyword of `sql`, skipping whitespace, comments and `(`.
-pub fn leading_keyword(sql: &str) -> String {
-    let mut rest = sql;
-    loop {
-        let trimmed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
-        if let Some(after) = trimmed.strip_prefix("--") {
-            rest = after.split_once('\n').map(|(_, r)| r).unwrap_or("");
-        } else if let Some(after) = trimmed.strip_prefix("/*") {
-            rest = after.split_once("*/").map(|(_, r)| r).unwrap_or("");
-        } else {
-            rest = trimmed;
-            break;
-        }
-    }
-    rest.chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect::<String>()
-        .to_ascii_uppercase()
 }
 
 /// Marks a session abandoned unless the statement it guards completed.
@@ -236,9 +208,10 @@ impl Session {
     }
 
     fn note(&self, statement: &str) {
-        if !PLAIN.contains(&leading_keyword(statement).as_str()) {
-            self.dirty.store(true, Ordering::Relaxed);
-        }
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note(statement);
     }
 
     /// Prepares `statement` through the per-connection statement cache,
@@ -374,7 +347,11 @@ impl Drop for Session {
             return;
         };
         let abandoned = *self.abandoned.get_mut();
-        if !abandoned && !*self.dirty.get_mut() {
+        let needs_reset = self
+            .state
+            .get_mut()
+            .map_or(true, |state| state.needs_reset());
+        if !abandoned && !needs_reset {
             return; // Back to the pool as it is.
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -451,19 +428,5 @@ fn db_error(db: &DbError) -> WitDbError {
         message: db.message().to_string(),
         detail: db.detail().map(str::to_string),
         extras,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::leading_keyword;
-
-    #[test]
-    fn leading_keywords() {
-        assert_eq!(leading_keyword("  select 1"), "SELECT");
-        assert_eq!(leading_keyword("-- note\n/* c */ BEGIN"), "BEGIN");
-        assert_eq!(leading_keyword("(SELECT 1) UNION (SELECT 2)"), "SELECT");
-        assert_eq!(leading_keyword("start transaction"), "START");
-        assert_eq!(leading_keyword(""), "");
     }
 }

@@ -6,7 +6,7 @@ use bv_telemetry::CurrentSpan;
 use tracing::Instrument as _;
 
 use crate::bindings::spin::postgres::postgres::QueryError;
-use crate::session::leading_keyword;
+use crate::session_state::leading_keyword;
 use crate::PgError;
 
 /// A client span for `statement`, child of the span the instance works

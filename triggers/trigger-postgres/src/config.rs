@@ -8,6 +8,10 @@ use serde::Deserialize;
 
 use crate::pattern;
 
+/// The most events one subscription may have in flight: the batch read at
+/// once.
+pub const MAX_IN_FLIGHT: u32 = 128;
+
 /// Where a new subscription starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -46,6 +50,11 @@ pub struct Entry {
     /// Where a new subscription starts.
     #[serde(default)]
     pub start: Start,
+    /// Events handled at once: events of different subjects run side by
+    /// side, each subject's in the order written; `1` delivers in outbox
+    /// order.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
     /// Optional trigger id (ignored, accepted as Spin does).
     #[serde(default)]
     pub id: Option<String>,
@@ -53,6 +62,9 @@ pub struct Entry {
 
 fn default_max_attempts() -> u32 {
     5
+}
+fn default_max_in_flight() -> u32 {
+    4
 }
 fn default_retry_initial_ms() -> u64 {
     200
@@ -152,6 +164,9 @@ impl PostgresTriggerConfig {
             }
             if entry.max_attempts == 0 {
                 anyhow::bail!("{field}.max_attempts: must be at least 1");
+            }
+            if !(1..=MAX_IN_FLIGHT).contains(&entry.max_in_flight) {
+                anyhow::bail!("{field}.max_in_flight: must be 1 to {MAX_IN_FLIGHT}");
             }
             if entry.retry_initial_ms == 0 || entry.retry_initial_ms > entry.retry_max_ms {
                 anyhow::bail!(

@@ -120,6 +120,7 @@ impl PostgresTrigger {
                 address_display: display,
                 start: entry.start,
                 max_attempts: entry.max_attempts,
+                max_in_flight: entry.max_in_flight,
                 backoff: backoff::Backoff {
                     initial: Duration::from_millis(entry.retry_initial_ms),
                     max: Duration::from_millis(entry.retry_max_ms),
@@ -154,6 +155,8 @@ impl PostgresTrigger {
                 // A mirror is for live consumers: history is not replayed to them.
                 start: Start::Latest,
                 max_attempts: FANOUT_ATTEMPTS,
+                // A mirror's receivers see the outbox's order.
+                max_in_flight: 1,
                 backoff: backoff::Backoff {
                     initial: Duration::from_millis(100),
                     max: Duration::from_secs(1),

@@ -5,12 +5,13 @@
 //! stand by), reads the outbox in position order and moves the position
 //! forward only after the events before it were handled or dead-lettered.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bv_runtime::trigger::record_failure;
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,8 @@ pub struct Subscriber<S> {
     pub start: Start,
     /// Deliveries of one event before it is dead-lettered (or dropped).
     pub max_attempts: u32,
+    /// Events handled at once, each subject's in order.
+    pub max_in_flight: u32,
     /// Delays between attempts.
     pub backoff: Backoff,
     /// How often to look without a notification.
@@ -60,7 +63,7 @@ enum End {
 }
 
 /// What became of one event.
-#[derive(PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
     /// The sink handled it.
     Handled,
@@ -206,20 +209,7 @@ impl<S: Sink> Subscriber<S> {
                 }
                 continue;
             }
-            let mut count = 0usize;
-            let mut stopped = false;
-            for event in &batch {
-                // The position could not be recorded: stop delivering
-                // events that would only be delivered again.
-                if closed.is_cancelled() {
-                    anyhow::bail!("connection lost");
-                }
-                if self.deliver(&client, event, 0, stop).await? == Fate::Stopped {
-                    stopped = true;
-                    break;
-                }
-                count += 1;
-            }
+            let (count, stopped) = self.deliver_batch(&client, &batch, stop, &closed).await?;
             if count > 0 {
                 let mut to = Position::new(batch[count - 1].tx.clone(), batch[count - 1].seq)?;
                 if count == batch.len() && (batch.len() as i64) < BATCH {
@@ -237,6 +227,49 @@ impl<S: Sink> Subscriber<S> {
                 last_lag = Instant::now();
             }
         }
+    }
+
+    /// Delivers `batch`: one run of events per subject (events without a
+    /// subject share one), up to `max_in_flight` runs at a time, each in the
+    /// order written; with `max_in_flight = 1`, the whole batch in order.
+    /// Returns how many events from the batch's start were all handled or
+    /// given up (the position may move past those), and whether `stop`
+    /// came first. An event handled after one still pending is delivered
+    /// again by the next session: at least once, as always.
+    async fn deliver_batch(
+        &self,
+        client: &Client,
+        batch: &[OutboxEvent],
+        stop: &CancellationToken,
+        closed: &CancellationToken,
+    ) -> anyhow::Result<(usize, bool)> {
+        let runs = if self.max_in_flight <= 1 {
+            vec![(0..batch.len()).collect()]
+        } else {
+            runs_by_subject(batch)
+        };
+        let finished: Vec<Vec<(usize, Fate)>> = futures::stream::iter(runs)
+            .map(|run| async move {
+                let mut fates = Vec::with_capacity(run.len());
+                for i in run {
+                    // The position could not be recorded: stop delivering
+                    // events that would only be delivered again.
+                    if closed.is_cancelled() {
+                        anyhow::bail!("connection lost");
+                    }
+                    let fate = self.deliver(client, &batch[i], 0, stop).await?;
+                    let stopped = fate == Fate::Stopped;
+                    fates.push((i, fate));
+                    if stopped {
+                        break;
+                    }
+                }
+                Ok(fates)
+            })
+            .buffer_unordered(self.max_in_flight.max(1) as usize)
+            .try_collect()
+            .await?;
+        Ok(settled_prefix(batch.len(), finished.into_iter().flatten()))
     }
 
     /// Creates the subscription's row if it is new, and records the
@@ -482,6 +515,35 @@ impl<S: Sink> Subscriber<S> {
     }
 }
 
+/// The batch's indices in runs that must stay in order: one per subject,
+/// in the order each subject first appears.
+fn runs_by_subject(batch: &[OutboxEvent]) -> Vec<Vec<usize>> {
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    let mut run_of: HashMap<Option<&str>, usize> = HashMap::new();
+    for (i, event) in batch.iter().enumerate() {
+        let run = *run_of.entry(event.subject.as_deref()).or_insert_with(|| {
+            runs.push(Vec::new());
+            runs.len() - 1
+        });
+        runs[run].push(i);
+    }
+    runs
+}
+
+/// How many of `len` events from the start were handled or given up, and
+/// whether any run stopped, from each delivered event's fate.
+fn settled_prefix(len: usize, fates: impl Iterator<Item = (usize, Fate)>) -> (usize, bool) {
+    let mut settled = vec![false; len];
+    let mut stopped = false;
+    for (i, fate) in fates {
+        match fate {
+            Fate::Stopped => stopped = true,
+            Fate::Handled | Fate::GivenUp => settled[i] = true,
+        }
+    }
+    (settled.iter().take_while(|s| **s).count(), stopped)
+}
+
 /// A place in the outbox: (writing transaction, `seq`), in reading order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Position {
@@ -513,5 +575,56 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64, subject: Option<&str>) -> OutboxEvent {
+        OutboxEvent {
+            seq,
+            tx: "1".into(),
+            id: format!("e{seq}"),
+            source: "/t".into(),
+            ty: "t".into(),
+            subject: subject.map(str::to_string),
+            json: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn each_subject_is_one_run_in_the_order_written() {
+        let batch = [
+            event(1, Some("a")),
+            event(2, Some("b")),
+            event(3, None),
+            event(4, Some("a")),
+            event(5, None),
+            event(6, Some("b")),
+        ];
+        assert_eq!(
+            runs_by_subject(&batch),
+            vec![vec![0, 3], vec![1, 5], vec![2, 4]]
+        );
+    }
+
+    #[test]
+    fn the_position_moves_only_past_events_settled_from_the_start() {
+        use Fate::*;
+        // All settled, in any order of finishing.
+        assert_eq!(
+            settled_prefix(3, [(2, Handled), (0, GivenUp), (1, Handled)].into_iter()),
+            (3, false)
+        );
+        // Event 1's run stopped: only event 0 may be passed, though 2 was
+        // handled (it is delivered again).
+        assert_eq!(
+            settled_prefix(3, [(0, Handled), (2, Handled), (1, Stopped)].into_iter()),
+            (1, true)
+        );
+        // Event 0 never started.
+        assert_eq!(settled_prefix(2, [(1, Handled)].into_iter()), (0, false));
     }
 }

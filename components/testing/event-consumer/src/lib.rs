@@ -39,7 +39,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bv_events_guest::{Event, Reject, Transaction};
 use serde::Deserialize;
-use spin_sdk::pg::{Connection, ParameterValue};
+use spin_sdk::pg::{Connection, ParameterValue, PgError, QueryError};
 
 const TABLES: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS deliveries (
@@ -111,6 +111,22 @@ impl Product {
 
 static TABLES_READY: AtomicBool = AtomicBool::new(false);
 
+/// Runs a `CREATE … IF NOT EXISTS`. Instances handling events side by side
+/// may race to create the same table: the loser fails with a duplicate
+/// (SQLSTATE 42P07 or 23505, once the winner committed), and one more try
+/// finds the table.
+async fn create(conn: &Connection, sql: &str) -> Result<(), spin_sdk::pg::Error> {
+    match conn.execute(sql, Vec::<ParameterValue>::new()).await {
+        Err(spin_sdk::pg::Error::PgError(PgError::QueryFailed(QueryError::DbError(db))))
+            if db.code == "42P07" || db.code == "23505" =>
+        {
+            conn.execute(sql, Vec::<ParameterValue>::new()).await?;
+            Ok(())
+        }
+        other => other.map(|_| ()),
+    }
+}
+
 #[bv_events_guest::handler]
 async fn on_event(event: Event<Product>) -> anyhow::Result<()> {
     let url = spin_sdk::variables::get("db_url")
@@ -119,9 +135,7 @@ async fn on_event(event: Event<Product>) -> anyhow::Result<()> {
     let conn = Connection::open(url).await.context("connecting")?;
     if !TABLES_READY.load(Ordering::Relaxed) {
         for sql in TABLES {
-            conn.execute(*sql, Vec::<ParameterValue>::new())
-                .await
-                .context("creating tables")?;
+            create(&conn, sql).await.context("creating tables")?;
         }
         TABLES_READY.store(true, Ordering::Relaxed);
     }

@@ -232,7 +232,8 @@ async fn failures_are_retried_with_growing_delays_then_dead_lettered() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    // The events after the failing ones are still delivered.
+    // The events after the failing ones are still delivered; the failing
+    // ones end as dead letters after their attempts.
     wait_count(
         &db,
         &app,
@@ -240,8 +241,20 @@ async fn failures_are_retried_with_growing_delays_then_dead_lettered() {
         1,
     )
     .await;
+    wait_count(
+        &db,
+        &app,
+        "SELECT count(*) FROM bv_events.dead_letters WHERE subscription = 'consumer'",
+        2,
+    )
+    .await;
+    wait_count(&db, &app, "SELECT count(*) FROM seen", 2).await;
     assert_eq!(
-        count(&db, "SELECT count(*) FROM seen").await,
+        count(
+            &db,
+            "SELECT count(*) FROM seen WHERE subject IN ('p1', 'p4')"
+        )
+        .await,
         2,
         "flaky and bowl"
     );
@@ -391,6 +404,72 @@ async fn events_of_one_subject_arrive_in_the_order_they_were_written() {
         assert_eq!(seqs, sorted, "subject {subject} applied out of order");
         assert_eq!(seqs.len(), 6);
     }
+}
+
+/// Pairs of events whose handling overlapped: one's delivery started
+/// (its first `deliveries` row) before the other was applied (`seen.at`),
+/// both ways.
+async fn overlapping_pairs(db: &TestDb) -> i64 {
+    count(
+        db,
+        "WITH span AS (
+             SELECT s.event_id, min(d.at) AS started, s.at AS ended
+             FROM seen s JOIN deliveries d USING (event_id) GROUP BY s.event_id, s.at)
+         SELECT count(*) FROM span a JOIN span b ON a.event_id < b.event_id
+         WHERE a.started < b.ended AND b.started < a.ended",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn events_of_different_subjects_are_handled_side_by_side_each_subject_in_order() {
+    // Four products whose handler takes 200 ms each, with two updates
+    // each: by default up to 4 subjects are in flight at once.
+    let slow: Vec<Value> = (0..4)
+        .map(|i| product(&format!("s{i}"), &format!("slow-{i}")))
+        .collect();
+    let body = json!({ "products": slow, "updates": 2 });
+    let db = TestDb::new("ev_parallel").await;
+    let app = start(&db, &manifest("", "")).await;
+    assert_eq!(produce(&app, body.clone()).await.status, 201);
+    wait_count(&db, &app, "SELECT count(*) FROM seen", 12).await;
+    let overlapping = overlapping_pairs(&db).await;
+    assert!(overlapping > 0, "no two events were handled at once");
+    let out_of_order = count(
+        &db,
+        "SELECT count(*) FROM seen a JOIN seen b ON a.subject = b.subject
+         JOIN bv_events.outbox oa ON oa.id = a.event_id JOIN bv_events.outbox ob ON ob.id = b.event_id
+         WHERE a.n < b.n AND oa.seq > ob.seq",
+    )
+    .await;
+    assert_eq!(
+        out_of_order, 0,
+        "a subject's events were applied out of order"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT updates::bigint FROM product_view WHERE product_id = 's3'"
+        )
+        .await,
+        2
+    );
+    drop(app);
+
+    // `max_in_flight = 1`: one event at a time, in outbox order.
+    let db = TestDb::new("ev_serial").await;
+    let app = start(&db, &manifest("max_in_flight = 1", "")).await;
+    assert_eq!(produce(&app, body).await.status, 201);
+    wait_count(&db, &app, "SELECT count(*) FROM seen", 12).await;
+    assert_eq!(overlapping_pairs(&db).await, 0, "events overlapped");
+    let out_of_order = count(
+        &db,
+        "SELECT count(*) FROM seen a JOIN seen b ON a.n < b.n
+         JOIN bv_events.outbox oa ON oa.id = a.event_id JOIN bv_events.outbox ob ON ob.id = b.event_id
+         WHERE oa.seq > ob.seq",
+    )
+    .await;
+    assert_eq!(out_of_order, 0, "events were applied out of outbox order");
 }
 
 /// Kills `bv` (SIGKILL, no draining) while events flow, restarts it, and
@@ -593,6 +672,11 @@ async fn bad_postgres_trigger_tables_stop_start_up_naming_the_field() {
             "max_attempts = 0",
             "max_attempts = 3",
             "trigger.postgres[0].max_attempts: must be at least 1",
+        ),
+        (
+            "max_attempts = 3\nmax_in_flight = 0",
+            "max_attempts = 3",
+            "trigger.postgres[0].max_in_flight: must be 1 to 128",
         ),
         (
             "nonsense = 1\nmax_attempts = 3",

@@ -298,10 +298,14 @@ async fn server_errors_carry_sqlstate_and_message() {
 async fn transactions_commit_or_roll_back_on_one_session() {
     let db = TestDb::new("tx").await;
     let app = app_for(&db.url(), LOCAL).await;
-    ok(exec(&app, "CREATE TABLE items (v text)", json!([])).await);
+    let native = db.client().await;
+    // Made outside the app: the app's sessions run only transactions.
+    native
+        .batch_execute("CREATE TABLE items (v text)")
+        .await
+        .unwrap();
     ok(call(&app, "tx", json!({"value": "kept", "end": "commit"})).await);
     ok(call(&app, "tx", json!({"value": "undone", "end": "rollback"})).await);
-    let native = db.client().await;
     let rows: Vec<String> = native
         .query("SELECT v FROM items ORDER BY v", &[])
         .await
@@ -310,6 +314,18 @@ async fn transactions_commit_or_roll_back_on_one_session() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(rows, ["kept"]);
+    // A transaction the guest finished leaves nothing to reset: no
+    // connection of the app ran the reset on its way back to the pool.
+    let resets: i64 = native
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND query LIKE 'ROLLBACK; CLOSE ALL%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(resets, 0, "a finished transaction was reset");
 
     // Connections are pooled: sequential requests reuse server sessions.
     let mut pids = std::collections::HashSet::new();
