@@ -18,6 +18,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -26,13 +27,27 @@ use crate::auth_support;
 use crate::harness::*;
 use crate::repo_manifest::{RepoManifest, CHECKOUT};
 
-/// A port nothing listens on right now.
+/// A free port for a server the test stops and starts again, below the
+/// kernel's ephemeral range: while the server is down, a port in that range
+/// may be taken as the local port of any outgoing connection on the machine
+/// (the suite makes thousands), and the restart would find it in use.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let from = 20_000.min(ephemeral_from.saturating_sub(4_000)).max(1024);
+    let span = ephemeral_from - from;
+    // Processes of the suite run at once start at different places.
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let port = (from + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {from}..{ephemeral_from}");
 }
 
 fn wait_for_port(port: u16, what: &str) {
