@@ -23,15 +23,18 @@ CREATE TABLE IF NOT EXISTS bv_events.outbox (
 CREATE INDEX IF NOT EXISTS outbox_position ON bv_events.outbox (tx, seq);
 CREATE INDEX IF NOT EXISTS outbox_recorded_at ON bv_events.outbox (recorded_at);
 
--- Wakes the trigger's LISTEN connection; polling covers a lost notification.
+-- Wakes the trigger's LISTEN connections, naming the event's type so that a
+-- subscription ignores wake-ups that cannot concern it (Postgres sends one
+-- notification per distinct type and transaction); polling covers a lost
+-- notification. An empty payload wakes every subscription.
 CREATE OR REPLACE FUNCTION bv_events.notify_outbox() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('bv_events', '');
+    PERFORM pg_notify('bv_events', NEW.type);
     RETURN NULL;
 END $$;
 CREATE OR REPLACE TRIGGER outbox_notify AFTER INSERT ON bv_events.outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION bv_events.notify_outbox();
+    FOR EACH ROW EXECUTE FUNCTION bv_events.notify_outbox();
 
 -- One row per subscription: where it is in the outbox, as (tx, seq).
 CREATE TABLE IF NOT EXISTS bv_events.subscriptions (

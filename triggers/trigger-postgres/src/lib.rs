@@ -40,7 +40,9 @@
 //!   events.
 //! * **One deliverer.** A subscription is delivered by whichever `bv` holds
 //!   its advisory lock; others stand by and take over when it goes away.
-//! * **Woken by NOTIFY**, polling every `poll_interval_ms` as a fallback.
+//! * **Woken by NOTIFY** naming the new event's type (a subscription ignores
+//!   types it does not take), polling every `poll_interval_ms` as a
+//!   fallback and to move past the events of other types.
 //! * **Fan-out is best effort**: mirrors to Redis channels or MQTT topics
 //!   keep their own position; an event that cannot be published after a few
 //!   attempts is dropped and counted, never blocks the outbox.

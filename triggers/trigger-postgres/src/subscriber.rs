@@ -20,6 +20,7 @@ use tracing::Instrument as _;
 use crate::backoff::Backoff;
 use crate::config::Start;
 use crate::metrics::Metrics;
+use crate::pattern;
 use crate::schema::{ensure_schema, LOCK_CLASS};
 use crate::sink::{OutboxEvent, Sink, Unhandled};
 
@@ -119,11 +120,20 @@ impl<S: Sink> Subscriber<S> {
         let closed = CancellationToken::new();
         let driver = {
             let (wake, closed) = (wake.clone(), closed.clone());
+            let patterns = self.patterns.clone();
             tokio::spawn(async move {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                 while let Some(message) = messages.next().await {
                     match message {
-                        Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
+                        // The payload is the new event's type (empty: look
+                        // anyway); events of other types wait for the next
+                        // poll to move the position past them.
+                        Ok(AsyncMessage::Notification(n))
+                            if n.payload().is_empty()
+                                || patterns.iter().any(|p| pattern::matches(p, n.payload())) =>
+                        {
+                            wake.notify_one()
+                        }
                         Ok(_) => {}
                         Err(e) => {
                             tracing::debug!("postgres trigger connection: {e}");
