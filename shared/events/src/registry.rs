@@ -137,26 +137,31 @@ impl SchemaError {
     }
 }
 
-/// The compiled schema of `type` `ty`.
+/// The compiled schema of `type` `ty`. Each schema is parsed and compiled
+/// the first time its type is asked for, not all at once: a component
+/// instance often lives for one event or request and checks one type.
 pub fn schema(ty: &str) -> Result<&'static Schema, SchemaError> {
-    static COMPILED: OnceLock<Vec<(String, Result<Schema, InvalidSchema>)>> = OnceLock::new();
-    let compiled = COMPILED.get_or_init(|| {
+    static COMPILED: [OnceLock<Result<Schema, InvalidSchema>>; SCHEMAS.len()] =
+        [const { OnceLock::new() }; SCHEMAS.len()];
+    let index = EventType::parse(ty).and_then(|t| {
         SCHEMAS
             .iter()
-            .map(|s| {
-                let doc = serde_json::from_str(s.text).map_err(|e| InvalidSchema {
-                    at: "$".into(),
-                    message: format!("not JSON: {e}"),
-                });
-                (s.event_type(), doc.and_then(|d| Schema::compile(&d)))
-            })
-            .collect()
+            .position(|s| s.name == t.name && s.version == t.version)
     });
-    match compiled.iter().find(|(t, _)| t == ty) {
-        Some((_, Ok(schema))) => Ok(schema),
-        Some((_, Err(e))) => Err(SchemaError::InvalidSchema(ty.to_string(), e.clone())),
-        None => Err(SchemaError::UnknownType(ty.to_string())),
-    }
+    let Some(index) = index else {
+        return Err(SchemaError::UnknownType(ty.to_string()));
+    };
+    let compiled = COMPILED[index].get_or_init(|| {
+        serde_json::from_str(SCHEMAS[index].text)
+            .map_err(|e| InvalidSchema {
+                at: "$".into(),
+                message: format!("not JSON: {e}"),
+            })
+            .and_then(|doc| Schema::compile(&doc))
+    });
+    compiled
+        .as_ref()
+        .map_err(|e| SchemaError::InvalidSchema(ty.to_string(), e.clone()))
 }
 
 /// Checks `event.data` against the schema of `event.type`; the error names
