@@ -133,18 +133,23 @@ def positions(listing):
     return [r[2] for r in rows[1:] if len(r) > 2]
 
 
-def settled(shell, script):
+def settled(shell, script, db):
     """What `script` prints; for a `bv events list`, once every subscription
-    has moved past the last event. A subscription moves past events it does
-    not take at its next poll, so right after a checkout one may still stand
-    an event behind the others: the document shows the log at rest."""
+    has moved past the last event in the outbox. A subscription wakes only for
+    the event types it takes and moves past the others at its next poll, so
+    right after a checkout every one may still stand behind the last event:
+    the document shows the log at rest."""
     printed = shell.run(script)
     if "events list" not in script:
         return printed
+    last_event = (
+        f"psql -h 127.0.0.1 -U postgres -d {db} -Atc "
+        "'SELECT coalesce(max(seq), 0) FROM bv_events.outbox'\n"
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         seen = positions(printed)
-        if seen is None or len(set(seen)) <= 1:
+        if seen is None or set(seen) == {shell.run(last_event).strip()}:
             break
         time.sleep(0.2)
         printed = shell.run(script)
@@ -162,7 +167,7 @@ def generate(lines, base, admin, db, cwd, env):
         if not run:
             continue
         script = localize("".join(lines[c_start + 1 : c_end]), base, admin, db)
-        printed = settled(shell, script).replace(base, DOC_BASE).replace(admin, DOC_ADMIN)
+        printed = settled(shell, script, db).replace(base, DOC_BASE).replace(admin, DOC_ADMIN)
         if output is None:
             if printed.strip():
                 raise SystemExit(

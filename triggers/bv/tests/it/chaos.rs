@@ -430,6 +430,11 @@ async fn a_slow_or_down_payment_provider_opens_the_breaker() {
     knobs.payment_latency_ms = 3_000;
     knobs.payment_timeout_ms = 1_000;
     knobs.breaker_open_ms = 8_000;
+    // The first checkout waits for the slow provider for about 5 s: longer
+    // than the default 2 s after which the sweeper takes a silent saga over
+    // (and cancels its order). This test is about the breaker, so the
+    // sweeper waits 10 s and each order ends as its own saga ends it.
+    knobs.saga_timeout_seconds = 10;
     let mut shop = Shop::start(knobs.clone()).await;
     let mug = shop.product("MUG", 500, 1_000).await;
 
