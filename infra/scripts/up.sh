@@ -2,6 +2,12 @@
 # Brings the whole platform up on local defaults: starts the services, builds
 # `bv` and every component, and runs `bv up` on spin.toml (Ctrl-C stops it).
 # Extra arguments go to `bv up` (e.g. --listen 0.0.0.0:3000).
+#
+# KAFKA=1 also runs the Kafka bridge (spin.toml's
+# [application.tool.kafka-bridge], docs/KAFKA.md) beside it: against
+# BV_KAFKA_BROKERS when set, otherwise against a local broker on
+# 127.0.0.1:9092, started here if nothing listens there
+# (infra/scripts/kafka-broker.sh; it keeps its data in memory).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
@@ -45,4 +51,26 @@ say "building bv (release)"
 cargo build --release -p bv
 say "building components"
 "$BV" build
-exec "$BV" up "$@"
+if [ "${KAFKA:-0}" != 1 ]; then
+  exec "$BV" up "$@"
+fi
+
+say "building the Kafka bridge (release)"
+cargo build --release -p bv-kafka-bridge
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+if [ -z "${BV_KAFKA_BROKERS:-}" ]; then
+  export BV_KAFKA_BROKERS=127.0.0.1:9092
+  if ! (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; then
+    say "starting a local Kafka-protocol broker on 127.0.0.1:9092 (memory storage)"
+    mkdir -p .spin
+    bash infra/scripts/kafka-broker.sh run 9092 >.spin/kafka-broker.log 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null && break; sleep 0.1; done
+  fi
+fi
+say "starting the Kafka bridge against $BV_KAFKA_BROKERS (metrics on http://127.0.0.1:9410/metrics)"
+"$CARGO_TARGET_DIR/release/bv-kafka-bridge" --from spin.toml &
+pids+=($!)
+"$BV" up "$@"

@@ -12,16 +12,7 @@ use crate::pattern;
 /// once.
 pub const MAX_IN_FLIGHT: u32 = 128;
 
-/// Where a new subscription starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Start {
-    /// From the first event in the outbox (a new projection sees history).
-    #[default]
-    Earliest,
-    /// From the events written after the subscription is first created.
-    Latest,
-}
+pub use bv_outbox::Start;
 
 /// One `[[trigger.postgres]]` entry.
 #[derive(Debug, Clone, Deserialize)]

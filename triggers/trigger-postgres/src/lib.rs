@@ -51,8 +51,7 @@ pub mod admin;
 pub mod backoff;
 pub mod config;
 mod metrics;
-pub mod pattern;
-pub mod schema;
+pub use bv_outbox::{pattern, schema};
 mod sink;
 mod subscriber;
 

@@ -27,24 +27,7 @@ pub(crate) use bindings::PostgresTriggerHostPre;
 /// How long a fan-out's connect, and then its publish, may take.
 const FANOUT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One event read from the outbox.
-#[derive(Debug, Clone)]
-pub struct OutboxEvent {
-    /// Its position: `outbox.seq`.
-    pub seq: i64,
-    /// Its position: the writing transaction (`outbox.tx`, as text).
-    pub tx: String,
-    /// The event id.
-    pub id: String,
-    /// Its `source`.
-    pub source: String,
-    /// Its `type`.
-    pub ty: String,
-    /// Its `subject`.
-    pub subject: Option<String>,
-    /// The CloudEvent, JSON.
-    pub json: String,
-}
+pub use bv_outbox::OutboxEvent;
 
 /// Why an attempt did not handle its event.
 #[derive(Debug)]

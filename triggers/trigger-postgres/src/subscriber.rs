@@ -21,8 +21,8 @@ use crate::backoff::Backoff;
 use crate::config::Start;
 use crate::metrics::Metrics;
 use crate::pattern;
-use crate::schema::{ensure_schema, LOCK_CLASS};
 use crate::sink::{OutboxEvent, Sink, Unhandled};
+use bv_outbox::{ensure_schema, Batch, Position};
 
 /// Events read per query.
 const BATCH: i64 = 128;
@@ -153,13 +153,7 @@ impl<S: Sink> Subscriber<S> {
         // Take the subscription; stand by while another process has it.
         let mut standing_by = false;
         loop {
-            let locked: bool = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock($1, hashtext($2))",
-                    &[&LOCK_CLASS, &self.name],
-                )
-                .await?
-                .get(0);
+            let locked = bv_outbox::try_lock(&client, &self.name).await?;
             if locked {
                 break;
             }
@@ -196,14 +190,10 @@ impl<S: Sink> Subscriber<S> {
                     return Ok(end);
                 }
             }
-            let Batch {
-                position,
-                horizon,
-                events: batch,
-            } = self.next_batch(&client).await?;
-            if batch.is_empty() {
-                if let Some(horizon) = horizon.filter(|h| *h > position) {
-                    self.advance(&client, &position, &horizon, 0).await?;
+            let read = self.next_batch(&client).await?;
+            if read.events.is_empty() {
+                if let Some(horizon) = read.position_after(0)? {
+                    self.advance(&client, &read.position, &horizon, 0).await?;
                 }
                 // At most once a second: every outbox commit wakes every
                 // subscription, most of them with nothing to do.
@@ -219,15 +209,14 @@ impl<S: Sink> Subscriber<S> {
                 }
                 continue;
             }
-            let (count, stopped) = self.deliver_batch(&client, &batch, stop, &closed).await?;
+            let (count, stopped) = self
+                .deliver_batch(&client, &read.events, stop, &closed)
+                .await?;
             if count > 0 {
-                let mut to = Position::new(batch[count - 1].tx.clone(), batch[count - 1].seq)?;
-                if count == batch.len() && (batch.len() as i64) < BATCH {
-                    if let Some(horizon) = horizon.filter(|h| *h > to) {
-                        to = horizon;
-                    }
+                if let Some(to) = read.position_after(count)? {
+                    self.advance(&client, &read.position, &to, count as i64)
+                        .await?;
                 }
-                self.advance(&client, &position, &to, count as i64).await?;
             }
             if stopped {
                 return Ok(End::Stopped);
@@ -282,93 +271,21 @@ impl<S: Sink> Subscriber<S> {
         Ok(settled_prefix(batch.len(), finished.into_iter().flatten()))
     }
 
-    /// Creates the subscription's row if it is new, and records the
-    /// manifest's component and patterns (for `bv events list`).
     async fn register(&self, client: &Client) -> anyhow::Result<()> {
-        let start = match self.start {
-            Start::Earliest => "SELECT '0'::xid8, 0::bigint",
-            Start::Latest => {
-                "SELECT COALESCE(max(tx), '0'::xid8), COALESCE(max(seq), 0) FROM bv_events.outbox"
-            }
-        };
-        client
-            .execute(
-                &format!(
-                    "WITH start AS ({start})
-                     INSERT INTO bv_events.subscriptions (name, component, types, position_tx, position_seq)
-                     SELECT $1, $2, $3, start.* FROM start
-                     ON CONFLICT (name) DO UPDATE SET component = EXCLUDED.component, types = EXCLUDED.types"
-                ),
-                &[&self.name, &self.component, &self.patterns],
-            )
-            .await?;
-        Ok(())
+        bv_outbox::register(
+            client,
+            &self.name,
+            &self.component,
+            &self.patterns,
+            self.start,
+        )
+        .await
     }
 
-    /// The current position and the events after it whose transactions
-    /// can no longer be overtaken by a running one.
     async fn next_batch(&self, client: &Client) -> anyhow::Result<Batch> {
-        // One statement, so one snapshot: `horizon` is the last row every
-        // reader can already see. When the batch is not full, every matching
-        // event up to the horizon is in it, so the position may jump to the
-        // horizon — past the events this subscription does not take, which
-        // would otherwise be read again on every wake.
-        let rows = client
-            .query(
-                "WITH s AS (
-                     SELECT position_tx, position_seq FROM bv_events.subscriptions WHERE name = $1
-                 ), h AS (
-                     SELECT tx AS hi_tx, seq AS hi_seq FROM bv_events.outbox
-                     WHERE tx < pg_snapshot_xmin(pg_current_snapshot())
-                     ORDER BY tx DESC, seq DESC
-                     LIMIT 1
-                 )
-                 SELECT s.position_tx::text, s.position_seq, o.seq, o.tx::text, o.id, o.source,
-                        o.type, o.subject, o.event::text, h.hi_tx::text, h.hi_seq
-                 FROM s LEFT JOIN h ON true LEFT JOIN LATERAL (
-                     SELECT * FROM bv_events.outbox o
-                     WHERE (o.tx, o.seq) > (s.position_tx, s.position_seq)
-                       AND o.tx < pg_snapshot_xmin(pg_current_snapshot())
-                       AND o.type LIKE ANY($2)
-                     ORDER BY o.tx, o.seq
-                     LIMIT $3
-                 ) o ON true",
-                &[&self.name, &self.likes, &BATCH],
-            )
-            .await?;
-        let Some(first) = rows.first() else {
-            anyhow::bail!(
-                "subscription `{}` disappeared from bv_events.subscriptions",
-                self.name
-            );
-        };
-        let position = Position::new(first.get::<_, String>(0), first.get(1))?;
-        let horizon = match first.get::<_, Option<String>>(9) {
-            Some(tx) => Some(Position::new(tx, first.get(10))?),
-            None => None,
-        };
-        let events = rows
-            .iter()
-            .filter(|r| r.get::<_, Option<i64>>(2).is_some())
-            .map(|r| OutboxEvent {
-                seq: r.get(2),
-                tx: r.get(3),
-                id: r.get(4),
-                source: r.get(5),
-                ty: r.get(6),
-                subject: r.get(7),
-                json: r.get(8),
-            })
-            .collect();
-        Ok(Batch {
-            position,
-            horizon,
-            events,
-        })
+        bv_outbox::next_batch(client, &self.name, &self.likes, BATCH).await
     }
 
-    /// Moves the position from `from` to `to`, counting `delivered` events —
-    /// unless someone moved it meanwhile (a replay), whose position wins.
     async fn advance(
         &self,
         client: &Client,
@@ -376,22 +293,7 @@ impl<S: Sink> Subscriber<S> {
         to: &Position,
         delivered: i64,
     ) -> anyhow::Result<()> {
-        client
-            .execute(
-                "UPDATE bv_events.subscriptions
-                 SET position_tx = $2::text::xid8, position_seq = $3,
-                     delivered = delivered + $4, updated_at = now()
-                 WHERE name = $1 AND position_tx = $5::text::xid8 AND position_seq = $6",
-                &[
-                    &self.name,
-                    &to.tx.to_string(),
-                    &to.seq,
-                    &delivered,
-                    &from.tx.to_string(),
-                    &from.seq,
-                ],
-            )
-            .await?;
+        bv_outbox::advance(client, &self.name, from, to, delivered).await?;
         Ok(())
     }
 
@@ -552,32 +454,6 @@ fn settled_prefix(len: usize, fates: impl Iterator<Item = (usize, Fate)>) -> (us
         }
     }
     (settled.iter().take_while(|s| **s).count(), stopped)
-}
-
-/// A place in the outbox: (writing transaction, `seq`), in reading order.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Position {
-    tx: u64,
-    seq: i64,
-}
-
-impl Position {
-    fn new(tx: String, seq: i64) -> anyhow::Result<Self> {
-        let tx = tx
-            .parse()
-            .with_context(|| format!("transaction id `{tx}` is not a number"))?;
-        Ok(Self { tx, seq })
-    }
-}
-
-/// What one read of the outbox found.
-struct Batch {
-    /// The subscription's position when read.
-    position: Position,
-    /// The last row every reader can see, if any.
-    horizon: Option<Position>,
-    /// Matching events after the position, in order (at most `BATCH`).
-    events: Vec<OutboxEvent>,
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
