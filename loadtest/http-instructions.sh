@@ -11,7 +11,12 @@
 # $WARM warm-up requests it is switched on, $REQUESTS requests are
 # sent (one curl process, one at a time), it is switched off and the server's
 # instruction count (every thread) is divided by the requests it answered.
-# Start-up, compilation and the warm-up are not counted. bv runs with a pool
+# Start-up, compilation and the warm-up are not counted. bv reuse is also
+# measured with tracing on: every request a span, exported over OTLP
+# (http/protobuf, batch) to `commerce-bench otlp-sink` outside valgrind,
+# once with the default sampler (every trace) and once with 10 % of the
+# traces sampled (OTEL_TRACES_SAMPLER=parentbased_traceidratio). The exporter's
+# thread is counted: it is part of what tracing costs. bv runs with a pool
 # of 3 instance slots (BV_POOL_INSTANCES), as valgrind cannot reserve the
 # address space of the default 1000; instantiation from a pool slot costs
 # the same either way. Writes
@@ -48,7 +53,8 @@ stop_server() {
     fi
     SERVER_PID=""
 }
-trap 'stop_server; rm -rf "$WORK"' EXIT
+SINK_PID=""
+trap 'stop_server; [[ -n "$SINK_PID" ]] && kill "$SINK_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 trap 'log "interrupted"; exit 130' INT
 
 # ---------------------------------------------------------------- prerequisites
@@ -63,7 +69,8 @@ if ((${#need_apt[@]})); then
 fi
 WASMTIME="$(bash "$ROOT/loadtest/wasmtime.sh")"
 log "== building (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-cargo build --release -p bv -p native-hello
+cargo build --release -p bv -p native-hello -p commerce-bench
+SINK="$CARGO_TARGET_DIR/release/commerce-bench"
 env -u CARGO_TARGET_DIR "$BV" build --from "$APP"
 [[ -f "$WASM" ]] || { log "no component at $WASM after bv build"; exit 1; }
 
@@ -146,6 +153,20 @@ for policy in reuse strict; do
         --admin-listen "127.0.0.1:$admin" --instance-policy "$policy" \
         --state-dir "$WORK/state" --cache-dir "$CACHE" --log-format text
 done
+sink_port="$(free_port)"
+"$SINK" otlp-sink --listen "127.0.0.1:$sink_port" >"$WORK/sink.log" 2>&1 &
+SINK_PID=$!
+for sampling in "every trace" "10 % of traces"; do
+    sampler=(OTEL_TRACES_SAMPLER=parentbased_always_on)
+    [[ "$sampling" == "10 % of traces" ]] &&
+        sampler=(OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1)
+    port="$(free_port)"; admin="$(free_port)"
+    measure "bv reuse, tracing on ($sampling)" "http://127.0.0.1:$port/hello/" -- \
+        RUST_LOG=warn BV_POOL_INSTANCES="$POOL" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" \
+        OTEL_SERVICE_NAME=bv-bench "${sampler[@]}" "$BV" up --from "$APP" --listen "127.0.0.1:$port" \
+        --admin-listen "127.0.0.1:$admin" --instance-policy reuse \
+        --state-dir "$WORK/state" --cache-dir "$CACHE" --log-format text
+done
 port="$(free_port)"
 measure "wasmtime serve" "http://127.0.0.1:$port/hello/" -- \
     "$WASMTIME" serve -Sp3,cli -Wcomponent-model-async --addr "127.0.0.1:$port" "$WASM"
@@ -168,16 +189,18 @@ mkdir -p "$ROOT/loadtest/results"
     echo "- Command: \`REQUESTS=$REQUESTS bash loadtest/http-instructions.sh\`; bv at $COMMIT, release build; $("$WASMTIME" --version)."
     echo "- Instruction counts do not depend on other load on the machine; they do not show waiting (locks, I/O), which req/s does."
     echo
-    echo "| server | requests counted | instructions per request | ÷ native | ÷ wasmtime serve (same policy) |"
-    echo "|---|---:|---:|---:|---:|"
+    echo "| server | requests counted | instructions per request | ÷ native | ÷ wasmtime serve (same policy) | ÷ bv reuse, tracing off |"
+    echo "|---|---:|---:|---:|---:|---:|"
     for i in "${!NAMES[@]}"; do
-        peer=""
+        peer="" off=""
         case "${NAMES[$i]}" in
-            "bv reuse") peer="$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[3]}")" ;;
-            "bv strict") peer="$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[4]}")" ;;
+            "bv reuse") peer="$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[5]}")" ;;
+            "bv strict") peer="$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[6]}")" ;;
+            "bv reuse, tracing on"*) peer="$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[5]}")"
+                off="$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[1]}")" ;;
         esac
-        printf '| %s | %s | %s | %s | %s |\n' "${NAMES[$i]}" "${COUNTED[$i]}" "${PER_REQUEST[$i]}" \
-            "$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[0]}")" "${peer:-—}"
+        printf '| %s | %s | %s | %s | %s | %s |\n' "${NAMES[$i]}" "${COUNTED[$i]}" "${PER_REQUEST[$i]}" \
+            "$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[0]}")" "${peer:-—}" "${off:-—}"
     done
 } >"$RESULTS"
 echo

@@ -15,12 +15,12 @@
 #   in    $EVENTS binary-mode CloudEvents already on a topic → the outbox
 #         (checked against their schema, deduplicated); events/s from the
 #         first to the last row
-#   lat   one event per transaction at $RATE/s for $SECONDS s, each timed
+#   lat   one event per transaction at $RATE/s for $DURATION s, each timed
 #         from its commit to its arrival on the topic (p50, p99)
 # Writes loadtest/results/kafka-<date>.md.
 #
 # Environment:
-#   EVENTS=20000  RATE=200  SECONDS=10
+#   EVENTS=20000  RATE=200  DURATION=10 (seconds)
 #   PGHOST/PGPORT/PGUSER  the server    CARGO_TARGET_DIR  default $HOME/.cache/bitvelocity/target
 set -euo pipefail
 
@@ -29,9 +29,9 @@ cd "$ROOT"
 
 EVENTS="${EVENTS:-20000}"
 RATE="${RATE:-200}"
-SECONDS_="${SECONDS:-10}"
-for v in EVENTS RATE SECONDS_; do
-    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "${v%_} must be a positive integer, not '${!v}'" >&2; exit 1; }
+DURATION="${DURATION:-10}"
+for v in EVENTS RATE DURATION; do
+    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "$v must be a positive integer, not '${!v}'" >&2; exit 1; }
 done
 PGHOST="${PGHOST:-127.0.0.1}"
 PGPORT="${PGPORT:-5432}"
@@ -122,18 +122,18 @@ PEER_PID=$!
 read -r R[in_native] _ < <("$BENCH" watch-outbox --db "$DB_URL" --want "$EVENTS")
 stop "$PEER_PID"; PEER_PID=""
 
-log "== latency, bridge: $RATE events/s for $SECONDS_ s"
+log "== latency, bridge: $RATE events/s for $DURATION s"
 fresh; "$BENCH" fill --db "$DB_URL" --events 1
 bridge "$OUT_CONFIG"
 "$BENCH" watch-topic --brokers "$BROKERS" --topic "$TOPIC" --want 1 >/dev/null
-read -r R[lat_bridge_p50] R[lat_bridge_p99] _ < <("$BENCH" latency --db "$DB_URL" --brokers "$BROKERS" --topic "$TOPIC" --rate "$RATE" --seconds "$SECONDS_")
+read -r R[lat_bridge_p50] R[lat_bridge_p99] _ < <("$BENCH" latency --db "$DB_URL" --brokers "$BROKERS" --topic "$TOPIC" --rate "$RATE" --seconds "$DURATION")
 stop "$BRIDGE_PID"; BRIDGE_PID=""
 log "== latency, native peer (polls the outbox every 5 ms)"
 fresh; "$BENCH" fill --db "$DB_URL" --events 1
 "$BENCH" out-native --db "$DB_URL" --brokers "$BROKERS" --events 1 --follow &
 PEER_PID=$!
 "$BENCH" watch-topic --brokers "$BROKERS" --topic "$TOPIC" --want 1 >/dev/null
-read -r R[lat_native_p50] R[lat_native_p99] _ < <("$BENCH" latency --db "$DB_URL" --brokers "$BROKERS" --topic "$TOPIC" --rate "$RATE" --seconds "$SECONDS_")
+read -r R[lat_native_p50] R[lat_native_p99] _ < <("$BENCH" latency --db "$DB_URL" --brokers "$BROKERS" --topic "$TOPIC" --rate "$RATE" --seconds "$DURATION")
 stop "$PEER_PID"; PEER_PID=""
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -144,7 +144,7 @@ mkdir -p "$ROOT/loadtest/results"
 {
     echo "# Kafka bridge — $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
-    echo "- \`EVENTS=$EVENTS RATE=$RATE SECONDS=$SECONDS_ bash loadtest/kafka.sh\`; bv-kafka-bridge at $COMMIT (release); broker tansu 0.6.0 (memory storage) on this machine ($(nproc) cores, shared by broker, PostgreSQL, bridge and driver)."
+    echo "- \`EVENTS=$EVENTS RATE=$RATE DURATION=$DURATION bash loadtest/kafka.sh\`; bv-kafka-bridge at $COMMIT (release); broker tansu 0.6.0 (memory storage) on this machine ($(nproc) cores, shared by broker, PostgreSQL, bridge and driver)."
     echo "- Native peer: \`kafka-bench out-native\` / \`in-native\`, the same records, statements and client settings without the bridge's subscription row, lock, LISTEN and metrics."
     echo
     echo "| path | bridge | native peer | bridge ÷ native |"

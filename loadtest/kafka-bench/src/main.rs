@@ -393,45 +393,66 @@ async fn in_produce(brokers: &str, topic: &str, events: usize) -> anyhow::Result
 }
 
 async fn in_native(db: &str, brokers: &str, topic: &str, events: usize) -> anyhow::Result<()> {
-    let client = connect(db).await?;
+    let mut client = connect(db).await?;
     let statement = client.prepare(INSERT).await?;
     let config = bridge_config(brokers);
     let consumer: StreamConsumer = kafka::consumer(&config, "kafka-bench-native")?;
     consumer.subscribe(&[topic])?;
-    for _ in 0..events {
-        let m = consumer.recv().await?;
-        let record = Record {
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            headers: m
-                .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
-        let at = Coordinates {
-            topic: m.topic(),
-            partition: m.partition(),
-            offset: m.offset(),
-        };
-        let e = binding::from_record(&record, None, &at).map_err(anyhow::Error::msg)?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &e.id(),
-                    &e.source(),
-                    &e.ty(),
-                    &e.subject(),
-                    &e.time(),
-                    &e.to_json(),
-                ],
-            )
-            .await?;
-        consumer.store_offset_from_message(&m)?;
+    let mut taken = 0;
+    while taken < events {
+        // As the bridge does: what has arrived, up to 256, in one transaction.
+        let mut batch = vec![consumer.recv().await?];
+        while batch.len() < 256 {
+            match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
+                Ok(m) => batch.push(m?),
+                Err(_) => break,
+            }
+        }
+        let mut checked = Vec::with_capacity(batch.len());
+        for m in &batch {
+            let record = Record {
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            let at = Coordinates {
+                topic: m.topic(),
+                partition: m.partition(),
+                offset: m.offset(),
+            };
+            checked.push(binding::from_record(&record, None, &at).map_err(anyhow::Error::msg)?);
+        }
+        let tx = client.transaction().await?;
+        let (transaction, statement) = (&tx, &statement);
+        futures::future::try_join_all(checked.iter().map(|e| async move {
+            let json = e.to_json();
+            transaction
+                .execute(
+                    statement,
+                    &[
+                        &e.id(),
+                        &e.source(),
+                        &e.ty(),
+                        &e.subject(),
+                        &e.time(),
+                        &json,
+                    ],
+                )
+                .await
+        }))
+        .await?;
+        tx.commit().await?;
+        for m in &batch {
+            consumer.store_offset_from_message(m)?;
+        }
+        taken += batch.len();
     }
     Ok(())
 }

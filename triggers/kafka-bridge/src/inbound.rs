@@ -12,6 +12,7 @@
 //! trying the same record: nothing after it is taken out of order or lost.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
@@ -25,6 +26,9 @@ use crate::config::{BridgeConfig, InRoute};
 use crate::kafka::{self, Topics};
 use crate::metrics::{InLabels, Metrics};
 use crate::retry::Retry;
+
+/// Records taken into one transaction at most.
+const BATCH: usize = 256;
 
 const INSERT: &str = "INSERT INTO bv_events.outbox (id, source, type, subject, time, event) \
      VALUES ($1, $2, $3, $4, $5::text::timestamptz, $6::text::jsonb) \
@@ -81,90 +85,123 @@ impl Inbound {
             names.join(", ")
         );
         loop {
-            let message = tokio::select! {
+            let first = tokio::select! {
                 _ = stop.cancelled() => {
                     commit(&consumer, &taken);
                     return Ok(());
                 }
                 message = consumer.recv() => message?,
             };
-            let Some(route) = self.routes.iter().find(|r| r.topic == message.topic()) else {
-                continue;
-            };
-            let dead_letters = route.dead_letters();
-            let record = record_of(&message);
-            let at = Coordinates {
-                topic: message.topic(),
-                partition: message.partition(),
-                offset: message.offset(),
-            };
-            let outcome = match binding::from_record(&record, route.wrap.as_ref(), &at) {
-                Ok(event) => {
-                    // The database may be down: keep this record until it
-                    // is written (nothing behind it is taken meanwhile).
-                    loop {
-                        match db.write(&event).await {
-                            Ok(true) => break "written",
-                            Ok(false) => break "duplicate",
-                            Err(e) => {
-                                self.metrics.error("in");
-                                tracing::warn!(
-                                    "kafka bridge: in: writing event {} from {}/{}@{}: {e:#}; trying again in {:?}",
-                                    event.id(), at.topic, at.partition, at.offset, retry.delay()
-                                );
-                                retry.wait(stop).await;
-                                if stop.is_cancelled() {
-                                    commit(&consumer, &taken);
-                                    return Ok(());
-                                }
-                            }
+            // Whatever else has already arrived joins it: one transaction
+            // for the batch instead of one per record.
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match tokio::time::timeout(Duration::ZERO, consumer.recv()).await {
+                    Ok(message) => batch.push(message?),
+                    Err(_) => break,
+                }
+            }
+            let mut events = Vec::with_capacity(batch.len());
+            let mut letters = Vec::new();
+            for message in &batch {
+                let Some(route) = self.routes.iter().find(|r| r.topic == message.topic()) else {
+                    continue;
+                };
+                let record = record_of(message);
+                let at = Coordinates {
+                    topic: message.topic(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                };
+                match binding::from_record(&record, route.wrap.as_ref(), &at) {
+                    Ok(event) => events.push((route, event)),
+                    Err(reason) => {
+                        tracing::warn!(
+                            "kafka bridge: in: record {}/{}@{} refused, to {}: {reason}",
+                            at.topic,
+                            at.partition,
+                            at.offset,
+                            route.dead_letters()
+                        );
+                        letters.push((route, dead_letter(record, &at, reason)));
+                    }
+                }
+            }
+            // The database may be down: keep these records until they are
+            // written (nothing behind them is taken meanwhile).
+            let written = loop {
+                let only: Vec<&bv_events::CloudEvent> = events.iter().map(|(_, e)| e).collect();
+                match db.write(&only).await {
+                    Ok(written) => break written,
+                    Err(e) => {
+                        self.metrics.error("in");
+                        tracing::warn!(
+                            "kafka bridge: in: writing {} events: {e:#}; trying again in {:?}",
+                            only.len(),
+                            retry.delay()
+                        );
+                        retry.wait(stop).await;
+                        if stop.is_cancelled() {
+                            commit(&consumer, &taken);
+                            return Ok(());
                         }
                     }
                 }
-                Err(reason) => {
-                    tracing::warn!(
-                        "kafka bridge: in: record {}/{}@{} refused, to {dead_letters}: {reason}",
-                        at.topic,
-                        at.partition,
-                        at.offset
-                    );
-                    let mut letter = record.clone();
-                    letter.headers.extend([
-                        (binding::ERROR_HEADER.to_string(), reason.into_bytes()),
-                        ("bv_topic".to_string(), at.topic.as_bytes().to_vec()),
-                        (
-                            "bv_partition".to_string(),
-                            at.partition.to_string().into_bytes(),
-                        ),
-                        ("bv_offset".to_string(), at.offset.to_string().into_bytes()),
-                    ]);
-                    let delivery = kafka::send(&producer, &dead_letters, &letter).await?;
-                    kafka::acknowledged(delivery).await?;
-                    "dead_letter"
-                }
             };
-            consumer
-                .store_offset_from_message(&message)
-                .context("storing the offset")?;
-            let next = Offset::Offset(message.offset() + 1);
-            if taken
-                .find_partition(message.topic(), message.partition())
-                .is_some()
-            {
-                taken.set_partition_offset(message.topic(), message.partition(), next)?;
-            } else {
-                taken.add_partition_offset(message.topic(), message.partition(), next)?;
+            let mut pending = Vec::with_capacity(letters.len());
+            for (route, letter) in &letters {
+                pending.push(kafka::send(&producer, &route.dead_letters(), letter).await?);
             }
-            self.metrics
-                .consumed
-                .get_or_create(&InLabels {
-                    topic: route.topic.clone(),
-                    outcome,
-                })
-                .inc();
+            for delivery in pending {
+                kafka::acknowledged(delivery).await?;
+            }
+            for message in &batch {
+                consumer
+                    .store_offset_from_message(message)
+                    .context("storing the offset")?;
+                let next = Offset::Offset(message.offset() + 1);
+                if taken
+                    .find_partition(message.topic(), message.partition())
+                    .is_some()
+                {
+                    taken.set_partition_offset(message.topic(), message.partition(), next)?;
+                } else {
+                    taken.add_partition_offset(message.topic(), message.partition(), next)?;
+                }
+            }
+            let count = |route: &InRoute, outcome: &'static str| {
+                self.metrics
+                    .consumed
+                    .get_or_create(&InLabels {
+                        topic: route.topic.clone(),
+                        outcome,
+                    })
+                    .inc();
+            };
+            for ((route, _), new) in events.iter().zip(written) {
+                count(route, if new { "written" } else { "duplicate" });
+            }
+            for (route, _) in &letters {
+                count(route, "dead_letter");
+            }
             retry.reset();
         }
     }
+}
+
+/// A refused record as its dead letter: key, value and headers kept, with
+/// why and where it was read.
+fn dead_letter(mut record: Record, at: &Coordinates<'_>, reason: String) -> Record {
+    record.headers.extend([
+        (binding::ERROR_HEADER.to_string(), reason.into_bytes()),
+        ("bv_topic".to_string(), at.topic.as_bytes().to_vec()),
+        (
+            "bv_partition".to_string(),
+            at.partition.to_string().into_bytes(),
+        ),
+        ("bv_offset".to_string(), at.offset.to_string().into_bytes()),
+    ]);
+    record
 }
 
 /// Commits, on the way out, the offsets after every record taken (the
@@ -203,7 +240,7 @@ fn record_of(message: &BorrowedMessage<'_>) -> Record {
 /// The outbox's database, reconnected when a write finds it gone.
 struct Database {
     config: tokio_postgres::Config,
-    client: Option<tokio_postgres::Client>,
+    client: Option<(tokio_postgres::Client, tokio_postgres::Statement)>,
 }
 
 impl Database {
@@ -214,9 +251,13 @@ impl Database {
         }
     }
 
-    /// Writes `event` into the outbox; `false` when it was already there.
-    async fn write(&mut self, event: &bv_events::CloudEvent) -> anyhow::Result<bool> {
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+    /// Writes `events` into the outbox in one transaction; for each,
+    /// whether it was new (`false`: already there).
+    async fn write(&mut self, events: &[&bv_events::CloudEvent]) -> anyhow::Result<Vec<bool>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
             let (mut client, connection) = self
                 .config
                 .connect(NoTls)
@@ -226,28 +267,38 @@ impl Database {
             bv_outbox::ensure_schema(&mut client)
                 .await
                 .context("creating schema bv_events")?;
-            self.client = Some(client);
+            let insert = client.prepare(INSERT).await?;
+            self.client = Some((client, insert));
         }
-        let client = self.client.as_ref().expect("connected above");
-        let written = client
-            .execute(
-                INSERT,
-                &[
-                    &event.id(),
-                    &event.source(),
-                    &event.ty(),
-                    &event.subject(),
-                    &event.time(),
-                    &event.to_json(),
-                ],
-            )
-            .await;
-        match written {
-            Ok(n) => Ok(n == 1),
-            Err(e) => {
-                self.client = None;
-                Err(e.into())
-            }
+        let (client, insert) = self.client.as_mut().expect("connected above");
+        let written = async {
+            let tx = client.transaction().await?;
+            // Pipelined: every insert is sent before the first answer.
+            let (transaction, insert) = (&tx, &*insert);
+            let counts = futures::future::try_join_all(events.iter().map(|e| async move {
+                let json = e.to_json();
+                transaction
+                    .execute(
+                        insert,
+                        &[
+                            &e.id(),
+                            &e.source(),
+                            &e.ty(),
+                            &e.subject(),
+                            &e.time(),
+                            &json,
+                        ],
+                    )
+                    .await
+            }))
+            .await?;
+            tx.commit().await?;
+            anyhow::Ok(counts.into_iter().map(|n| n == 1).collect())
         }
+        .await;
+        if written.is_err() {
+            self.client = None;
+        }
+        written
     }
 }

@@ -3,10 +3,11 @@
 //! PostgreSQL (a database per test) and the bridge's real binary.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use bv_test_servers::{free_port, wait_for_port, PrivatePostgres};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -19,34 +20,6 @@ use tokio_postgres::{Client, NoTls};
 const ADMIN_DB: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres sslmode=disable";
 
 // ------------------------------------------------------------------ support
-
-/// A port below the kernel's ephemeral range, so that no outgoing
-/// connection takes it while a stopped broker is down.
-fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
-    let from = 15_000.min(ephemeral_from.saturating_sub(4_000)).max(1024);
-    let span = ephemeral_from - from;
-    let start = std::process::id().wrapping_mul(104_729);
-    for _ in 0..span {
-        let port = (from + start.wrapping_add(NEXT.fetch_add(7, Ordering::Relaxed)) % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {from}..{ephemeral_from}");
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn broker_binary() -> PathBuf {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -131,7 +104,10 @@ impl Drop for Broker {
 /// A database of the test's own, with the outbox schema.
 struct Db {
     name: String,
+    port: u16,
     client: Client,
+    /// Dropped at the end (the machine's server), or kept (a private one).
+    owned: bool,
 }
 
 async fn connect(config: &str) -> Client {
@@ -155,19 +131,28 @@ impl Db {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap();
-        let mut client = connect(&Self::config_of(&name)).await;
-        bv_outbox::ensure_schema(&mut client).await.unwrap();
-        Self { name, client }
+        Self::on(5432, name, true).await
     }
 
-    fn config_of(name: &str) -> String {
-        format!("host=127.0.0.1 port=5432 user=postgres dbname={name} sslmode=disable")
+    /// The database `name` on 127.0.0.1:`port`, with the outbox schema.
+    async fn on(port: u16, name: String, owned: bool) -> Self {
+        let mut client = connect(&format!(
+            "host=127.0.0.1 port={port} user=postgres dbname={name} sslmode=disable"
+        ))
+        .await;
+        bv_outbox::ensure_schema(&mut client).await.unwrap();
+        Self {
+            name,
+            port,
+            client,
+            owned,
+        }
     }
 
     fn url(&self) -> String {
         format!(
-            "postgres://postgres@127.0.0.1:5432/{}?sslmode=disable",
-            self.name
+            "postgres://postgres@127.0.0.1:{}/{}?sslmode=disable",
+            self.port, self.name
         )
     }
 
@@ -211,6 +196,9 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -814,6 +802,117 @@ wrap = { type = "header:x-type", source = "/partner", subject = "key" }
         metrics.contains(
             "bv_kafka_bridge_consumed_records_total{topic=\"partner.stock\",outcome=\"written\"} 1"
         ),
+        "{metrics}"
+    );
+}
+
+// ------------------------------------------------------------------ faults
+
+fn deleted(i: usize) -> bv_events::CloudEvent {
+    bv_events::CloudEvent::with_id(
+        format!("in-{i}"),
+        "com.bitvelocity.product.deleted.v1",
+        "/partner",
+        format!("p{}", i % 7),
+        serde_json::json!({"productId": format!("p{}", i % 7), "sku": format!("S{i}"), "revision": 1}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_stopped_mid_flight_loses_nothing_in_either_direction() {
+    let broker = Broker::start();
+    let mut pg = PrivatePostgres::start();
+    let db = Db::on(pg.port, "postgres".into(), false).await;
+    let config = r#"
+[[out]]
+events = ["com.bitvelocity.stock.*"]
+
+[[in]]
+topic = "partner.deletions"
+"#;
+    let bridge = Bridge::start(config, &db, &broker);
+    let subjects = ["a", "b", "c", "d"];
+    let out: Vec<_> = (0..300).map(|i| restocked(i, subjects[i % 4])).collect();
+    let taken: Vec<_> = (0..300).map(deleted).collect();
+
+    db.publish(&out[..150]).await;
+    produce(
+        &broker,
+        "partner.deletions",
+        taken[..150].iter().map(binary).collect(),
+    )
+    .await;
+    wait_until(
+        "the bridge is under way both ways",
+        Duration::from_secs(60),
+        || async {
+            db.position("kafka-bridge").await.unwrap_or(0) > 0
+                && db
+                    .client
+                    .query_one(
+                        "SELECT count(*) FROM bv_events.outbox WHERE source = '/partner'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    > 0
+        },
+    )
+    .await;
+
+    // The database crashes; records keep arriving on Kafka meanwhile.
+    pg.stop();
+    produce(
+        &broker,
+        "partner.deletions",
+        taken[150..].iter().map(binary).collect(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.restart();
+    let db = Db::on(pg.port, "postgres".into(), false).await;
+    db.publish(&out[150..]).await;
+
+    let count = || async {
+        db.client
+            .query_one(
+                "SELECT count(*), count(DISTINCT id) FROM bv_events.outbox WHERE source = '/partner'",
+                &[],
+            )
+            .await
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+            .unwrap_or((0, 0))
+    };
+    wait_until(
+        "every Kafka record is in the outbox",
+        Duration::from_secs(90),
+        || async { count().await.0 >= 300 },
+    )
+    .await;
+    assert_eq!(count().await, (300, 300), "log:\n{}", bridge.log());
+    let last = db.max_seq().await;
+    wait_until(
+        "every outbox event is on Kafka",
+        Duration::from_secs(90),
+        || async { db.position("kafka-bridge").await == Some(last) },
+    )
+    .await;
+    let records = read_topic(&broker, TOPIC, usize::MAX, Duration::from_secs(15));
+    let ids: std::collections::BTreeSet<_> =
+        records.iter().map(|r| r.headers["ce_id"].clone()).collect();
+    for e in &out {
+        assert!(
+            ids.contains(e.id()),
+            "{} lost; log:\n{}",
+            e.id(),
+            bridge.log()
+        );
+    }
+    assert_in_order_per_subject(&records);
+    let metrics = bridge.metrics();
+    assert!(
+        metrics.contains("bv_kafka_bridge_errors_total{direction=\"in\"}"),
         "{metrics}"
     );
 }

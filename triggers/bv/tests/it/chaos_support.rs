@@ -15,48 +15,17 @@
 //! - [`Shop`]: `bv up` on every commerce component the checkout touches,
 //!   pointed at those servers, with the knobs the faults need.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use bv_test_servers::wait_for_port;
+pub use bv_test_servers::{free_port, PrivatePostgres};
+
 use crate::auth_support;
 use crate::harness::*;
 use crate::repo_manifest::{RepoManifest, CHECKOUT};
-
-/// A free port for a server the test stops and starts again, below the
-/// kernel's ephemeral range: while the server is down, a port in that range
-/// may be taken as the local port of any outgoing connection on the machine
-/// (the suite makes thousands), and the restart would find it in use.
-pub fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
-    let from = 20_000.min(ephemeral_from.saturating_sub(4_000)).max(1024);
-    let span = ephemeral_from - from;
-    // Processes of the suite run at once start at different places.
-    let start = std::process::id().wrapping_mul(7919);
-    for _ in 0..span {
-        let port = (from + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {from}..{ephemeral_from}");
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A `redis-server` of the test's own.
 pub struct PrivateRedis {
@@ -124,168 +93,6 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// The newest installed PostgreSQL's `bin` directory.
-fn pg_bin() -> PathBuf {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL's server binaries under /usr/lib/postgresql")
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|bin| bin.join("initdb").exists())
-        .collect();
-    versions.sort();
-    versions.pop().expect("no initdb under /usr/lib/postgresql")
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// A PostgreSQL cluster of the test's own.
-pub struct PrivatePostgres {
-    pub port: u16,
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    as_postgres: bool,
-    running: bool,
-}
-
-impl PrivatePostgres {
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let as_postgres = running_as_root();
-        if as_postgres {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        let mut pg = Self {
-            port: free_port(),
-            dir,
-            bin: pg_bin(),
-            as_postgres,
-            running: false,
-        };
-        let data = pg.data();
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-        );
-        pg.restart();
-        pg
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// `tool` of the cluster's PostgreSQL, run as `postgres` when needed.
-    fn command(&self, tool: &str) -> Command {
-        let program = self.bin.join(tool);
-        let mut cmd = if self.as_postgres {
-            let mut cmd = Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(&program);
-            cmd
-        } else {
-            Command::new(&program)
-        };
-        cmd.current_dir(self.dir.path()).stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let mut cmd = self.command(tool);
-        let out = cmd
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running {tool}: {e}"));
-        assert!(
-            out.status.success(),
-            "{tool} {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Starts it again on the same port and data (crash recovery first
-    /// when it was stopped with `immediate`).
-    pub fn restart(&mut self) {
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
-            self.port,
-            self.dir.path().display()
-        );
-        let data = self.data();
-        let log = self.dir.path().join("server.log");
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &options,
-                "-w",
-                "start",
-            ],
-        );
-        self.running = true;
-    }
-
-    /// Stops it like a crash: every session cut at once.
-    pub fn stop(&mut self) {
-        let data = self.data();
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
-        self.running = false;
-    }
-
-    pub fn url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-            self.port
-        )
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        if self.running {
-            let data = self.data();
-            let _ = self
-                .command("pg_ctl")
-                .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
     }
 }
 
