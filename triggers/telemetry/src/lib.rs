@@ -27,7 +27,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -59,16 +59,6 @@ impl Extractor for One<'_> {
     }
 }
 
-struct Capture(Option<String>);
-
-impl Injector for Capture {
-    fn set(&mut self, key: &str, value: String) {
-        if key == "traceparent" {
-            self.0 = Some(value);
-        }
-    }
-}
-
 /// Makes the remote span named by the W3C `traceparent` the parent of
 /// `span` (a malformed or missing value leaves `span` a root).
 pub fn set_remote_parent(span: &tracing::Span, traceparent: Option<&str>) {
@@ -88,12 +78,30 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
         return None;
     }
     let context = span.context();
-    if !context.span().span_context().is_valid() {
-        return None;
+    let otel = context.span();
+    let sc = otel.span_context();
+    sc.is_valid().then(|| format_traceparent(sc))
+}
+
+/// `00-<trace id>-<span id>-<flags>`, written directly: the propagator's
+/// `format!` cost about as much as building the context, on every request.
+fn format_traceparent(sc: &opentelemetry::trace::SpanContext) -> String {
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    push_hex(&mut out, &sc.trace_id().to_bytes());
+    out.push('-');
+    push_hex(&mut out, &sc.span_id().to_bytes());
+    out.push('-');
+    push_hex(&mut out, &[sc.trace_flags().to_u8()]);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
     }
-    let mut out = Capture(None);
-    TraceContextPropagator::new().inject_context(&context, &mut out);
-    out.0
 }
 
 /// `(trace_id, span_id)` of `span` in lowercase hex, for log lines.
@@ -104,8 +112,29 @@ pub fn trace_ids(span: &tracing::Span) -> Option<(String, String)> {
     let context = span.context();
     let otel = context.span();
     let sc = otel.span_context();
-    sc.is_valid()
-        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    sc.is_valid().then(|| {
+        let (mut trace_id, mut span_id) = (String::with_capacity(32), String::with_capacity(16));
+        push_hex(&mut trace_id, &sc.trace_id().to_bytes());
+        push_hex(&mut span_id, &sc.span_id().to_bytes());
+        (trace_id, span_id)
+    })
+}
+
+/// The trace id of `span` in lowercase hex when its trace is sampled (is
+/// exported): for a metric's exemplar, which should lead to a trace that
+/// exists.
+pub fn sampled_trace_id(span: &tracing::Span) -> Option<String> {
+    if !tracing_enabled() {
+        return None;
+    }
+    let context = span.context();
+    let otel = context.span();
+    let sc = otel.span_context();
+    (sc.is_valid() && sc.is_sampled()).then(|| {
+        let mut trace_id = String::with_capacity(32);
+        push_hex(&mut trace_id, &sc.trace_id().to_bytes());
+        trace_id
+    })
 }
 
 /// Records a finished span `name` (kind internal) under `parent` that ran
@@ -262,4 +291,40 @@ pub fn init(format: LogFormat, traces: bool) -> anyhow::Result<Telemetry> {
         .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))?;
     set_tracing_enabled(exporter.is_some());
     Ok(Telemetry { exporter })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::propagation::Injector;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    struct Capture(Option<String>);
+
+    impl Injector for Capture {
+        fn set(&mut self, key: &str, value: String) {
+            if key == "traceparent" {
+                self.0 = Some(value);
+            }
+        }
+    }
+
+    #[test]
+    fn traceparent_is_written_as_the_propagator_writes_it() {
+        for flags in [TraceFlags::SAMPLED, TraceFlags::default()] {
+            let sc = SpanContext::new(
+                TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+                SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+                flags,
+                true,
+                TraceState::default(),
+            );
+            let mut by_propagator = Capture(None);
+            TraceContextPropagator::new().inject_context(
+                &opentelemetry::Context::new().with_remote_span_context(sc.clone()),
+                &mut by_propagator,
+            );
+            assert_eq!(Some(format_traceparent(&sc)), by_propagator.0);
+        }
+    }
 }

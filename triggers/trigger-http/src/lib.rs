@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bv_factor_outbound_http::{BoxFuture, LocalService};
-use bv_routes::Router;
+use bv_routes::{RouteMatch, Router};
 use bv_runtime::AppRuntime;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -198,9 +198,19 @@ impl HttpTrigger {
         client: Option<SocketAddr>,
         full_url: String,
     ) -> Response<WasiBody> {
-        let span = trace::server_span(&req);
+        // Routed first, so that the span is made with its route and
+        // component rather than recorded into (each record visits every
+        // layer).
+        let path = req.uri().path().to_string();
+        let matched = self.router.route(&path);
+        let span = trace::server_span(
+            &req,
+            matched
+                .as_ref()
+                .map(|m| (&*m.target.component, m.target.route.as_str())),
+        );
         let response = self
-            .route_and_dispatch(req, client, full_url)
+            .route_and_dispatch(req, client, full_url, &path, matched)
             .instrument(span.clone())
             .await;
         trace::finish(&span, &response);
@@ -212,12 +222,13 @@ impl HttpTrigger {
         mut req: Request<WasiBody>,
         client: Option<SocketAddr>,
         full_url: String,
+        path: &str,
+        matched: Option<RouteMatch<'_, Arc<RouteTarget>>>,
     ) -> Response<WasiBody> {
         let start = Instant::now();
         let client = client.map(|peer| self.hardening.client(peer, &req));
         let mut ticket = hardening::Ticket::new(&req);
-        let path = req.uri().path().to_string();
-        let Some(matched) = self.router.route(&path) else {
+        let Some(matched) = matched else {
             let response = problem::response(
                 StatusCode::NOT_FOUND,
                 "route-not-found",
@@ -241,7 +252,7 @@ impl HttpTrigger {
         );
         drop(matched);
         let (component, route) = (&*target.component, target.route.as_str());
-        trace::routed(&tracing::Span::current(), component, route, &mut req);
+        trace::propagate(&tracing::Span::current(), &mut req);
         let admitted = self
             .hardening
             .admit(component, route, req, client, &mut ticket)
@@ -266,8 +277,11 @@ impl HttpTrigger {
         component: &str,
         req: Request<WasiBody>,
     ) -> Result<Response<WasiBody>, wasmtime_wasi_http::Error> {
-        let span = trace::server_span(&req);
-        let result = self.chained(component, req).instrument(span.clone()).await;
+        let Some(handler) = self.components.get(component) else {
+            return Err(wasmtime_wasi_http::Error::DestinationNotFound);
+        };
+        let span = trace::server_span(&req, Some((&handler.id, CHAINED_ROUTE)));
+        let result = self.chained(handler, req).instrument(span.clone()).await;
         if let Ok(response) = &result {
             trace::finish(&span, response);
         }
@@ -276,23 +290,15 @@ impl HttpTrigger {
 
     async fn chained(
         &self,
-        component: &str,
+        handler: &ComponentHandler,
         mut req: Request<WasiBody>,
     ) -> Result<Response<WasiBody>, wasmtime_wasi_http::Error> {
         let start = Instant::now();
-        let Some(handler) = self.components.get(component) else {
-            return Err(wasmtime_wasi_http::Error::DestinationNotFound);
-        };
         // Spin's routing of a chained request, not the callee's own routes:
         // see `headers::set_chained`.
         let uri = req.uri().clone();
         headers::set_chained(req.headers_mut(), &uri);
-        trace::routed(
-            &tracing::Span::current(),
-            &handler.id,
-            CHAINED_ROUTE,
-            &mut req,
-        );
+        trace::propagate(&tracing::Span::current(), &mut req);
         Ok(self.dispatch(handler, &handler.chained, req, start).await)
     }
 

@@ -29,9 +29,9 @@ pub(crate) struct TraceLabels {
 }
 
 impl TraceLabels {
-    /// The trace of the current span, when tracing is on.
+    /// The trace of the current span, when it is sampled.
     pub(crate) fn current() -> Option<Self> {
-        bv_telemetry::trace_ids(&tracing::Span::current()).map(|(trace_id, _)| Self { trace_id })
+        bv_telemetry::sampled_trace_id(&tracing::Span::current()).map(|trace_id| Self { trace_id })
     }
 }
 

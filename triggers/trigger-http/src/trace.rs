@@ -14,52 +14,49 @@ use wasmtime_wasi_http::WasiBody;
 
 const TRACEPARENT: &str = "traceparent";
 
-/// A server span for `req`, before routing (the route is recorded by
-/// [`routed`]). With tracing off the span only carries what log lines take
-/// from it, the component and the route: every field of a span is visited
-/// (and, in text logs, formatted) when it is made or recorded, and that cost
-/// several thousand instructions per request for fields nothing read.
-pub(crate) fn server_span(req: &Request<WasiBody>) -> tracing::Span {
+/// A server span for `req`, with where it was routed (`(component,
+/// route)`; `None` when no route matched). With tracing off the span only
+/// carries what log lines take from it, the component and the route: every
+/// field of a span is visited (and, in text logs, formatted) when it is made
+/// or recorded, and that cost several thousand instructions per request for
+/// fields nothing read.
+pub(crate) fn server_span(req: &Request<WasiBody>, routed: Option<(&str, &str)>) -> tracing::Span {
+    let (component, route) = (routed.map(|r| r.0), routed.map(|r| r.1));
     if !tracing_enabled() {
         return tracing::info_span!(
             parent: None,
             "http.server",
-            http.route = Empty,
-            bv.component = Empty,
+            http.route = route,
+            bv.component = component,
         );
     }
+    let name = match route {
+        Some(route) => format!("{} {route}", req.method()),
+        None => req.method().to_string(),
+    };
     let span = tracing::info_span!(
         parent: None,
         "http.server",
-        otel.name = Empty,
+        otel.name = name,
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = req.method().as_str(),
-        http.route = Empty,
+        http.route = route,
         url.path = req.uri().path(),
         http.response.status_code = Empty,
-        bv.component = Empty,
+        bv.component = component,
     );
-    span.record("otel.name", req.method().as_str());
     let inbound = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
     bv_telemetry::set_remote_parent(&span, inbound);
     span
 }
 
-/// Records where `req` was routed and hands the guest the span's own
-/// `traceparent`.
-pub(crate) fn routed(
-    span: &tracing::Span,
-    component: &str,
-    route: &str,
-    req: &mut Request<WasiBody>,
-) {
-    span.record("http.route", route);
-    span.record("bv.component", component);
+/// Hands the guest the span's own `traceparent`, so that what it forwards
+/// continues this trace.
+pub(crate) fn propagate(span: &tracing::Span, req: &mut Request<WasiBody>) {
     if !tracing_enabled() {
         return;
     }
-    span.record("otel.name", format!("{} {route}", req.method()));
     if let Some(value) =
         bv_telemetry::traceparent(span).and_then(|tp| http::HeaderValue::from_str(&tp).ok())
     {
