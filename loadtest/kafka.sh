@@ -20,14 +20,14 @@
 # Writes loadtest/results/kafka-<date>.md.
 #
 # Environment:
-#   EVENTS=20000  RATE=200  DURATION=10 (seconds)
+#   EVENTS=100000  RATE=200  DURATION=10 (seconds)
 #   PGHOST/PGPORT/PGUSER  the server    CARGO_TARGET_DIR  default $HOME/.cache/bitvelocity/target
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-EVENTS="${EVENTS:-20000}"
+EVENTS="${EVENTS:-100000}"
 RATE="${RATE:-200}"
 DURATION="${DURATION:-10}"
 for v in EVENTS RATE DURATION; do

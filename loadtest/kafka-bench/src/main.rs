@@ -237,7 +237,7 @@ async fn out_native(db: &str, brokers: &str, events: usize, follow: bool) -> any
     let producer = kafka::producer(&config)?;
     let mut topics = kafka::Topics::new(&config)?;
     let read = client
-        .prepare("SELECT seq, type, event::text FROM bv_events.outbox WHERE seq > $1 ORDER BY seq LIMIT 256")
+        .prepare("SELECT seq, type, event::text FROM bv_events.outbox WHERE seq > $1 ORDER BY seq LIMIT 1024")
         .await?;
     let (mut position, mut done) = (0i64, 0usize);
     while follow || done < events {

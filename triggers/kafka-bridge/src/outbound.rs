@@ -22,7 +22,7 @@ use crate::metrics::{Metrics, TopicLabels};
 use crate::retry::Retry;
 
 /// Events read and produced per round.
-const BATCH: i64 = 256;
+const BATCH: i64 = 1024;
 /// How often to look without a notification.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -94,6 +94,7 @@ impl Outbound {
         bv_outbox::ensure_schema(&mut client)
             .await
             .context("creating schema bv_events")?;
+        bv_outbox::prepare_reader(&client).await?;
         client.batch_execute("LISTEN bv_events").await?;
 
         let mut standing_by = false;

@@ -13,5 +13,5 @@ pub mod subscription;
 
 pub use schema::{ensure_schema, LOCK_CLASS};
 pub use subscription::{
-    advance, next_batch, register, try_lock, Batch, OutboxEvent, Position, Start,
+    advance, next_batch, prepare_reader, register, try_lock, Batch, OutboxEvent, Position, Start,
 };

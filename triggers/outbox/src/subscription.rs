@@ -98,6 +98,21 @@ impl Batch {
     }
 }
 
+/// Prepares a reader's own session for [`next_batch`]: order from the
+/// index, not from a sort.
+///
+/// Right after a burst fills the outbox its statistics are stale, and the
+/// planner, expecting a few rows after the position, reads every row after it
+/// (a bitmap or a sequential scan) and sorts them all to return the first
+/// batch: 35–45 ms per batch of 1,024 with 100,000 waiting, against 0.5 ms
+/// walking the `(tx, seq)` index, which returns them in order. With sorts
+/// priced out the index walk is the cheapest plan whatever the estimate.
+/// Only this session's statements (the reader's own) are affected.
+pub async fn prepare_reader(client: &Client) -> anyhow::Result<()> {
+    client.batch_execute("SET enable_sort = off").await?;
+    Ok(())
+}
+
 /// Creates the subscription `name`'s row if it is new (starting at
 /// `start`), and records its component and patterns (for `bv events list`).
 pub async fn register(

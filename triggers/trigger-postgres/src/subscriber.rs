@@ -148,6 +148,7 @@ impl<S: Sink> Subscriber<S> {
         ensure_schema(&mut client)
             .await
             .context("creating schema bv_events")?;
+        bv_outbox::prepare_reader(&client).await?;
         client.batch_execute("LISTEN bv_events").await?;
 
         // Take the subscription; stand by while another process has it.
