@@ -384,6 +384,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tx.batch_execute(bv_events::POSTGRES_SCHEMA).await?;
         tx.commit().await?;
     }
+    // As the trigger's reader: order from the index, not a sort
+    // (bv_outbox::prepare_reader).
+    reader.batch_execute("SET enable_sort = off").await?;
     reader.batch_execute("LISTEN bv_events").await?;
     let locked: bool = reader
         .query_one(
