@@ -55,8 +55,6 @@ pub struct Args {
 
 /// Events read per query, as the trigger's `BATCH`.
 const BATCH: i64 = 128;
-/// The trigger's advisory-lock class.
-const LOCK_CLASS: i32 = 25206;
 
 /// The component's tables, verbatim.
 const TABLES: &[&str] = &[
@@ -354,47 +352,16 @@ async fn connect(db: &str, wake: Option<Arc<Notify>>) -> anyhow::Result<Client> 
     Ok(client)
 }
 
-/// A manifest pattern as SQL `LIKE` (the trigger's `pattern::to_like`).
-fn to_like(pattern: &str) -> String {
-    let mut out = String::new();
-    for c in pattern.chars() {
-        match c {
-            '*' => out.push('%'),
-            '%' | '_' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Consumes until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
     let mut reader = connect(&args.db, Some(wake.clone())).await?;
-    // The schema, as the trigger makes it.
-    {
-        let tx = reader.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_CLASS])
-            .await?;
-        tx.batch_execute("SET LOCAL client_min_messages = warning")
-            .await?;
-        tx.batch_execute(bv_events::POSTGRES_SCHEMA).await?;
-        tx.commit().await?;
-    }
-    // As the trigger's reader: order from the index, not a sort
-    // (bv_outbox::prepare_reader).
-    reader.batch_execute("SET enable_sort = off").await?;
+    // The schema, the reader's session and the lock, as the trigger has
+    // them (bv-outbox).
+    bv_outbox::ensure_schema(&mut reader).await?;
+    bv_outbox::prepare_reader(&reader).await?;
     reader.batch_execute("LISTEN bv_events").await?;
-    let locked: bool = reader
-        .query_one(
-            "SELECT pg_try_advisory_lock($1, hashtext($2))",
-            &[&LOCK_CLASS, &args.subscription],
-        )
-        .await?
-        .get(0);
+    let locked = bv_outbox::try_lock(&reader, &args.subscription).await?;
     if !locked {
         bail!(
             "subscription `{}` is delivered elsewhere",
@@ -416,7 +383,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         idle.push(Handler::new(&args.db).await?);
     }
     let idle = std::sync::Mutex::new(idle);
-    let likes: Vec<String> = args.events.iter().map(|p| to_like(p)).collect();
+    let likes: Vec<String> = args
+        .events
+        .iter()
+        .map(|p| bv_outbox::pattern::to_like(p))
+        .collect();
     let poll = Duration::from_millis(args.poll_interval_ms);
     let mut term = signal(SignalKind::terminate())?;
     println!(
