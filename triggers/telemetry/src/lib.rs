@@ -104,20 +104,12 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
-/// `(trace_id, span_id)` of `span` in lowercase hex, for log lines.
-pub fn trace_ids(span: &tracing::Span) -> Option<(String, String)> {
-    if !tracing_enabled() {
-        return None;
-    }
-    let context = span.context();
-    let otel = context.span();
-    let sc = otel.span_context();
-    sc.is_valid().then(|| {
-        let (mut trace_id, mut span_id) = (String::with_capacity(32), String::with_capacity(16));
-        push_hex(&mut trace_id, &sc.trace_id().to_bytes());
-        push_hex(&mut span_id, &sc.span_id().to_bytes());
-        (trace_id, span_id)
-    })
+/// `(trace_id, span_id)` of `sc` in lowercase hex, for log lines.
+pub(crate) fn hex_ids(sc: &opentelemetry::trace::SpanContext) -> (String, String) {
+    let (mut trace_id, mut span_id) = (String::with_capacity(32), String::with_capacity(16));
+    push_hex(&mut trace_id, &sc.trace_id().to_bytes());
+    push_hex(&mut span_id, &sc.span_id().to_bytes());
+    (trace_id, span_id)
 }
 
 /// The trace id of `span` in lowercase hex when its trace is sampled (is
@@ -130,11 +122,7 @@ pub fn sampled_trace_id(span: &tracing::Span) -> Option<String> {
     let context = span.context();
     let otel = context.span();
     let sc = otel.span_context();
-    (sc.is_valid() && sc.is_sampled()).then(|| {
-        let mut trace_id = String::with_capacity(32);
-        push_hex(&mut trace_id, &sc.trace_id().to_bytes());
-        trace_id
-    })
+    (sc.is_valid() && sc.is_sampled()).then(|| hex_ids(sc).0)
 }
 
 /// Records a finished span `name` (kind internal) under `parent` that ran

@@ -176,8 +176,7 @@ fn otel_ids(id: &Id) -> Option<(String, String)> {
         let context = tracing_opentelemetry::get_otel_context(id, dispatch)?;
         let span = context.span();
         let sc = span.span_context();
-        sc.is_valid()
-            .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+        sc.is_valid().then(|| crate::hex_ids(sc))
     })
 }
 
