@@ -60,6 +60,97 @@ pub struct BridgeConfig {
     /// Topics to consume into the outbox.
     #[serde(default, rename = "in")]
     pub inbound: Vec<InRoute>,
+    /// Row changes of tables to Kafka (change data capture).
+    #[serde(default)]
+    pub cdc: Option<CdcConfig>,
+}
+
+/// Change data capture: chosen tables' row changes, read from PostgreSQL's
+/// logical replication, to Kafka in Debezium's envelope.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdcConfig {
+    /// The tables, `schema.table`.
+    pub tables: Vec<String>,
+    /// The logical replication slot, created when missing.
+    #[serde(default = "default_cdc_slot")]
+    pub slot: String,
+    /// The publication naming the tables, created (or set to exactly
+    /// these tables) at start.
+    #[serde(default = "default_cdc_slot")]
+    pub publication: String,
+    /// Topics are `<topic_prefix>.<schema>.<table>`; also the logical
+    /// server name in each event's `source.name`.
+    #[serde(default = "default_cdc_prefix")]
+    pub topic_prefix: String,
+    /// The database whose tables are read; when unset, the bridge's.
+    #[serde(default)]
+    pub db_url: Option<String>,
+    /// How often the slot is read when it had nothing, in milliseconds.
+    #[serde(default = "default_cdc_poll_ms")]
+    pub poll_interval_ms: u64,
+}
+
+/// The default slot and publication of change data capture.
+pub const DEFAULT_CDC_SLOT: &str = "bv_kafka_bridge";
+/// The default prefix of change data capture's topics.
+pub const DEFAULT_CDC_PREFIX: &str = "bv.cdc";
+
+fn default_cdc_slot() -> String {
+    DEFAULT_CDC_SLOT.into()
+}
+fn default_cdc_prefix() -> String {
+    DEFAULT_CDC_PREFIX.into()
+}
+fn default_cdc_poll_ms() -> u64 {
+    200
+}
+
+impl CdcConfig {
+    /// Checks what serde cannot; the error starts with the field's name.
+    fn check(&self) -> Result<(), String> {
+        if self.tables.is_empty() {
+            return Err("tables: give at least one `schema.table`".into());
+        }
+        for (i, table) in self.tables.iter().enumerate() {
+            let parts: Vec<&str> = table.split('.').collect();
+            if parts.len() != 2 || !parts.iter().all(|p| identifier(p)) {
+                return Err(format!(
+                    "tables[{i}]: `{table}` is not `schema.table` (letters, digits and `_`, not starting with a digit)"
+                ));
+            }
+        }
+        // PostgreSQL's rule for slot names; publications take the same here.
+        for (field, name) in [("slot", &self.slot), ("publication", &self.publication)] {
+            if name.is_empty()
+                || name.len() > 63
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(format!(
+                    "{field}: `{name}` must be 1 to 63 of lower-case letters, digits and `_`"
+                ));
+            }
+        }
+        check_topic(&format!("{}.s.t", self.topic_prefix))
+            .map_err(|e| format!("topic_prefix: {e}"))?;
+        if !(10..=60_000).contains(&self.poll_interval_ms) {
+            return Err(format!(
+                "poll_interval_ms: {} is not within 10..=60000",
+                self.poll_interval_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Events of matching types go to one topic.
@@ -183,8 +274,14 @@ pub fn parse(text: &str) -> anyhow::Result<Loaded> {
 impl BridgeConfig {
     /// Checks what serde cannot; the error starts with the field's path.
     fn check(&self) -> Result<(), String> {
-        if self.out.is_empty() && self.inbound.is_empty() {
-            return Err("out: nothing to bridge: give at least one [[out]] or [[in]] entry".into());
+        if self.out.is_empty() && self.inbound.is_empty() && self.cdc.is_none() {
+            return Err(
+                "out: nothing to bridge: give at least one [[out]] or [[in]] entry, or [cdc]"
+                    .into(),
+            );
+        }
+        if let Some(cdc) = &self.cdc {
+            cdc.check().map_err(|e| format!("cdc.{e}"))?;
         }
         if self.brokers.trim().is_empty() {
             return Err("brokers: must not be empty".into());
@@ -393,6 +490,23 @@ wrap = { type = "com.bitvelocity.order.placed.v1", source = "/partner", subject 
                 "partitions = 0\n[[out]]\nevents = [\"*\"]\n",
                 "partitions: 0 is not within",
             ),
+            ("[cdc]\ntables = []\n", "cdc.tables: give at least one"),
+            (
+                "[cdc]\ntables = [\"orders\"]\n",
+                "cdc.tables[0]: `orders` is not `schema.table`",
+            ),
+            (
+                "[cdc]\ntables = [\"public.orders; drop\"]\n",
+                "cdc.tables[0]:",
+            ),
+            (
+                "[cdc]\ntables = [\"public.orders\"]\nslot = \"Bad-Slot\"\n",
+                "cdc.slot: `Bad-Slot` must be",
+            ),
+            (
+                "[cdc]\ntables = [\"public.orders\"]\npoll_interval_ms = 0\n",
+                "cdc.poll_interval_ms: 0 is not within",
+            ),
         ] {
             let e = format!("{:#}", parse(text).unwrap_err());
             assert!(e.contains(want), "{text:?}: {e}");
@@ -402,6 +516,17 @@ wrap = { type = "com.bitvelocity.order.placed.v1", source = "/partner", subject 
             parse("spin_manifest_version = 2\n[application]\nname = \"x\"\n").unwrap_err()
         );
         assert!(e.contains("no [application.tool.kafka-bridge]"), "{e}");
+    }
+
+    #[test]
+    fn change_data_capture_alone_is_something_to_bridge() {
+        let c = parse("[cdc]\ntables = [\"public.orders\", \"shop.line_items\"]\n")
+            .unwrap()
+            .config;
+        let cdc = c.cdc.unwrap();
+        assert_eq!(cdc.slot, DEFAULT_CDC_SLOT);
+        assert_eq!(cdc.publication, DEFAULT_CDC_SLOT);
+        assert_eq!(cdc.topic_prefix, DEFAULT_CDC_PREFIX);
     }
 
     #[test]

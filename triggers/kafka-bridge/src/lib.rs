@@ -8,12 +8,16 @@
 //! - **In** ([`inbound`]): records of configured topics into the outbox,
 //!   checked and deduplicated by event id, offsets committed only after the
 //!   write; refused records to a dead-letter topic.
+//! - **Change data capture** ([`cdc`]): chosen tables' row changes from
+//!   PostgreSQL's logical replication to topics in Debezium's envelope, the
+//!   slot advanced only after the broker acknowledged.
 //!
 //! Configured by `[application.tool.kafka-bridge]` in the app's `spin.toml`
 //! ([`config`]); metrics on its own admin listener ([`admin`]).
 
 pub mod admin;
 pub mod binding;
+pub mod cdc;
 pub mod config;
 pub mod inbound;
 pub mod kafka;

@@ -99,6 +99,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         };
         halves.spawn(out.run(stop.clone()));
     }
+    if let Some(cdc) = &bridge.cdc {
+        let captured = match &cdc.db_url {
+            Some(url) => url.parse().map_err(|e| {
+                anyhow::anyhow!("cdc.db_url: the database address is not valid: {e}")
+            })?,
+            None => db.clone(),
+        };
+        let cdc = bv_kafka_bridge::cdc::Cdc {
+            config: bridge.clone(),
+            db: captured,
+            metrics: metrics.clone(),
+        };
+        halves.spawn(cdc.run(stop.clone()));
+    }
     let mut groups: std::collections::BTreeMap<&str, Vec<_>> = Default::default();
     for route in &bridge.inbound {
         groups

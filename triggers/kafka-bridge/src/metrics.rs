@@ -26,7 +26,7 @@ pub struct InLabels {
 /// A failure, by the half that met it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    /// `out` or `in`.
+    /// `out`, `in` or `cdc`.
     pub direction: &'static str,
 }
 
@@ -42,6 +42,9 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     /// Events in the outbox after the outbound position that it takes.
     pub out_lag: Gauge,
+    /// WAL bytes the change data capture slot holds back (written since
+    /// its position).
+    pub cdc_lag: Gauge,
 }
 
 impl Metrics {
@@ -67,6 +70,11 @@ impl Metrics {
             "out_lag_events",
             "Outbox events the outbound half has yet to produce",
             self.out_lag.clone(),
+        );
+        r.register(
+            "cdc_lag_bytes",
+            "WAL bytes written since the change data capture slot's position",
+            self.cdc_lag.clone(),
         );
     }
 

@@ -321,6 +321,17 @@ struct Read {
 /// Reads every partition of `topic` from the start until `want` records
 /// came or `limit` passed.
 fn read_topic(broker: &Broker, topic: &str, want: usize, limit: Duration) -> Vec<Read> {
+    read_topic_until(broker, topic, limit, |records| records.len() >= want)
+}
+
+/// Reads every partition of `topic` from the start until `done` says so or
+/// `limit` passed.
+fn read_topic_until(
+    broker: &Broker,
+    topic: &str,
+    limit: Duration,
+    done: impl Fn(&[Read]) -> bool,
+) -> Vec<Read> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.address())
         .set("group.id", format!("reader-{}", free_port()))
@@ -349,7 +360,7 @@ fn read_topic(broker: &Broker, topic: &str, want: usize, limit: Duration) -> Vec
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    while out.len() < want && Instant::now() < deadline {
+    while !done(&out) && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let mut headers = BTreeMap::new();
             if let Some(hs) = m.headers() {
@@ -915,4 +926,326 @@ topic = "partner.deletions"
         metrics.contains("bv_kafka_bridge_errors_total{direction=\"in\"}"),
         "{metrics}"
     );
+}
+
+// ------------------------------------------------------------------ cdc
+
+/// A private PostgreSQL with logical replication, its `postgres` database
+/// holding `shop.orders` (replica identity `FULL`, so updates and deletes
+/// carry the whole old row) and `shop.audit` (not captured).
+async fn logical_postgres() -> (PrivatePostgres, Db) {
+    let pg = PrivatePostgres::start_with(&[("wal_level", "logical")]);
+    let db = Db::on(pg.port, "postgres".into(), false).await;
+    db.client
+        .batch_execute(
+            "CREATE SCHEMA shop;
+             CREATE TABLE shop.orders (id bigint PRIMARY KEY, customer text NOT NULL,
+                                       total numeric(12,2), paid boolean NOT NULL, note jsonb);
+             ALTER TABLE shop.orders REPLICA IDENTITY FULL;
+             CREATE TABLE shop.audit (id serial PRIMARY KEY, what text);",
+        )
+        .await
+        .unwrap();
+    (pg, db)
+}
+
+const CDC_CONFIG: &str = "[cdc]\ntables = [\"shop.orders\"]\npoll_interval_ms = 50\n";
+const CDC_TOPIC: &str = "bv.cdc.shop.orders";
+
+async fn slot_exists(db: &Db) -> bool {
+    db.client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'bv_kafka_bridge'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .is_some()
+}
+
+async fn current_lsn(db: &Db) -> String {
+    db.client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Whether the slot's position is at or past `lsn`.
+async fn slot_reached(db: &Db, lsn: &str) -> bool {
+    db.client
+        .query_one(
+            "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots
+             WHERE slot_name = 'bv_kafka_bridge'",
+            &[&lsn],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn order_id(r: &Read) -> i64 {
+    let key: serde_json::Value = serde_json::from_str(r.key.as_deref().unwrap()).unwrap();
+    key["id"].as_i64().unwrap()
+}
+
+/// The ids of the `c` events among `records`, each once.
+fn created_ids(records: &[Read]) -> std::collections::BTreeSet<i64> {
+    records
+        .iter()
+        .filter(|r| r.value["op"] == "c")
+        .map(order_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cdc_produces_row_changes_in_debeziums_envelope_in_commit_order_per_row() {
+    let broker = Broker::start();
+    let (_pg, db) = logical_postgres().await;
+    let bridge = Bridge::start(CDC_CONFIG, &db, &broker);
+    wait_until("the slot exists", Duration::from_secs(30), || {
+        slot_exists(&db)
+    })
+    .await;
+
+    db.client
+        .batch_execute(
+            r#"BEGIN;
+               INSERT INTO shop.orders VALUES (1, 'ann', 12.50, false, '{"gift": true}');
+               INSERT INTO shop.orders VALUES (2, 'bob', 3.00, false, NULL);
+               COMMIT;
+               UPDATE shop.orders SET paid = true WHERE id = 1;
+               INSERT INTO shop.audit (what) VALUES ('not captured');
+               DELETE FROM shop.orders WHERE id = 2;
+               INSERT INTO shop.orders VALUES (3, 'cy', NULL, false, NULL);"#,
+        )
+        .await
+        .unwrap();
+    let done = current_lsn(&db).await;
+
+    // c1 c2 u1 d2 tombstone2 c3
+    let records = read_topic(&broker, CDC_TOPIC, 6, Duration::from_secs(60));
+    assert_eq!(records.len(), 6, "{records:#?}\n{}", bridge.log());
+    let mut by_row: BTreeMap<i64, Vec<&Read>> = BTreeMap::new();
+    for r in &records {
+        by_row.entry(order_id(r)).or_default().push(r);
+    }
+    let ops = |id: i64| -> Vec<String> {
+        by_row[&id]
+            .iter()
+            .map(|r| r.value["op"].as_str().unwrap_or("tombstone").to_string())
+            .collect()
+    };
+    assert_eq!(ops(1), ["c", "u"]);
+    assert_eq!(ops(2), ["c", "d", "tombstone"]);
+    assert_eq!(ops(3), ["c"]);
+
+    let created = &by_row[&1][0].value;
+    assert_eq!(created["before"], serde_json::Value::Null);
+    assert_eq!(
+        created["after"],
+        serde_json::json!({"id": 1, "customer": "ann", "total": "12.50", "paid": false,
+                           "note": "{\"gift\": true}"})
+    );
+    let source = &created["source"];
+    assert_eq!(source["connector"], "postgresql");
+    assert_eq!(source["name"], "bv.cdc");
+    assert_eq!(
+        (&source["db"], &source["schema"], &source["table"]),
+        (&"postgres".into(), &"shop".into(), &"orders".into())
+    );
+    assert!(
+        source["ts_ms"].as_i64().unwrap() > 1_700_000_000_000,
+        "{source}"
+    );
+    // One transaction, one txId; later changes have later LSNs.
+    assert_eq!(source["txId"], by_row[&2][0].value["source"]["txId"]);
+    let lsn = |r: &Read| r.value["source"]["lsn"].as_u64().unwrap();
+    assert!(lsn(by_row[&1][1]) > lsn(by_row[&1][0]));
+
+    // The key is the primary key, also under replica identity FULL.
+    assert_eq!(by_row[&1][1].key.as_deref(), Some(r#"{"id":1}"#));
+    let updated = &by_row[&1][1].value;
+    assert_eq!(updated["before"]["paid"], false);
+    assert_eq!(updated["after"]["paid"], true);
+    let deleted = &by_row[&2][1].value;
+    assert_eq!(deleted["after"], serde_json::Value::Null);
+    assert_eq!(deleted["before"]["customer"], "bob");
+    assert_eq!(
+        by_row[&3][0].value["after"]["total"],
+        serde_json::Value::Null
+    );
+
+    // Only the configured table is published, and the slot moved past
+    // what was produced.
+    let published: Vec<String> = db
+        .client
+        .query(
+            "SELECT schemaname || '.' || tablename FROM pg_publication_tables
+             WHERE pubname = 'bv_kafka_bridge'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(published, ["shop.orders"]);
+    wait_until("the slot moved on", Duration::from_secs(30), || {
+        slot_reached(&db, &done)
+    })
+    .await;
+    let metrics = bridge.metrics();
+    assert!(
+        metrics.contains(&format!(
+            "bv_kafka_bridge_produced_events_total{{topic=\"{CDC_TOPIC}\"}} 6"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bv_kafka_bridge_cdc_lag_bytes"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cdc_loses_nothing_across_a_kill_9_and_moves_the_slot_only_after_the_broker_acknowledged() {
+    let mut broker = Broker::start();
+    let (_pg, db) = logical_postgres().await;
+    let bridge = Bridge::start(CDC_CONFIG, &db, &broker);
+    wait_until("the slot exists", Duration::from_secs(30), || {
+        slot_exists(&db)
+    })
+    .await;
+
+    // Rows arrive one transaction each while the bridge is killed and
+    // started again.
+    let writer = {
+        let url = db.url();
+        tokio::spawn(async move {
+            let client = connect(&url).await;
+            for i in 1..=300i64 {
+                client
+                    .execute(
+                        "INSERT INTO shop.orders (id, customer, paid) VALUES ($1, $2, false)",
+                        &[&i, &format!("c{i}")],
+                    )
+                    .await
+                    .unwrap();
+                if i % 3 == 0 {
+                    client
+                        .execute("UPDATE shop.orders SET paid = true WHERE id = $1", &[&i])
+                        .await
+                        .unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        })
+    };
+    let first = read_topic(&broker, CDC_TOPIC, 20, Duration::from_secs(60));
+    assert!(first.len() >= 20, "{}", bridge.log());
+    bridge.kill_9();
+    let bridge = Bridge::start(CDC_CONFIG, &db, &broker);
+    writer.await.unwrap();
+    let records = read_topic_until(&broker, CDC_TOPIC, Duration::from_secs(90), |records| {
+        created_ids(records).len() >= 300
+    });
+    assert_eq!(
+        created_ids(&records),
+        (1..=300).collect(),
+        "{}",
+        bridge.log()
+    );
+    // At least once, a repeat bounded by what one round reads; and each
+    // row's update comes after its insert.
+    assert!(records.len() <= 400 + 1024, "{} records", records.len());
+    let mut created = std::collections::HashSet::new();
+    for r in &records {
+        let id = order_id(r);
+        match r.value["op"].as_str().unwrap() {
+            "c" => {
+                created.insert(id);
+            }
+            "u" => assert!(created.contains(&id), "row {id} updated before created"),
+            other => panic!("unexpected op {other}"),
+        }
+    }
+
+    // With the broker down, the slot stays before the changes made
+    // meanwhile; once it is back, they arrive.
+    let settled = current_lsn(&db).await;
+    wait_until("the slot caught up", Duration::from_secs(30), || {
+        slot_reached(&db, &settled)
+    })
+    .await;
+    broker.kill();
+    let before = current_lsn(&db).await;
+    for i in 1001..=1050i64 {
+        db.client
+            .execute(
+                "INSERT INTO shop.orders (id, customer, paid) VALUES ($1, 'late', false)",
+                &[&i],
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after_first_change = db
+        .client
+        .query_one(
+            "SELECT confirmed_flush_lsn > $1::text::pg_lsn FROM pg_replication_slots
+             WHERE slot_name = 'bv_kafka_bridge'",
+            &[&before],
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0);
+    assert!(
+        !after_first_change,
+        "the slot moved past changes no broker acknowledged"
+    );
+    broker.restart();
+    let records = read_topic_until(&broker, CDC_TOPIC, Duration::from_secs(90), |records| {
+        created_ids(records).len() >= 50
+    });
+    assert_eq!(
+        created_ids(&records),
+        (1001..=1050).collect(),
+        "{}",
+        bridge.log()
+    );
+    let (status, log) = bridge.terminate();
+    assert!(status.success(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cdc_without_logical_replication_is_a_clear_error_and_the_bridge_keeps_trying() {
+    let broker = Broker::start();
+    let _pg = PrivatePostgres::start();
+    let db = Db::on(_pg.port, "postgres".into(), false).await;
+    let bridge = Bridge::start("[cdc]\ntables = [\"public.t\"]\n", &db, &broker);
+    wait_until("the error is logged", Duration::from_secs(30), || async {
+        bridge.log().contains("wal_level = logical")
+    })
+    .await;
+    assert!(
+        bridge
+            .log()
+            .contains("the database's wal_level is `replica`"),
+        "{}",
+        bridge.log()
+    );
+    let metrics = bridge.metrics();
+    assert!(
+        metrics.contains("bv_kafka_bridge_errors_total{direction=\"cdc\"}"),
+        "{metrics}"
+    );
+    // Nothing was created on the way to the error.
+    let slots: i64 = db
+        .client
+        .query_one("SELECT count(*) FROM pg_replication_slots", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0);
 }

@@ -76,11 +76,18 @@ pub struct PrivatePostgres {
     bin: PathBuf,
     as_postgres: bool,
     running: bool,
+    settings: String,
 }
 
 impl PrivatePostgres {
     /// A new cluster, started.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A new cluster with server settings of its own (`name`, `value`, as
+    /// in `postgresql.conf`, e.g. `("wal_level", "logical")`), started.
+    pub fn start_with(settings: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let as_postgres = running_as_root();
         if as_postgres {
@@ -97,6 +104,10 @@ impl PrivatePostgres {
             bin: pg_bin(),
             as_postgres,
             running: false,
+            settings: settings
+                .iter()
+                .map(|(name, value)| format!(" -c {name}={value}"))
+                .collect(),
         };
         let data = pg.data();
         pg.run(
@@ -151,9 +162,10 @@ impl PrivatePostgres {
     /// when it was stopped with `immediate`).
     pub fn restart(&mut self) {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.settings
         );
         let data = self.data();
         let log = self.dir.path().join("server.log");
