@@ -26,6 +26,8 @@ fi
 say "checking formatting"
 cargo fmt --all --check
 (cd components && cargo fmt --all --check)
+say "linting the GitHub workflows"
+bash infra/scripts/actionlint.sh
 say "building bv and the components"
 cargo build --release -p bv
 "$BV" build
