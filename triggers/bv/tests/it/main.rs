@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod analytics;
 mod api_fuzz;
 mod auth;
 mod auth_bulkhead;
