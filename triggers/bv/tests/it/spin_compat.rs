@@ -403,7 +403,7 @@ fn every_mount_is_the_manifests_route() {
     checked.sort();
     assert_eq!(
         checked,
-        ["auth", "cart", "inventory", "order", "payment", "product"],
+        ["auth", "cart", "inventory", "order", "order-analytics", "payment", "product"],
         "components that route with bv_service::path_info"
     );
 }
