@@ -90,6 +90,11 @@ struct UpArgs {
     /// Directory for compiled code (default: <state-dir>/cache).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Serve only this component (repeat for several): the others' routes
+    /// and triggers are absent, and chaining to one answers 502. As Spin's
+    /// `--component-id`; SpinKube passes one per selected component.
+    #[arg(long = "component-id", value_name = "ID")]
+    component_id: Vec<String>,
     /// Log lines as JSON objects (one per line) or human-readable text
     /// (default: text when stderr is a terminal, JSON otherwise).
     #[arg(long, env = "BV_LOG_FORMAT", value_enum)]
@@ -208,7 +213,23 @@ fn up(args: UpArgs) -> anyhow::Result<i32> {
     if args.build {
         build(&manifest)?;
     }
-    let app = bv_manifest::load(&manifest)?;
+    let mut app = bv_manifest::load(&manifest)?;
+    app.select(&args.component_id)?;
+    if !app.unselected.is_empty() {
+        tracing::info!(
+            "serving components {} (--component-id); not deployed here: {}",
+            app.components
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            app.unselected
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     compat::report(&app);
     let runtime_config = match &args.runtime_config_file {
         Some(path) => bv_manifest::load_runtime_config(path)?,

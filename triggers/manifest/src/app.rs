@@ -1,7 +1,7 @@
 //! The validated application, [`App`]: its `[application]` section and the
 //! lookups the trigger crates make on it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use crate::{BvSettings, Component, HttpTrigger, ManifestError, Variable};
@@ -27,6 +27,10 @@ pub struct App {
     pub components: BTreeMap<String, Component>,
     /// `[application.tool.bv]`, with defaults filled in.
     pub bv: BvSettings,
+    /// Components of the manifest left out by [`App::select`]: absent here,
+    /// so chaining to one is answered as "not deployed", not "no such
+    /// component".
+    pub unselected: BTreeSet<String>,
 }
 
 /// `[application]`.
@@ -111,6 +115,49 @@ impl App {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Keeps only the components `ids` (Spin's `--component-id`, SpinKube's
+    /// `components`), and only the triggers of those: the others' routes,
+    /// subscriptions and schedules are absent. An id the manifest does not
+    /// define is an error that lists the ones it does.
+    pub fn select(&mut self, ids: &[String]) -> Result<(), ManifestError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for id in ids {
+            if !self.components.contains_key(id) {
+                return Err(ManifestError::new(
+                    &self.path,
+                    "--component-id",
+                    format!(
+                        "component `{id}` is not defined; the manifest's components are: {}",
+                        self.components
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        let keep: BTreeSet<&String> = ids.iter().collect();
+        let (kept, dropped): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            std::mem::take(&mut self.components)
+                .into_iter()
+                .partition(|(id, _)| keep.contains(id));
+        self.components = kept;
+        self.unselected.extend(dropped.into_keys());
+        self.http_triggers
+            .retain(|t| self.components.contains_key(&t.component));
+        for triggers in self.other_triggers.values_mut() {
+            triggers.retain(|t| {
+                matches!(t.get("component"), Some(toml::Value::String(c)) if self.components.contains_key(c))
+            });
+        }
+        self.other_triggers
+            .retain(|_, triggers| !triggers.is_empty());
         Ok(())
     }
 

@@ -125,5 +125,6 @@ pub fn parse(text: &str, path: &Path) -> Result<App, ManifestError> {
         other_triggers: raw.trigger.others,
         components,
         bv: app_bv,
+        unselected: Default::default(),
     })
 }

@@ -949,3 +949,43 @@ fn runtime_config_is_validated_against_the_app() {
     app.validate_runtime_config(&RuntimeConfig::default())
         .unwrap();
 }
+
+#[test]
+fn select_keeps_only_the_chosen_components_and_their_triggers() {
+    let mut app = ok(&manifest(
+        r#"
+[[trigger.http]]
+route = "/cart/..."
+component = "cart"
+
+[[trigger.redis]]
+channel = "orders"
+component = "cart"
+
+[[trigger.cron]]
+cron_expression = "0 * * * * *"
+component = "hello"
+
+[component.cart]
+source = "cart.wasm"
+"#,
+    ));
+    app.select(&["cart".into()]).unwrap();
+    assert_eq!(app.components.keys().collect::<Vec<_>>(), ["cart"]);
+    assert_eq!(app.unselected.iter().collect::<Vec<_>>(), ["hello"]);
+    assert_eq!(app.http_triggers.len(), 1);
+    assert_eq!(app.http_triggers[0].component, "cart");
+    assert_eq!(app.other_triggers.keys().collect::<Vec<_>>(), ["redis"]);
+
+    let mut all = ok(&manifest(""));
+    all.select(&[]).unwrap();
+    assert_eq!(all.components.len(), 1, "no selection keeps everything");
+
+    let e = ok(&manifest("")).select(&["ghost".into()]).unwrap_err();
+    assert_eq!(e.field, "--component-id");
+    assert!(
+        e.message
+            .contains("component `ghost` is not defined; the manifest's components are: hello"),
+        "{e}"
+    );
+}

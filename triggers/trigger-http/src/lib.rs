@@ -278,6 +278,22 @@ impl HttpTrigger {
         req: Request<WasiBody>,
     ) -> Result<Response<WasiBody>, wasmtime_wasi_http::Error> {
         let Some(handler) = self.components.get(component) else {
+            if self.runtime.app().unselected.contains(component) {
+                // The app has it, this process does not serve it (selective
+                // deployment): the caller gets an answer, as from a gateway.
+                tracing::warn!(
+                    component,
+                    "chained request to a component not deployed here"
+                );
+                return Ok(problem::response(
+                    StatusCode::BAD_GATEWAY,
+                    "component-not-deployed",
+                    "Bad Gateway",
+                    &format!(
+                        "component `{component}` is not deployed in this process (it was left out by --component-id)"
+                    ),
+                ));
+            }
             return Err(wasmtime_wasi_http::Error::DestinationNotFound);
         };
         let span = trace::server_span(&req, Some((&handler.id, CHAINED_ROUTE)));

@@ -314,3 +314,81 @@ async fn service_chaining_reaches_private_components_in_process() {
         denied.text()
     );
 }
+
+/// `--component-id` (Spin's selective deployment, SpinKube's `components`):
+/// only the chosen components are served; the others' routes and triggers
+/// are absent, and chaining to one answers 502 with a problem.
+#[tokio::test]
+async fn component_id_serves_only_the_chosen_components() {
+    let manifest = format!(
+        "{CHAINED}
+[[trigger.cron]]
+cron_expression = \"* * * * * *\"
+component = \"ticker\"
+[component.ticker]
+source = \"{{wasm:cron-probe}}\"
+"
+    );
+    let app = spawn_app_with(
+        &manifest,
+        Spawn {
+            args: ["--component-id", "front", "--component-id", "closed"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    )
+    .await;
+    // The chosen ones are served…
+    let reply = app.get("/closed/headers").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // …the others' routes are absent (the private `back` has none anyway,
+    // so front reaches it only by chaining), and so are their triggers.
+    let chained = app
+        .get("/front/fetch?url=http%3A%2F%2Fback.spin.internal%2Fheaders")
+        .await;
+    assert_eq!(chained.status, 200, "{}", chained.text());
+    let answer = chained.json();
+    assert_eq!(answer["status"], 502, "{answer}");
+    let problem: serde_json::Value =
+        serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(problem["status"], 502, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("component `back` is not deployed in this process"),
+        "{problem}"
+    );
+    let log = app.log();
+    assert!(
+        log.contains("not deployed here: back, ticker"),
+        "the start-up log names what is left out:\n{log}"
+    );
+    // The listing of what is served has the chosen routes, not the cron
+    // trigger of the component left out.
+    assert!(log.contains("closed: "), "{log}");
+    assert!(
+        !log.contains("ticker: "),
+        "the cron trigger is absent:\n{log}"
+    );
+
+    // An id the manifest does not define is a clear error.
+    let err = try_spawn(
+        &manifest,
+        Spawn {
+            args: ["--component-id", "ghost"].map(String::from).to_vec(),
+            ..Default::default()
+        },
+    )
+    .await
+    .err()
+    .expect("an unknown component id must not start");
+    assert!(
+        err.1.contains(
+            "--component-id: component `ghost` is not defined; the manifest's components are: back, closed, front, ticker"
+        ),
+        "{}",
+        err.1
+    );
+}

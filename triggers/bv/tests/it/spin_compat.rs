@@ -403,7 +403,15 @@ fn every_mount_is_the_manifests_route() {
     checked.sort();
     assert_eq!(
         checked,
-        ["auth", "cart", "inventory", "order", "order-analytics", "payment", "product"],
+        [
+            "auth",
+            "cart",
+            "inventory",
+            "order",
+            "order-analytics",
+            "payment",
+            "product"
+        ],
         "components that route with bv_service::path_info"
     );
 }
