@@ -69,6 +69,9 @@ struct RouteTarget {
 /// The route Spin matches every chained request with.
 const CHAINED_ROUTE: &str = "/...";
 
+/// Spin's reserved route prefix: the runtime's own, before the app's routes.
+const RESERVED_PREFIX: &str = "/.well-known/spin/";
+
 /// The HTTP trigger for one application.
 pub struct HttpTrigger {
     runtime: Arc<AppRuntime>,
@@ -198,6 +201,9 @@ impl HttpTrigger {
         client: Option<SocketAddr>,
         full_url: String,
     ) -> Response<WasiBody> {
+        if let Some(reserved) = req.uri().path().strip_prefix(RESERVED_PREFIX) {
+            return self.reserved(reserved);
+        }
         // Routed first, so that the span is made with its route and
         // component rather than recorded into (each record visits every
         // layer).
@@ -215,6 +221,41 @@ impl HttpTrigger {
             .await;
         trace::finish(&span, &response);
         response
+    }
+
+    /// Spin's reserved routes, answered by the runtime before any of the
+    /// app's (a catch-all route never sees them): `health` (200 `OK` while
+    /// serving; SpinKube's probes ask it), `info` (the app's name and
+    /// version), anything else 404.
+    fn reserved(&self, path: &str) -> Response<WasiBody> {
+        let app = &self.runtime.app().application;
+        let (status, content_type, body) = match path {
+            "health" if self.is_ready() => (StatusCode::OK, "text/plain", "OK".to_string()),
+            "health" => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "not ready".to_string(),
+            ),
+            "info" => (
+                StatusCode::OK,
+                "application/json",
+                serde_json::json!({
+                    "name": app.name,
+                    "version": app.version,
+                    "runtime": format!("bv {}", env!("CARGO_PKG_VERSION")),
+                })
+                .to_string(),
+            ),
+            _ => {
+                return problem::response(
+                    StatusCode::NOT_FOUND,
+                    "route-not-found",
+                    "Not Found",
+                    &format!("`{RESERVED_PREFIX}{path}` is not defined (the runtime reserves `{RESERVED_PREFIX}...`)"),
+                )
+            }
+        };
+        problem::plain(status, content_type, body)
     }
 
     async fn route_and_dispatch(

@@ -14,10 +14,18 @@ pub(crate) fn response(
     title: &str,
     detail: &str,
 ) -> Response<WasiBody> {
-    let body = problem_json(kind, title, status.as_u16(), detail);
+    plain(
+        status,
+        "application/problem+json",
+        problem_json(kind, title, status.as_u16(), detail),
+    )
+}
+
+/// A response of the runtime's own that is not a problem.
+pub(crate) fn plain(status: StatusCode, content_type: &str, body: String) -> Response<WasiBody> {
     Response::builder()
         .status(status)
-        .header(http::header::CONTENT_TYPE, "application/problem+json")
+        .header(http::header::CONTENT_TYPE, content_type)
         .body(
             Full::new(Bytes::from(body))
                 .map_err(|never| match never {})

@@ -534,3 +534,28 @@ fn the_manifest_for_spin_has_only_spins_triggers_and_every_http_component() {
     std::fs::write(dir.path().join("spin.toml"), &text).unwrap();
     bv_manifest::load(&dir.path().join("spin.toml")).expect("bv parses it too");
 }
+
+/// Spin's reserved routes (`/.well-known/spin/...`) are the runtime's, ahead
+/// of the app's: even a catch-all route never sees them. SpinKube's probes
+/// ask `health`.
+#[tokio::test]
+async fn the_reserved_routes_are_answered_by_the_runtime() {
+    let app = spawn_app(&probe_app("/...", "")).await;
+    let health = app.get("/.well-known/spin/health").await;
+    assert_eq!((health.status, health.text().as_str()), (200, "OK"));
+    let info = app.get("/.well-known/spin/info").await;
+    assert_eq!(info.status, 200, "{}", info.text());
+    assert_eq!(info.json()["name"], "test", "{}", info.text());
+    assert!(info.json()["runtime"].as_str().unwrap().starts_with("bv "));
+    let other = app.get("/.well-known/spin/other").await;
+    assert_eq!(other.status, 404);
+    assert_eq!(other.headers["content-type"], "application/problem+json");
+    // Beside them, the catch-all still gets everything else (the probe
+    // itself answers an action it does not know).
+    let beside = app.get("/.well-known/other").await;
+    assert!(
+        beside.text().contains("unknown probe action"),
+        "{}",
+        beside.text()
+    );
+}
