@@ -9,6 +9,16 @@ wit_bindgen::generate!({
     path: "../../wit/deps/spin-cron@2.0.0",
 });
 
+/// `wasi:config/store`: the component's variables, synchronously (the
+/// cron world's handler may not wait on `spin:variables`' async `get`).
+mod config {
+    wit_bindgen::generate!({
+        world: "wasi:config/imports@0.2.0-draft-2024-09-27",
+        path: "../../wit/deps/wasi-runtime-config-2024-09-27",
+    });
+    pub use self::wasi::config::store::get;
+}
+
 /// The timeout when `SAGA_TIMEOUT_SECONDS` is not set.
 const DEFAULT_TIMEOUT_SECONDS: i64 = 30;
 
@@ -26,7 +36,9 @@ impl Guest for Sweeper {
 export!(Sweeper);
 
 fn sweep() -> Result<(), String> {
-    let url = std::env::var("DB_URL").map_err(|_| "environment DB_URL is not set".to_string())?;
+    let url = config::get("db_url")
+        .map_err(|e| format!("reading variable db_url: {e:?}"))?
+        .ok_or_else(|| "variable db_url is not set for this component".to_string())?;
     let timeout = match std::env::var("SAGA_TIMEOUT_SECONDS") {
         Ok(v) => v
             .parse::<i64>()

@@ -11,10 +11,10 @@
 //!    is older than the timeout, marks it `compensating` and publishes
 //!    `order.expired` for it. The cron world's handler is synchronous, and
 //!    a synchronous export may not wait on asynchronous imports (variables,
-//!    outbound HTTP); so this half only uses Postgres' blocking calls and
-//!    reads its settings from the component's environment: `DB_URL` (the
-//!    database, the same as the `db_url` variable) and
-//!    `SAGA_TIMEOUT_SECONDS` (default 30).
+//!    outbound HTTP); so this half only uses Postgres' blocking calls,
+//!    reads the `db_url` variable through `wasi:config/store` (synchronous)
+//!    and the timeout from its environment, `SAGA_TIMEOUT_SECONDS`
+//!    (default 30).
 //! 2. **Event handler** (`[[trigger.postgres]]` on
 //!    `com.bitvelocity.order.expired.v1`): releases the reservation and
 //!    voids or refunds the payment over service chaining, then moves the

@@ -1,4 +1,5 @@
-//! `spin:variables@3.0.0` for `bv`.
+//! `spin:variables@3.0.0` for `bv`, and the same values through
+//! `wasi:config/store` (as Spin offers them).
 //!
 //! Variables are resolved once, when the application starts: every
 //! application variable gets its value from the first provider that knows it
@@ -18,11 +19,15 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "bitvelocity:host/variables-host",
-        imports: { default: store | trappable },
+        imports: {
+            "spin:variables/variables.get": store | trappable,
+            default: trappable,
+        },
     });
 }
 
 use bindings::spin::variables::variables;
+use bindings::wasi::config::store as config_store;
 
 /// A source of variable values other than the manifest's defaults.
 ///
@@ -236,6 +241,36 @@ impl VariablesInstance {
 
 impl variables::Host for VariablesInstance {}
 
+/// `wasi:config/store`: a component's variables by name, synchronously. A
+/// name the component does not declare is `none`, as the interface says; a
+/// name no variable could have is an error that says so.
+impl config_store::Host for VariablesInstance {
+    fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, config_store::Error>> {
+        Ok(match self.lookup(&key) {
+            Ok(value) => Ok(Some(value)),
+            Err(variables::Error::Undefined(_)) => Ok(None),
+            Err(variables::Error::InvalidName(message)) => {
+                Err(config_store::Error::Upstream(message))
+            }
+            Err(other) => Err(config_store::Error::Upstream(format!("{other:?}"))),
+        })
+    }
+
+    fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, config_store::Error>> {
+        let mut all: Vec<(String, String)> = self
+            .vars
+            .values
+            .iter()
+            .map(|(name, value)| (name.clone(), value.value.clone()))
+            .collect();
+        all.sort();
+        Ok(Ok(all))
+    }
+}
+
 impl<T: Send> variables::HostWithStore<T> for HasVariables {
     async fn get(
         accessor: &wasmtime::component::Accessor<T, Self>,
@@ -329,6 +364,7 @@ impl bv_capability::Capability for VariablesCapability {
         get: fn(&mut T) -> &mut Self::InstanceState,
     ) -> anyhow::Result<()> {
         variables::add_to_linker::<T, HasVariables>(linker, get)?;
+        config_store::add_to_linker::<T, HasVariables>(linker, get)?;
         Ok(())
     }
 }
@@ -400,6 +436,32 @@ mod tests {
             instance.lookup("Bad-Name"),
             Err(variables::Error::InvalidName(_))
         ));
+    }
+
+    #[test]
+    fn wasi_config_reads_the_same_values() {
+        let app = TestApp::with_tables(MANIFEST).unwrap();
+        let mut instance = app
+            .prepare(provider(&[("token", "t")]), "web")
+            .unwrap()
+            .instance();
+        use config_store::Host as _;
+        assert_eq!(
+            instance.get("message".into()).unwrap().unwrap(),
+            Some("hello, t".into())
+        );
+        assert_eq!(instance.get("greeting".into()).unwrap().unwrap(), None);
+        assert!(matches!(
+            instance.get("Bad-Name".into()).unwrap(),
+            Err(config_store::Error::Upstream(m)) if m.contains("Bad-Name")
+        ));
+        assert_eq!(
+            instance.get_all().unwrap().unwrap(),
+            [
+                ("message".to_string(), "hello, t".to_string()),
+                ("plain".to_string(), "fixed".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -160,7 +160,6 @@ fn manifest(k: &Knobs) -> String {
         )
         .component_variable("order", "inventory_timeout_ms", "2000")
         .component_variable("order", "breaker_open_ms", &breaker_open)
-        .environment("order-sweeper", "DB_URL", &k.db_url)
         .environment(
             "order-sweeper",
             "SAGA_TIMEOUT_SECONDS",

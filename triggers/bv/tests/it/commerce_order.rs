@@ -19,7 +19,7 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 
 /// Every commerce component the checkout touches, as `spin.toml` has them;
 /// the cart's and the breakers' Redis keys under `prefix`.
-fn manifest(db_url: &str, prefix: &str, latency_ms: u32, saga_timeout: u32) -> String {
+fn manifest(prefix: &str, latency_ms: u32, saga_timeout: u32) -> String {
     RepoManifest::load()
         .only("commerce-order", &CHECKOUT)
         .without_rate_limits()
@@ -31,7 +31,6 @@ fn manifest(db_url: &str, prefix: &str, latency_ms: u32, saga_timeout: u32) -> S
         .component_variable("cart", "cart_key_prefix", prefix)
         .component_variable("order", "breaker_key_prefix", prefix)
         .variable("payment_latency_ms", &latency_ms.to_string())
-        .environment("order-sweeper", "DB_URL", db_url)
         .environment(
             "order-sweeper",
             "SAGA_TIMEOUT_SECONDS",
@@ -72,7 +71,7 @@ impl Shop {
 
     async fn spawn(db: &TestDb, prefix: &str, latency_ms: u32, saga_timeout: u32) -> TestApp {
         spawn_app_with(
-            &manifest(&db.url(), prefix, latency_ms, saga_timeout),
+            &manifest(prefix, latency_ms, saga_timeout),
             Spawn {
                 env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
                     .into_iter()

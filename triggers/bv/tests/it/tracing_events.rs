@@ -33,7 +33,7 @@ const CHECKOUT_EVENTS: &[&str] = &[
 /// The commerce components a checkout touches, as `spin.toml` wires them,
 /// plus `event-sink` subscribed to every order, stock and payment event.
 /// No cron: the tests publish `order.expired` themselves.
-fn manifest(db_url: &str, prefix: &str) -> String {
+fn manifest(prefix: &str) -> String {
     format!(
         r#"spin_manifest_version = 2
 [application]
@@ -133,7 +133,7 @@ auth_public_keys = "{{{{ auth_public_keys }}}}"
 [component.order-sweeper]
 source = "{{wasm:order-sweeper}}"
 allowed_outbound_hosts = ["postgres://127.0.0.1:5432", "http://inventory.spin.internal", "http://payment.spin.internal"]
-environment = {{ DB_URL = "{db_url}", SAGA_TIMEOUT_SECONDS = "30" }}
+environment = {{ SAGA_TIMEOUT_SECONDS = "30" }}
 [component.order-sweeper.variables]
 db_url = "{{{{ db_url }}}}"
 
@@ -165,7 +165,7 @@ impl Shop {
         env.push(("SPIN_VARIABLE_DB_URL".into(), db.url()));
         env.extend(auth_support::env());
         let app = spawn_app_with(
-            &manifest(&db.url(), &prefix),
+            &manifest(&prefix),
             Spawn {
                 env,
                 ..Default::default()
