@@ -24,3 +24,13 @@ pub mod kafka;
 pub mod metrics;
 pub mod outbound;
 pub mod retry;
+
+/// Aborts a task when dropped: a session's connection driver ends with the
+/// session, whichever way it ends.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -20,6 +20,7 @@ use crate::config::BridgeConfig;
 use crate::kafka::{self, Topics};
 use crate::metrics::{Metrics, TopicLabels};
 use crate::retry::Retry;
+use crate::AbortOnDrop;
 
 /// Events read and produced per round.
 const BATCH: i64 = 1024;
@@ -201,13 +202,5 @@ impl Outbound {
             .get(0);
         self.metrics.out_lag.set(lag);
         Ok(())
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

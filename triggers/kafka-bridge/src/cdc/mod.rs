@@ -31,6 +31,7 @@ use crate::config::{BridgeConfig, CdcConfig};
 use crate::kafka::{self, Topics};
 use crate::metrics::{Metrics, TopicLabels};
 use crate::retry::Retry;
+use crate::AbortOnDrop;
 use debezium::{Change, Op, Origin};
 use pgoutput::{Message, Relation};
 
@@ -398,14 +399,6 @@ async fn advance(client: &Client, slot: &str, lsn: &str) -> anyhow::Result<()> {
         .await
         .context("advancing the replication slot")?;
     Ok(())
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]
