@@ -79,7 +79,7 @@ async fn route(req: Request) -> Result<Reply, Problem> {
     let segments: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
-        .map(percent_decode)
+        .map(bv_service::percent_decode)
         .collect::<Option<_>>()
         .ok_or_else(|| Problem::not_found(format!("no resource at `{path}`")))?;
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
@@ -129,25 +129,6 @@ fn product_id(segment: &str) -> Result<ProductId, Problem> {
 fn reservation_id(segment: &str) -> Result<ReservationId, Problem> {
     ReservationId::try_from(segment.to_string())
         .map_err(|_| Problem::not_found(format!("no reservation `{segment}`")))
-}
-
-/// `%XX` escapes decoded; `None` for a broken escape or bytes that are not
-/// UTF-8.
-fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A connection with the inventory tables in place; 503 when the database
@@ -220,18 +201,4 @@ async fn transition(id: ReservationId, to: Status, trace: &Trace) -> Result<Repl
     })
     .await?;
     Ok(json(200, &r.to_json()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_path_segments() {
-        assert_eq!(percent_decode("p-1").as_deref(), Some("p-1"));
-        assert_eq!(percent_decode("a%2Fb%20c").as_deref(), Some("a/b c"));
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%4"), None);
-        assert_eq!(percent_decode("%FF"), None);
-    }
 }

@@ -282,7 +282,7 @@ pub async fn top_products(req: &Request, query: &str) -> Result<Reply, Problem> 
 /// newest first (the customer themself, or an administrator).
 pub async fn customer_orders(req: &Request, segment: &str, query: &str) -> Result<Reply, Problem> {
     let principal = bv_auth::authenticate(req.headers()).await?;
-    let customer = percent_decode(segment).unwrap_or_default();
+    let customer = bv_service::percent_decode(segment).unwrap_or_default();
     if principal.role != Role::Admin && principal.subject.as_str() != customer {
         return Err(bv_auth::guest::forbidden(
             "a customer sees only their own orders",
@@ -336,25 +336,6 @@ pub async fn customer_orders(req: &Request, segment: &str, query: &str) -> Resul
     ))
 }
 
-/// A path segment with its `%XX` escapes decoded; `None` if one is broken
-/// or the result is not UTF-8.
-fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = segment.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,7 +354,5 @@ mod tests {
             "to"
         );
         assert!(instant("to", "1969-12-31T23:59:59Z").is_err());
-        assert_eq!(percent_decode("a%40b").as_deref(), Some("a@b"));
-        assert_eq!(percent_decode("a%4"), None);
     }
 }
