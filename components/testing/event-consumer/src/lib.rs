@@ -39,7 +39,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bv_events_guest::{Event, Reject, Transaction};
 use serde::Deserialize;
-use spin_sdk::pg::{Connection, ParameterValue, PgError, QueryError};
+use spin_sdk::pg::{Connection, ParameterValue};
 
 const TABLES: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS deliveries (
@@ -111,20 +111,23 @@ impl Product {
 
 static TABLES_READY: AtomicBool = AtomicBool::new(false);
 
-/// Runs a `CREATE … IF NOT EXISTS`. Instances handling events side by side
-/// may race to create the same table: the loser fails with a duplicate
-/// (SQLSTATE 42P07 or 23505, once the winner committed), and one more try
-/// finds the table.
-async fn create(conn: &Connection, sql: &str) -> Result<(), spin_sdk::pg::Error> {
-    match conn.execute(sql, Vec::<ParameterValue>::new()).await {
-        Err(spin_sdk::pg::Error::PgError(PgError::QueryFailed(QueryError::DbError(db))))
-            if db.code == "42P07" || db.code == "23505" =>
-        {
-            conn.execute(sql, Vec::<ParameterValue>::new()).await?;
-            Ok(())
-        }
-        other => other.map(|_| ()),
+/// Creates the tables, one instance at a time: instances handling events
+/// side by side would race on `CREATE … IF NOT EXISTS` (a duplicate catalog
+/// row, or a failure while the winner has not committed). A transaction
+/// advisory lock serialises them, as `bv_service::migrate` does; the second
+/// finds the tables.
+async fn create_tables(conn: &Connection) -> anyhow::Result<()> {
+    let tx = Transaction::begin(conn).await?;
+    tx.query(
+        "SELECT pg_advisory_xact_lock(hashtext('event-consumer-tables'))",
+        Vec::<ParameterValue>::new(),
+    )
+    .await?;
+    for sql in TABLES {
+        tx.execute(*sql, Vec::<ParameterValue>::new()).await?;
     }
+    tx.commit().await?;
+    Ok(())
 }
 
 #[bv_events_guest::handler]
@@ -134,9 +137,7 @@ async fn on_event(event: Event<Product>) -> anyhow::Result<()> {
         .context("variable db_url")?;
     let conn = Connection::open(url).await.context("connecting")?;
     if !TABLES_READY.load(Ordering::Relaxed) {
-        for sql in TABLES {
-            create(&conn, sql).await.context("creating tables")?;
-        }
+        create_tables(&conn).await.context("creating tables")?;
         TABLES_READY.store(true, Ordering::Relaxed);
     }
     conn.execute(
