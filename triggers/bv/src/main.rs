@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod compat;
 mod events;
+mod registry;
 
 /// Every request allocates (headers, bodies, per-instance state) across
 /// threads; under load glibc's malloc shows up in profiles (`_int_free`,
@@ -37,6 +38,8 @@ enum Command {
     Build(BuildArgs),
     /// Operate durable events: subscriptions, replay, dead letters.
     Events(events::EventsArgs),
+    /// Push an application to (or pull one from) an OCI registry.
+    Registry(registry::RegistryArgs),
 }
 
 #[derive(Parser)]
@@ -56,9 +59,13 @@ enum Policy {
 
 #[derive(Parser)]
 struct UpArgs {
-    /// The manifest, or a directory holding spin.toml.
+    /// The manifest, a directory holding spin.toml, or an OCI reference
+    /// (registry/name:tag, as `bv registry push` or `spin registry push`
+    /// left it) to pull and run.
     #[arg(short = 'f', long = "from", default_value = "spin.toml")]
     from: PathBuf,
+    #[command(flatten)]
+    registry: registry::RegistryFlags,
     /// Address the HTTP trigger listens on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
@@ -147,6 +154,7 @@ fn main() {
         Command::Up(args) => up(args),
         Command::Build(args) => build(&manifest_path(&args.from)).map(|()| 0),
         Command::Events(args) => events::run(args).map(|()| 0),
+        Command::Registry(args) => registry::run(args).map(|()| 0),
     };
     // Spans still queued reach the collector before the process ends.
     telemetry.shutdown();
@@ -209,7 +217,7 @@ fn build(manifest: &Path) -> anyhow::Result<()> {
 /// in-flight request finished, [`EXIT_DRAIN_CUT`] when the drain timeout cut
 /// some.
 fn up(args: UpArgs) -> anyhow::Result<i32> {
-    let manifest = manifest_path(&args.from);
+    let manifest = registry::resolve_from(&args.from, &args.registry)?;
     if args.build {
         build(&manifest)?;
     }

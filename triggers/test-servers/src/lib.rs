@@ -9,6 +9,9 @@
 //!   as the `postgres` user when the tests run as root, since PostgreSQL
 //!   refuses root), stopped with `pg_ctl stop -m immediate` (like a crash:
 //!   sessions cut, no checkpoint) and started again on the same data.
+//! - [`PrivateRegistry`]: a real OCI registry (Debian's `docker-registry`,
+//!   the CNCF distribution server) on a free port, its storage in a
+//!   temporary directory, optionally behind basic authentication.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -222,5 +225,90 @@ impl Drop for PrivatePostgres {
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+}
+
+/// A user the registry started by [`PrivateRegistry::start_with_auth`]
+/// accepts, and its password.
+pub const REGISTRY_USER: (&str, &str) = ("bv-test", "bv-test-password");
+
+/// `REGISTRY_USER`'s password, bcrypt-hashed as the registry's htpasswd
+/// file wants it.
+const REGISTRY_USER_BCRYPT: &str = "$2b$12$p5faMYA3dQUPzcTfAlVNEus1iLKUo1E6PWPorGuuyi9SIR/eYrmAa";
+
+/// An OCI registry of the test's own.
+pub struct PrivateRegistry {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl PrivateRegistry {
+    /// Starts an anonymous registry.
+    pub fn start() -> Self {
+        Self::start_inner(false)
+    }
+
+    /// Starts a registry that accepts only [`REGISTRY_USER`].
+    pub fn start_with_auth() -> Self {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(auth: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let storage = dir.path().join("storage");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        );
+        if auth {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(
+                &htpasswd,
+                format!("{}:{REGISTRY_USER_BCRYPT}\n", REGISTRY_USER.0),
+            )
+            .expect("htpasswd");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: bv-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry) must be installed");
+        wait_for_port(port, "docker-registry");
+        Self { dir, port, child }
+    }
+
+    /// `127.0.0.1:<port>`, the host part of a reference.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The file holding the blob with `digest` (`sha256:<hex>`) in the
+    /// registry's storage, for tests that tamper with it.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for PrivateRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

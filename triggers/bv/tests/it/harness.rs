@@ -53,7 +53,7 @@ pub fn probe_wasm() -> &'static Path {
 }
 
 /// Replaces `{probe}` and `{wasm:<crate>}` in a manifest with component paths.
-fn resolve_sources(manifest: &str) -> String {
+pub fn resolve_sources(manifest: &str) -> String {
     let mut out = manifest.replace("{probe}", probe_wasm().to_str().unwrap());
     while let Some(start) = out.find("{wasm:") {
         let end = start + out[start..].find('}').expect("unclosed {wasm:");
@@ -97,6 +97,9 @@ pub struct Spawn {
     pub own_cache: bool,
     /// Leave `--admin-listen` out, so `bv` chooses the admin address itself.
     pub default_admin_listen: bool,
+    /// Run this `--from` (an OCI reference, say) instead of the manifest
+    /// written into the app directory.
+    pub from: Option<String>,
 }
 
 /// Starts `bv up` on `manifest`, where `{probe}` stands for the probe
@@ -133,7 +136,13 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bv"));
     cmd.arg("up")
         .arg("--from")
-        .arg(dir.join("spin.toml"))
+        .arg(
+            spawn
+                .from
+                .clone()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| dir.join("spin.toml")),
+        )
         .args(["--listen", "127.0.0.1:0"])
         .args(if spawn.default_admin_listen {
             &[][..]
