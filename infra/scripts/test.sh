@@ -5,23 +5,34 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
 bash infra/scripts/services.sh
-if ! command -v promtool >/dev/null; then
-  # The monitoring config test (tests/it/observability.rs) runs promtool,
-  # which comes with Debian's prometheus package. Only the binary is needed:
-  # keep apt from starting the Prometheus service while installing.
-  say "installing promtool (Debian package prometheus)"
-  made_policy=false
+# Installs Debian packages for the suite's tools without letting apt start
+# the services some of them ship (Prometheus, a registry on :5000): only
+# their binaries are used.
+install_debian_packages() {
+  say "installing $* (Debian packages)"
+  local made_policy=false
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d
     made_policy=true
   fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
   if $made_policy; then rm -f /usr/sbin/policy-rc.d; fi
   if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-    systemctl disable --now prometheus >/dev/null 2>&1 || true
+    systemctl disable --now prometheus docker-registry >/dev/null 2>&1 || true
   fi
+}
+# promtool (the monitoring config test, tests/it/observability.rs) comes with
+# Prometheus; the registry, image and deployment tests use a local OCI
+# registry (docker-registry), umoci and skopeo.
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+for tool in docker-registry umoci skopeo; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  install_debian_packages "${missing[@]}"
 fi
 say "checking formatting"
 cargo fmt --all --check
@@ -44,6 +55,12 @@ say "scanning the suite's logs for the secrets it used"
 cargo test --release -p bv --test it -- --ignored --exact \
   suite_secrets::the_suite_logs_hold_none_of_the_secrets_it_used
 rm -rf "$BV_SUITE_LOG_DIR"
+say "line coverage of the host library crates (floor in infra/scripts/coverage.sh)"
+bash infra/scripts/coverage.sh
+say "Kubernetes manifests and Helm chart (offline validation)"
+bash infra/scripts/k8s-validate.sh
+say "publishing the WIT package to a local registry (wkg)"
+bash infra/scripts/wit-publish-check.sh
 say "guest library tests (on the host)"
 (cd components && cargo test -p bv-events-guest -p bv-service -p bv-auth -p bv-resilience -p bv-orders)
 # Apart: cargo stops matching the other -p specs when `auth` is among them.
