@@ -316,10 +316,19 @@ def check_rules(docs, app, coverage, findings):
                 values[var.get("name")] = value.strip()
         # A variable rendered into allowed_outbound_hosts must come out as
         # scheme://host[:port]; anything else stops bv at start.
-        allow_vars = set().union(*(app["allow_vars"].get(c, set()) for c in runs))
-        for name, value in sorted(values.items()):
-            if name in allow_vars and not ALLOW_ENTRY.match(value):
-                findings.add(doc, f"variable `{name}` is rendered into allowed_outbound_hosts, which takes scheme://host[:port] only (no user, password, path or query): bv would stop at start")
+        # Each entry is rendered with the values the render shows
+        # (`postgres://{{ db_host }}` with db_host = `postgres:5432`).
+        bad = set()
+        for cid in runs:
+            for entry in app["hosts"].get(cid, []):
+                names = TEMPLATE.findall(entry)
+                if not names or any(n not in values for n in names):
+                    continue
+                rendered = TEMPLATE.sub(lambda m: values[m.group(1)], entry)
+                if not ALLOW_ENTRY.match(rendered):
+                    bad.update(names)
+        for name in sorted(bad):
+            findings.add(doc, f"variable `{name}` is rendered into allowed_outbound_hosts, which takes scheme://host[:port] only (no user, password, path or query): bv would stop at start")
         check_reachable(doc, app, runs, values, findings)
 
     if coverage:

@@ -133,7 +133,7 @@ fn pg_port(url: &str) -> &str {
 /// Every commerce component the checkout touches, as `spin.toml` has them,
 /// on the knobs' servers.
 fn manifest(k: &Knobs) -> String {
-    let pg = format!("postgres://127.0.0.1:{}", pg_port(&k.db_url));
+    let db_host = format!("127.0.0.1:{}", pg_port(&k.db_url));
     let (cache_ttl, breaker_open) = (
         k.product_cache_ttl_seconds.to_string(),
         k.breaker_open_ms.to_string(),
@@ -143,7 +143,7 @@ fn manifest(k: &Knobs) -> String {
         .without_rate_limits()
         .required_variable("db_url")
         .required_variable("redis_url")
-        .outbound_host("postgres://127.0.0.1:5432", &pg)
+        .variable("db_host", &db_host)
         .trigger_setting("postgres", "poll_interval_ms", 100)
         .trigger_field("postgres", "order-sweeper", "retry_initial_ms", 100)
         .trigger_field("postgres", "order-sweeper", "retry_max_ms", 1000)

@@ -121,22 +121,6 @@ impl RepoManifest {
         self
     }
 
-    /// Every component's `allowed_outbound_hosts` entry `from` replaced by
-    /// `to` (a test's own server in place of the shipped address).
-    pub fn outbound_host(mut self, from: &str, to: &str) -> Self {
-        for component in self.table(&["component"]).iter_mut().map(|(_, v)| v) {
-            let hosts = component
-                .get_mut("allowed_outbound_hosts")
-                .and_then(Value::as_array_mut);
-            for host in hosts.into_iter().flatten() {
-                if host.as_str() == Some(from) {
-                    *host = to.into();
-                }
-            }
-        }
-        self
-    }
-
     /// `[application.trigger.<kind>] key = value`.
     pub fn trigger_setting(mut self, kind: &str, key: &str, value: impl Into<Value>) -> Self {
         self.table(&["application", "trigger", kind])
