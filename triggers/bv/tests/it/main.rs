@@ -18,6 +18,7 @@ mod commerce_order;
 mod commerce_payment;
 mod commerce_product;
 mod component_logs;
+mod contracts;
 mod cron;
 mod events;
 mod events_cli;
