@@ -62,7 +62,9 @@ chmod 0755 "$root"
 say "assembling the image root in $root"
 install -d "$root/usr/local/bin" "$root/etc/ssl/certs" "$root/tmp"
 chmod 1777 "$root/tmp"
-install -d -o "$uid" -g "$uid" "$root/home/bv"
+# The runtime's home (compiled-code and registry caches): writable by the
+# runtime's user without chown, so the image builds as any user.
+install -d -m 1777 "$root/home/bv"
 copy_binary() {
   # Debug sections (line tables) are dropped: they would double the size.
   strip --strip-debug -o "$root/usr/local/bin/$(basename "$2")" "$1"
@@ -87,7 +89,11 @@ rm -rf "$out"
 mkdir -p "$(dirname "$out")"
 umoci init --layout "$out"
 umoci new --image "$out:$tag"
-umoci insert --image "$out:$tag" "$root" /
+# Not as root, umoci cannot record other owners: --rootless records the
+# files as root's (the runtime's home is writable by mode, above).
+rootless=()
+if [ "$(id -u)" != 0 ]; then rootless=(--rootless); fi
+umoci insert "${rootless[@]}" --image "$out:$tag" "$root" /
 revision="$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
 umoci config --image "$out:$tag" \
   --os linux --architecture amd64 \
