@@ -2,8 +2,9 @@
 //!
 //! Glob patterns and plain paths are copied, keeping their relative paths,
 //! into a per-component directory under the state dir that is mounted
-//! read-only at `/` (as Spin does); `{ source, destination }` directory
-//! mounts are mounted in place, read-only.
+//! read-only at `/` (as Spin does), leaving out what `exclude_files` globs
+//! match; `{ source, destination }` directory mounts are mounted in place,
+//! read-only.
 
 use std::path::{Path, PathBuf};
 
@@ -24,14 +25,19 @@ pub(crate) fn prepare(
     state_dir: &Path,
     component: &str,
     mounts: &[FileMount],
+    exclude: &[String],
 ) -> anyhow::Result<Mounts> {
+    let excluded = exclude
+        .iter()
+        .map(|p| glob::Pattern::new(p).with_context(|| format!("invalid exclude_files `{p}`")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut root = None;
     let mut dirs = Vec::new();
     for mount in mounts {
         match mount {
             FileMount::Pattern(pattern) => {
                 let root = root.get_or_insert_with(|| state_dir.join("files").join(component));
-                copy_pattern(base_dir, pattern, root)?;
+                copy_pattern(base_dir, pattern, &excluded, root)?;
             }
             FileMount::Placement {
                 source,
@@ -54,7 +60,12 @@ pub(crate) fn prepare(
     Ok(Mounts { root, dirs })
 }
 
-fn copy_pattern(base_dir: &Path, pattern: &str, root: &Path) -> anyhow::Result<()> {
+fn copy_pattern(
+    base_dir: &Path,
+    pattern: &str,
+    excluded: &[glob::Pattern],
+    root: &Path,
+) -> anyhow::Result<()> {
     let full = base_dir.join(pattern);
     let full = full.to_str().context("file pattern is not UTF-8")?;
     let mut matched = false;
@@ -62,8 +73,10 @@ fn copy_pattern(base_dir: &Path, pattern: &str, root: &Path) -> anyhow::Result<(
         let path = entry?;
         if path.is_file() {
             let rel = path.strip_prefix(base_dir).unwrap_or(&path);
-            copy_file(&path, &root.join(rel))?;
             matched = true;
+            if !excluded.iter().any(|x| x.matches_path(rel)) {
+                copy_file(&path, &root.join(rel))?;
+            }
         }
     }
     anyhow::ensure!(matched, "`{pattern}` matches no file");

@@ -176,8 +176,14 @@ impl AppRuntime {
                     },
                 )
                 .with_context(|| format!("component `{id}`"))?;
-            let mounts = files::prepare(&app.base_dir, &state_dir, id, &component.files)
-                .with_context(|| format!("component.{id}.files"))?;
+            let mounts = files::prepare(
+                &app.base_dir,
+                &state_dir,
+                id,
+                &component.files,
+                &component.exclude_files,
+            )
+            .with_context(|| format!("component.{id}.files"))?;
             components.insert(
                 id.clone(),
                 Arc::new(ComponentRuntime {

@@ -84,6 +84,7 @@ async fn large_body_arrives_whole() {
 async fn component_environment_and_files() {
     let extra = r#"environment = { GREETING = "hi there" }
 files = ["assets/**/*.txt", { source = "data", destination = "/data" }]
+exclude_files = ["assets/private/**"]
 "#;
     let app = spawn_app_with(
         &probe_app("/p/...", extra),
@@ -91,6 +92,7 @@ files = ["assets/**/*.txt", { source = "data", destination = "/data" }]
             files: vec![
                 ("assets/a.txt".into(), "asset a".into()),
                 ("assets/sub/b.txt".into(), "asset b".into()),
+                ("assets/private/key.txt".into(), "excluded".into()),
                 ("data/c.json".into(), "{\"c\":1}".into()),
                 ("secret.txt".into(), "not mounted".into()),
             ],
@@ -117,5 +119,10 @@ files = ["assets/**/*.txt", { source = "data", destination = "/data" }]
         "{\"c\":1}"
     );
     assert_eq!(app.get("/p/file?path=/secret.txt").await.status, 404);
+    assert_eq!(
+        app.get("/p/file?path=/assets/private/key.txt").await.status,
+        404,
+        "exclude_files is honoured"
+    );
     assert_eq!(app.get("/p/file?path=/etc/passwd").await.status, 404);
 }
