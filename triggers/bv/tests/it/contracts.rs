@@ -622,22 +622,6 @@ fn mismatches(result: &VerificationExecutionResult) -> String {
         .join("\n")
 }
 
-/// Runs `bv events init` on the test's database.
-async fn events_init(db: &TestDb) {
-    let url = db.url();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_bv"))
-            .args(["events", "init", "--database", &url])
-            .env_remove("BV_EVENTS_DATABASE")
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("running bv events init")
-    })
-    .await
-    .unwrap();
-    assert!(output.status.success(), "bv events init: {output:?}");
-}
-
 /// Sets up the provider states the pacts name, on one provider.
 #[derive(Debug)]
 struct States {
