@@ -7,6 +7,7 @@
 //! | `GET /api/orders/{id}` | 200 the order; 404 (also for another customer's; an administrator sees every order) |
 //! | `POST /api/orders/{id}/cancel` | 200 `CANCELLED` (from PENDING, CONFIRMED, PAID; stock released, payment voided or refunded); the order's customer only |
 //! | `POST /api/orders/{id}/fulfil` (admin) | 200 `FULFILLED` (from PAID; the reservation committed) |
+//! | `GET /api/orders/{id}/events` | 200 `text/event-stream`: the order's events, live, resumable with `Last-Event-ID` (see [`live`]); 404 as for the order |
 //!
 //! The customer is the subject of the request's bearer token (401
 //! `unauthenticated` without one, `invalid-token` when it does not
@@ -77,6 +78,7 @@
 #![deny(missing_docs)]
 
 mod checkout;
+mod live;
 mod resilience;
 
 use std::sync::atomic::AtomicBool;
@@ -87,7 +89,7 @@ use bv_orders::services::{self, INVENTORY};
 use bv_orders::store::{self, Move, Order, COLUMNS};
 use bv_service::{json, migrate, path_info, Problem, ProblemKind, Reply, Trace};
 use serde_json::json;
-use spin_sdk::http::{Method, Request};
+use spin_sdk::http::{box_body, BoxBody, Method, Request, Response};
 use spin_sdk::http_service;
 use spin_sdk::pg::{Connection, ParameterValue};
 
@@ -102,8 +104,33 @@ static MIGRATED: AtomicBool = AtomicBool::new(false);
 const LIST_LIMIT: i64 = 100;
 
 #[http_service]
-async fn handle(req: Request) -> Reply {
-    route(req).await.unwrap_or_else(Problem::into_response)
+async fn handle(req: Request) -> Response<BoxBody> {
+    if let Some(id) = events_path(&req) {
+        return match live::events(&req, &id).await {
+            Ok(stream) => stream,
+            Err(problem) => problem.into_response().map(box_body),
+        };
+    }
+    route(req)
+        .await
+        .unwrap_or_else(Problem::into_response)
+        .map(box_body)
+}
+
+/// The order of `GET|HEAD /api/orders/{id}/events`, the one streamed answer.
+fn events_path(req: &Request) -> Option<OrderId> {
+    if !matches!(req.method(), &Method::GET | &Method::HEAD) {
+        return None;
+    }
+    let path = path_info(req, MOUNT).ok()?;
+    match path
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()[..]
+    {
+        [id, "events"] => Some(OrderId::from(id)),
+        _ => None,
+    }
 }
 
 async fn route(req: Request) -> Result<Reply, Problem> {
@@ -123,6 +150,7 @@ async fn route(req: Request) -> Result<Reply, Problem> {
         ([id, "cancel"], &Method::POST) => cancel(&req, &OrderId::from(*id)).await,
         ([id, "fulfil"], &Method::POST) => fulfil(&req, &OrderId::from(*id)).await,
         ([_, "cancel" | "fulfil"], _) => Err(Problem::method_not_allowed("POST")),
+        ([_, "events"], _) => Err(Problem::method_not_allowed("GET, HEAD")),
         _ => Err(Problem::not_found(format!("no route /api/orders{path}"))),
     }
 }

@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS bv_events.outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_position ON bv_events.outbox (tx, seq);
 CREATE INDEX IF NOT EXISTS outbox_recorded_at ON bv_events.outbox (recorded_at);
+-- One subject's events in order: live streams of one order read these.
+CREATE INDEX IF NOT EXISTS outbox_subject ON bv_events.outbox (subject, seq);
 
 -- Wakes the trigger's LISTEN connections, naming the event's type so that a
 -- subscription ignores wake-ups that cannot concern it (Postgres sends one

@@ -32,8 +32,13 @@ pub struct BvSettings {
     pub instance_max_requests: u32,
     /// Instances of one component alive at the same time.
     pub instance_max_concurrent: u32,
-    /// Per-request deadline in milliseconds.
+    /// Per-request deadline in milliseconds: until the response's headers.
     pub request_timeout_ms: u64,
+    /// Once the headers are sent, how long a response body (a Server-Sent
+    /// Events stream, say) may go without sending anything before it is cut
+    /// off, in milliseconds. A stream that keeps sending runs as long as it
+    /// likes; streams send heartbeats (an SSE comment line) to stay open.
+    pub stream_idle_timeout_ms: u64,
     /// Linear memory limit per instance, in MiB.
     pub memory_limit_mb: u64,
     /// Requests in flight per component before bv answers 503.
@@ -90,6 +95,7 @@ impl Default for BvSettings {
             instance_max_requests: 128,
             instance_max_concurrent: 16,
             request_timeout_ms: 30_000,
+            stream_idle_timeout_ms: 60_000,
             memory_limit_mb: 128,
             max_concurrent_requests: 1000,
             log_level: LogLevel::Info,
@@ -120,6 +126,9 @@ pub struct ComponentBvSettings {
     /// See [`BvSettings::request_timeout_ms`].
     #[serde(default, deserialize_with = "raw::positive_u64")]
     pub request_timeout_ms: Option<u64>,
+    /// See [`BvSettings::stream_idle_timeout_ms`].
+    #[serde(default, deserialize_with = "raw::positive_u64")]
+    pub stream_idle_timeout_ms: Option<u64>,
     /// See [`BvSettings::memory_limit_mb`].
     #[serde(default, deserialize_with = "raw::positive_u64")]
     pub memory_limit_mb: Option<u64>,
@@ -163,6 +172,9 @@ impl ComponentBvSettings {
                 .instance_max_concurrent
                 .unwrap_or(app.instance_max_concurrent),
             request_timeout_ms: self.request_timeout_ms.unwrap_or(app.request_timeout_ms),
+            stream_idle_timeout_ms: self
+                .stream_idle_timeout_ms
+                .unwrap_or(app.stream_idle_timeout_ms),
             memory_limit_mb: self.memory_limit_mb.unwrap_or(app.memory_limit_mb),
             max_concurrent_requests: self
                 .max_concurrent_requests

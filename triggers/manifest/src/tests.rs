@@ -712,13 +712,14 @@ fn label_files_build_and_unsupported_rules() {
 #[test]
 fn bv_settings_rules() {
     let app = ok(&manifest(
-        "[application.tool.bv]\ninstance_policy = \"strict\"\ninstance_max_requests = 1\ninstance_max_concurrent = 2\nrequest_timeout_ms = 3\nmemory_limit_mb = 4\nmax_concurrent_requests = 5\nlog_level = \"warn\"\n[component.hello.tool.bv]\nmax_concurrent_requests = 50\nlog_level = \"debug\"\n",
+        "[application.tool.bv]\ninstance_policy = \"strict\"\ninstance_max_requests = 1\ninstance_max_concurrent = 2\nrequest_timeout_ms = 3\nstream_idle_timeout_ms = 6\nmemory_limit_mb = 4\nmax_concurrent_requests = 5\nlog_level = \"warn\"\n[component.hello.tool.bv]\nmax_concurrent_requests = 50\nlog_level = \"debug\"\n",
     ));
     let expected = BvSettings {
         instance_policy: InstancePolicy::Strict,
         instance_max_requests: 1,
         instance_max_concurrent: 2,
         request_timeout_ms: 3,
+        stream_idle_timeout_ms: 6,
         memory_limit_mb: 4,
         max_concurrent_requests: 5,
         log_level: LogLevel::Warn,
@@ -737,6 +738,7 @@ fn bv_settings_rules() {
         "instance_max_requests",
         "instance_max_concurrent",
         "request_timeout_ms",
+        "stream_idle_timeout_ms",
         "memory_limit_mb",
         "max_concurrent_requests",
     ] {

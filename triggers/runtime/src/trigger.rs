@@ -7,7 +7,10 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use bv_manifest::InstancePolicy;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -103,12 +106,7 @@ pub async fn deliver<I, R>(
     call: impl AsyncFnOnce(&mut Store<InstanceState>, I) -> wasmtime::Result<R>,
 ) -> Result<R, Failure> {
     let work = async {
-        let mut store = runtime.new_store(component).map_err(Failure::trap)?;
-        store.data().span.set(span.clone());
-        let instance = instantiate(&mut store)
-            .instrument(instantiate_span(span, &component.id))
-            .await
-            .map_err(Failure::trap)?;
+        let (mut store, instance) = fresh_instance(runtime, component, span, instantiate).await?;
         call(&mut store, instance).await.map_err(Failure::trap)
     };
     within(
@@ -116,6 +114,143 @@ pub async fn deliver<I, R>(
         work,
     )
     .await
+}
+
+/// Instances of one component kept between deliveries, for a trigger of
+/// bv's own whose handlers may see several messages per instance (the
+/// Postgres trigger under the `reuse` instance policy). Spin's triggers
+/// (Redis, MQTT, cron) keep their fresh instance per message.
+///
+/// An instance goes back only after a delivery its handler finished well
+/// (see [`deliver_warm`]): a trap, a timeout or a handler's error drops it,
+/// so the next message starts from a fresh one. It serves at most the
+/// component's `instance_max_requests` messages, and one idle for longer
+/// than [`WARM_IDLE_TIMEOUT`] is dropped (by the next [`take`](Self::take)
+/// or [`reap`](Self::reap)), so an instance cannot hold what it borrowed
+/// (a database connection kept in a static, say) for long.
+pub struct WarmInstances<I> {
+    max_uses: u32,
+    max_idle: usize,
+    idle: Mutex<Vec<Warm<I>>>,
+}
+
+/// How long an instance may wait unused before it is dropped.
+pub const WARM_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+struct Warm<I> {
+    store: Store<InstanceState>,
+    instance: I,
+    uses: u32,
+    parked: Instant,
+}
+
+impl<I> WarmInstances<I> {
+    /// A pool for `component` keeping at most `max_idle` instances between
+    /// deliveries (none under the `strict` policy).
+    pub fn new(component: &ComponentRuntime, max_idle: usize) -> Self {
+        let s = &component.settings;
+        let (max_uses, max_idle) = match s.instance_policy {
+            InstancePolicy::Strict => (1, 0),
+            InstancePolicy::Reuse => (s.instance_max_requests.max(1), max_idle),
+        };
+        Self {
+            max_uses,
+            max_idle,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A kept instance that may serve one more message, if there is one.
+    fn take(&self) -> Option<Warm<I>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|w| w.parked.elapsed() < WARM_IDLE_TIMEOUT);
+        idle.pop()
+    }
+
+    fn put(&self, mut warm: Warm<I>) {
+        warm.uses += 1;
+        if warm.uses >= self.max_uses {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle {
+            warm.parked = Instant::now();
+            idle.push(warm);
+        }
+    }
+
+    /// Drops the instances idle for longer than [`WARM_IDLE_TIMEOUT`];
+    /// a trigger calls it while it has nothing to deliver.
+    pub fn reap(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|w| w.parked.elapsed() < WARM_IDLE_TIMEOUT);
+    }
+
+    /// Instances waiting for a message.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// As [`deliver`], but in an instance from `warm` when one is waiting
+/// (instantiating only when none is); the instance goes back to `warm`
+/// when `call` returned and `keep` says its result leaves it fit for the
+/// next message. All of it runs within the component's request timeout;
+/// an instance that runs past it is dropped with the delivery.
+pub async fn deliver_warm<I, R>(
+    runtime: &AppRuntime,
+    component: &ComponentRuntime,
+    warm: &WarmInstances<I>,
+    span: &tracing::Span,
+    instantiate: impl AsyncFnOnce(&mut Store<InstanceState>) -> wasmtime::Result<I>,
+    call: impl AsyncFnOnce(&mut Store<InstanceState>, &I) -> wasmtime::Result<R>,
+    keep: impl FnOnce(&R) -> bool,
+) -> Result<R, Failure> {
+    let work = async {
+        let mut kept = match warm.take() {
+            Some(kept) => kept,
+            None => {
+                let (store, instance) =
+                    fresh_instance(runtime, component, span, instantiate).await?;
+                Warm {
+                    store,
+                    instance,
+                    uses: 0,
+                    parked: Instant::now(),
+                }
+            }
+        };
+        kept.store.data().span.set(span.clone());
+        let result = call(&mut kept.store, &kept.instance)
+            .await
+            .map_err(Failure::trap)?;
+        if keep(&result) {
+            warm.put(kept);
+        }
+        Ok(result)
+    };
+    within(
+        Duration::from_millis(component.settings.request_timeout_ms),
+        work,
+    )
+    .await
+}
+
+/// A new store for `component` working under `span`, and the instance
+/// `instantiate` makes in it under an [`instantiate_span`].
+async fn fresh_instance<I>(
+    runtime: &AppRuntime,
+    component: &ComponentRuntime,
+    span: &tracing::Span,
+    instantiate: impl AsyncFnOnce(&mut Store<InstanceState>) -> wasmtime::Result<I>,
+) -> Result<(Store<InstanceState>, I), Failure> {
+    let mut store = runtime.new_store(component).map_err(Failure::trap)?;
+    store.data().span.set(span.clone());
+    let instance = instantiate(&mut store)
+        .instrument(instantiate_span(span, &component.id))
+        .await
+        .map_err(Failure::trap)?;
+    Ok((store, instance))
 }
 
 /// `work`'s result, or [`Failure::Timeout`] when it runs past `timeout`.

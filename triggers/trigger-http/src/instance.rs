@@ -18,6 +18,7 @@ use wasmtime_wasi_http::handler::{
 };
 use wasmtime_wasi_http::WasiHttpView;
 
+use crate::body::{Activity, ActivityLink};
 use crate::metrics::Metrics;
 
 /// How many requests an instance takes, in total and at once.
@@ -53,6 +54,8 @@ pub(crate) struct ComponentInstances {
     pub pre: ProxyPre<InstanceState>,
     pub policy: ReusePolicy,
     pub timeout: Duration,
+    /// How long a response body may send nothing (see `body::Streamed`).
+    pub stream_idle_timeout: Duration,
     pub metrics: Arc<Metrics>,
 }
 
@@ -77,6 +80,7 @@ impl HandlerState for ComponentInstances {
         // span gets the instantiation when it starts (`on_request_start`).
         let instantiated = bv_telemetry::tracing_enabled().then(|| (started_at, SystemTime::now()));
         let expired = Arc::new(AtomicBool::new(false));
+        let activity = Arc::new(Activity::new());
         Ok(Instance {
             store,
             proxy,
@@ -84,11 +88,14 @@ impl HandlerState for ComponentInstances {
             expiration: Expiration {
                 idle_timeout: self.policy.idle_timeout,
                 request_timeout: self.timeout,
+                stream_idle_timeout: self.stream_idle_timeout,
+                activity: activity.clone(),
                 sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86400 * 365))),
                 expired: expired.clone(),
             },
             state: Worker {
                 expired,
+                activity,
                 policy: self.policy,
                 timeout: self.timeout,
                 component: self.component.id.to_string(),
@@ -104,10 +111,14 @@ impl HandlerState for ComponentInstances {
 const INSTANCE_EXPIRY_GRACE: Duration = Duration::from_millis(200);
 
 /// Drops an instance that has been idle, or busy past the request timeout
-/// (a guest that never answers cannot hold its slot forever).
+/// (a guest that never answers cannot hold its slot forever) without a
+/// response body of its still sending (a stream keeps its instance for as
+/// long as it sends something every `stream_idle_timeout`).
 pub(crate) struct Expiration {
     idle_timeout: Duration,
     request_timeout: Duration,
+    stream_idle_timeout: Duration,
+    activity: Arc<Activity>,
     sleep: Pin<Box<tokio::time::Sleep>>,
     /// Set when a busy instance is expired, so its drop is not taken for a trap.
     expired: Arc<AtomicBool>,
@@ -120,15 +131,21 @@ impl WorkerExpiration for Expiration {
         status: WorkerStatus,
         start: Instant,
     ) -> Poll<()> {
-        let timeout = match status {
-            WorkerStatus::Idle => self.idle_timeout,
+        let deadline = match status {
+            WorkerStatus::Idle => start.checked_add(self.idle_timeout),
             // The per-request expiration (see `on_request_start`) answers the
-            // request first; the instance goes a little later.
-            WorkerStatus::Requests | WorkerStatus::PostReturn => {
-                self.request_timeout + INSTANCE_EXPIRY_GRACE
-            }
+            // request first; the instance goes a little later, unless one
+            // of its response bodies is still sending.
+            WorkerStatus::Requests | WorkerStatus::PostReturn => start
+                .checked_add(self.request_timeout)
+                .max(
+                    self.activity
+                        .streaming_since()
+                        .and_then(|last| last.checked_add(self.stream_idle_timeout)),
+                )
+                .and_then(|d| d.checked_add(INSTANCE_EXPIRY_GRACE)),
         };
-        let Some(deadline) = start.checked_add(timeout) else {
+        let Some(deadline) = deadline else {
             return Poll::Pending;
         };
         let deadline = tokio::time::Instant::from_std(deadline);
@@ -145,6 +162,8 @@ impl WorkerExpiration for Expiration {
 
 pub(crate) struct Worker {
     expired: Arc<AtomicBool>,
+    /// When this instance's response bodies last sent something.
+    activity: Arc<Activity>,
     policy: ReusePolicy,
     timeout: Duration,
     component: String,
@@ -155,8 +174,9 @@ pub(crate) struct Worker {
 
 impl WorkerState for Worker {
     type StoreData = InstanceState;
-    /// The request's server span.
-    type RequestData = tracing::Span;
+    /// The request's server span, and where to tell its response body
+    /// which instance it belongs to.
+    type RequestData = (tracing::Span, ActivityLink);
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= self.policy.max_requests {
@@ -171,9 +191,10 @@ impl WorkerState for Worker {
     fn on_request_start(
         &self,
         store: StoreContextMut<'_, InstanceState>,
-        span: tracing::Span,
+        (span, link): (tracing::Span, ActivityLink),
         _task: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        let _ = link.set(self.activity.clone());
         let instantiated = self
             .instantiated
             .lock()

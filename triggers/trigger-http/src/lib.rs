@@ -39,6 +39,7 @@ use bv_runtime::AppRuntime;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use wasmtime_wasi_http::handler::{ExpirationError, ProxyHandler, ProxyPre, TrapOrPanicError};
 use wasmtime_wasi_http::WasiBody;
@@ -51,6 +52,7 @@ struct ComponentHandler {
     proxy: ProxyHandler<ComponentInstances>,
     concurrency: Arc<Semaphore>,
     timeout: Duration,
+    stream_idle_timeout: Duration,
     in_flight: prometheus_client::metrics::gauge::Gauge,
     /// Requests chained from guests, counted under Spin's catch-all `/...`.
     chained: RouteMetrics,
@@ -81,6 +83,8 @@ pub struct HttpTrigger {
     components: HashMap<Arc<str>, ComponentHandler>,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
+    /// Cancelled when the server starts draining: event streams end.
+    draining: CancellationToken,
     /// Request limits, CORS, rate limits and security headers.
     hardening: hardening::Hardening,
 }
@@ -129,8 +133,11 @@ impl HttpTrigger {
                 ),
             };
             let timeout = Duration::from_millis(component.settings.request_timeout_ms);
+            let stream_idle_timeout =
+                Duration::from_millis(component.settings.stream_idle_timeout_ms);
             let handler = ComponentHandler {
                 id: id.clone(),
+                stream_idle_timeout,
                 concurrency: Arc::new(Semaphore::new(
                     component.settings.max_concurrent_requests as usize,
                 )),
@@ -146,6 +153,7 @@ impl HttpTrigger {
                     component,
                     pre,
                     timeout,
+                    stream_idle_timeout,
                     metrics: metrics.clone(),
                 }),
             };
@@ -161,6 +169,7 @@ impl HttpTrigger {
             components,
             metrics,
             ready: AtomicBool::new(false),
+            draining: CancellationToken::new(),
         });
         trigger
             .runtime
@@ -191,6 +200,14 @@ impl HttpTrigger {
 
     pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Stops being ready and ends the event streams (`text/event-stream`
+    /// responses) cleanly, so that their clients reconnect elsewhere
+    /// rather than hold the drain until its deadline.
+    pub(crate) fn begin_drain(&self) {
+        self.set_ready(false);
+        self.draining.cancel();
     }
 
     /// Handles one request that arrived from the network, inside its server
@@ -379,14 +396,28 @@ impl HttpTrigger {
         let in_flight = InFlight(handler.in_flight.clone());
 
         let body_limit = limits::BodyLimitHit::of(&req);
+        let activity = body::ActivityLink::default();
         let outcome = tokio::time::timeout(
             handler.timeout,
-            handler.proxy.handle(tracing::Span::current(), req),
+            handler
+                .proxy
+                .handle((tracing::Span::current(), activity.clone()), req),
         )
         .await;
         let response = match outcome {
             Ok(Ok(response)) => {
-                response.map(|body| body::Guarded::new(body, (permit, in_flight)).boxed_unsync())
+                let drain =
+                    is_event_stream(&response).then(|| self.draining.clone().cancelled_owned());
+                response.map(|body| {
+                    body::Streamed::new(
+                        body,
+                        (permit, in_flight),
+                        handler.stream_idle_timeout,
+                        activity,
+                        drain,
+                    )
+                    .boxed_unsync()
+                })
             }
             Ok(Err(e)) if e.is::<ExpirationError>() => self.timed_out(component, handler),
             Err(_) => self.timed_out(component, handler),
@@ -440,6 +471,19 @@ impl HttpTrigger {
             })
             .inc();
     }
+}
+
+/// Whether `response` is a Server-Sent Events stream.
+fn is_event_stream(response: &Response<WasiBody>) -> bool {
+    response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
 }
 
 /// Whether `e` says the runtime's pool of instance slots (or of their

@@ -182,7 +182,7 @@ pub async fn serve(
             }
         });
     }
-    trigger.set_ready(false);
+    trigger.begin_drain();
     drop(listener);
     tracing::info!(
         "shutting down: draining in-flight requests (at most {:?})",

@@ -60,6 +60,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bv_manifest::Template;
+use bv_runtime::trigger::WarmInstances;
 use bv_runtime::AppRuntime;
 use tokio_util::sync::CancellationToken;
 
@@ -129,6 +130,7 @@ impl PostgresTrigger {
                 poll_interval,
                 sink: ComponentSink {
                     runtime: runtime.clone(),
+                    warm: WarmInstances::new(&component, entry.max_in_flight.max(1) as usize),
                     component,
                     pre,
                     metrics: metrics.clone(),

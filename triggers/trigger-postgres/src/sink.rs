@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bv_runtime::trigger::{deliver, within, Failure};
+use bv_runtime::trigger::{deliver_warm, within, Failure, WarmInstances};
 use bv_runtime::{AppRuntime, ComponentRuntime};
 use tokio_postgres::Client;
 
@@ -22,7 +22,7 @@ mod bindings {
 }
 
 use bindings::bitvelocity::events::types::{Delivery, Error as HandlerError};
-pub(crate) use bindings::PostgresTriggerHostPre;
+pub(crate) use bindings::{PostgresTriggerHost, PostgresTriggerHostPre};
 
 /// How long a fan-out's connect, and then its publish, may take.
 const FANOUT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,6 +71,10 @@ pub trait Sink: Send + Sync + 'static {
     /// are not traced).
     fn span(&self, subscription: &str, event: &OutboxEvent, attempt: u32) -> tracing::Span;
 
+    /// Called while the subscription has nothing to deliver: a moment to
+    /// let go of what waits for the next event.
+    fn idle(&self) {}
+
     /// Delivers `event` once, under `span`.
     fn deliver(
         &self,
@@ -93,8 +97,11 @@ pub trait Sink: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
-/// A component's `handle-event` export, in a fresh instance per event; an
-/// event it cannot handle is parked as a dead letter.
+/// A component's `handle-event` export; an event it cannot handle is
+/// parked as a dead letter. Under the `reuse` instance policy an instance
+/// whose handler succeeded takes the next event (up to
+/// `instance_max_requests`); after a failure, and under `strict`, each
+/// event gets a fresh one.
 pub struct ComponentSink {
     /// The application.
     pub runtime: Arc<AppRuntime>,
@@ -102,6 +109,8 @@ pub struct ComponentSink {
     pub component: Arc<ComponentRuntime>,
     /// Its instance-pre for the event-handler world.
     pub pre: PostgresTriggerHostPre<bv_runtime::InstanceState>,
+    /// Instances kept between events.
+    pub warm: WarmInstances<PostgresTriggerHost>,
     /// Figures.
     pub metrics: Arc<Metrics>,
 }
@@ -111,6 +120,10 @@ impl Sink for ComponentSink {
 
     fn span(&self, subscription: &str, event: &OutboxEvent, attempt: u32) -> tracing::Span {
         delivery_span(subscription, &self.component.id, event, attempt)
+    }
+
+    fn idle(&self) {
+        self.warm.reap();
     }
 
     /// A component works under the span, and gets the event with
@@ -133,9 +146,10 @@ impl Sink for ComponentSink {
             attempt,
             subscription: subscription.to_string(),
         };
-        let result = deliver(
+        let result = deliver_warm(
             &self.runtime,
             &self.component,
+            &self.warm,
             span,
             async |store| self.pre.instantiate_async(store).await,
             async |store, instance| {
@@ -149,6 +163,7 @@ impl Sink for ComponentSink {
                     .await
                     .and_then(|r| r)
             },
+            |handled| handled.is_ok(),
         )
         .await;
         match result {

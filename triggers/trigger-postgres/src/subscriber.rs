@@ -193,6 +193,7 @@ impl<S: Sink> Subscriber<S> {
             }
             let read = self.next_batch(&client).await?;
             if read.events.is_empty() {
+                self.sink.idle();
                 if let Some(horizon) = read.position_after(0)? {
                     self.advance(&client, &read.position, &horizon, 0).await?;
                 }

@@ -4,9 +4,10 @@
 //! The database address is the component variable `db_url`. Tables (made
 //! if missing, once per instance):
 //!
-//! - `deliveries(event_id text, attempt int, at timestamptz)`: one row per
-//!   delivery, written first and outside the claim transaction, so that
-//!   redeliveries show;
+//! - `deliveries(event_id text, attempt int, instance bigint, at timestamptz)`:
+//!   one row per delivery, written first and outside the claim transaction,
+//!   so that redeliveries show; `instance` is a random number drawn once per
+//!   instance, so tests see which deliveries shared an instance;
 //! - `seen(n bigserial primary key, subject text, event_id text, type text, "offset" bigint, name text, at timestamptz)`:
 //!   one row per event handled, `n` in apply order (`offset` is a reserved
 //!   word: quote it), `at` when it was applied (`clock_timestamp()`, so
@@ -33,7 +34,9 @@
 //! | `slow-`  | sleeps 200 ms, then handled |
 //! | other    | handled |
 
+use std::collections::hash_map::RandomState;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -45,6 +48,7 @@ const TABLES: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS deliveries (
         event_id text NOT NULL,
         attempt  int NOT NULL,
+        instance bigint,
         at       timestamptz NOT NULL DEFAULT clock_timestamp()
     )",
     "CREATE TABLE IF NOT EXISTS seen (
@@ -111,6 +115,13 @@ impl Product {
 
 static TABLES_READY: AtomicBool = AtomicBool::new(false);
 
+/// This instance's number: drawn from WASI's random source on first use.
+fn instance() -> i64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static INSTANCE: OnceLock<i64> = OnceLock::new();
+    *INSTANCE.get_or_init(|| RandomState::new().build_hasher().finish() as i64)
+}
+
 /// Creates the tables, one instance at a time: instances handling events
 /// side by side would race on `CREATE … IF NOT EXISTS` (a duplicate catalog
 /// row, or a failure while the winner has not committed). A transaction
@@ -141,10 +152,11 @@ async fn on_event(event: Event<Product>) -> anyhow::Result<()> {
         TABLES_READY.store(true, Ordering::Relaxed);
     }
     conn.execute(
-        "INSERT INTO deliveries (event_id, attempt) VALUES ($1, $2)",
+        "INSERT INTO deliveries (event_id, attempt, instance) VALUES ($1, $2, $3)",
         vec![
             ParameterValue::Str(event.id.clone()),
             ParameterValue::Int32(event.attempt as i32),
+            ParameterValue::Int64(instance()),
         ],
     )
     .await

@@ -869,3 +869,133 @@ async fn the_demo_catalogue_can_be_bought_on_a_fresh_database() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(shop.stock(&id).await["onHand"], 23);
 }
+
+/// The events of a Server-Sent Events answer: `(id, event type)`, in order.
+fn sse_events(text: &str) -> Vec<(i64, String)> {
+    let mut events = Vec::new();
+    let mut id = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = v.trim().parse().ok();
+        } else if let Some(ty) = line.strip_prefix("event: ") {
+            events.push((
+                id.take().expect("an id before each event"),
+                ty.trim().to_string(),
+            ));
+        }
+    }
+    events
+}
+
+fn types(events: &[(i64, String)]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|(_, ty)| ty.trim_start_matches("com.bitvelocity.order."))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_orders_events_stream_live_and_resume_after_the_last_one_seen() {
+    use crate::streaming::{open_stream_with, read_until, CLEAN_END};
+
+    let shop = Shop::start("live").await;
+    let mug = shop.product("LIVE-MUG", 1299, 5).await;
+    shop.add_to_cart("carol", &mug, 1).await;
+    let r = shop.checkout("carol", "k-live", "tok_visa").await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["orderId"].as_str().unwrap().to_string();
+    let path = format!("/api/orders/{id}/events");
+    let carol = auth_support::customer("carol");
+
+    // What happened so far; the stream stays open, a paid order can still
+    // change.
+    let mut stream = open_stream_with(shop.app.addr, &path, &[carol]).await;
+    let (seen, closed) = read_until(&mut stream, "order.paid.v1", Duration::from_secs(10)).await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.contains("content-type: text/event-stream"), "{seen}");
+    let first = sse_events(&seen);
+    assert_eq!(
+        types(&first),
+        ["placed.v1", "confirmed.v1", "paid.v1"],
+        "{seen}"
+    );
+    assert!(
+        !closed,
+        "the stream closed while the order can still change"
+    );
+    let data = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("a data line");
+    let event: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(event["subject"], id.as_str(), "{data}");
+
+    // Live: the cancel arrives on the open stream, which then ends cleanly.
+    let r = shop
+        .call(
+            "POST",
+            &format!("/api/orders/{id}/cancel"),
+            &[auth_support::customer("carol")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (rest, _) = read_until(&mut stream, CLEAN_END, Duration::from_secs(10)).await;
+    let live = sse_events(&rest);
+    assert_eq!(types(&live), ["cancelled.v1"], "{rest}");
+    assert!(live[0].0 > first[2].0);
+    assert!(rest.ends_with(CLEAN_END), "{rest}");
+
+    // Resumed after the first event: the rest, each once, then the end.
+    let placed = first[0].0.to_string();
+    let mut again = open_stream_with(
+        shop.app.addr,
+        &path,
+        &[
+            auth_support::customer("carol"),
+            ("last-event-id", placed.as_str()),
+        ],
+    )
+    .await;
+    let (resumed, _) = read_until(&mut again, CLEAN_END, Duration::from_secs(10)).await;
+    assert_eq!(
+        sse_events(&resumed),
+        [first[1..].to_vec(), live.clone()].concat(),
+        "{resumed}"
+    );
+
+    // Nobody else's, and a bad position is refused.
+    let dave = shop
+        .call("GET", &path, &[auth_support::customer("dave")], "")
+        .await;
+    assert_problem(&dave, 404, "not-found");
+    assert_problem(
+        &shop.call("GET", &path, &[], "").await,
+        401,
+        "unauthenticated",
+    );
+    let bad = shop
+        .call(
+            "GET",
+            &path,
+            &[auth_support::customer("carol"), ("last-event-id", "soon")],
+            "",
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.text());
+    assert!(bad.text().contains("Last-Event-ID"), "{}", bad.text());
+    let admin_view = shop
+        .call(
+            "GET",
+            &format!("{path}?lastEventId={}", live[0].0),
+            &[admin()],
+            "",
+        )
+        .await;
+    assert_eq!(admin_view.status, 200, "{}", admin_view.text());
+    assert!(
+        sse_events(&admin_view.text()).is_empty(),
+        "{}",
+        admin_view.text()
+    );
+}

@@ -406,6 +406,76 @@ async fn events_of_one_subject_arrive_in_the_order_they_were_written() {
     }
 }
 
+/// Under the `reuse` policy (the default) an instance whose handler
+/// succeeded takes the next events, up to `instance_max_requests`; one whose
+/// handler failed is never used again. Under `strict`, one per event.
+#[tokio::test]
+async fn instances_take_many_events_but_none_after_a_failure() {
+    let mut products: Vec<Value> = (0..30)
+        .map(|i| product(&format!("r{i}"), &format!("item {i}")))
+        .collect();
+    products.push(product("rf", "fail-cup"));
+    products.push(product("rl", "flaky-lamp"));
+    let body = json!({ "products": products });
+    let reuse = format!(
+        "{}\n[component.consumer.tool.bv]\ninstance_max_requests = 5\n",
+        manifest("", "")
+    );
+    let db = TestDb::new("ev_reuse").await;
+    let app = start(&db, &reuse).await;
+    assert_eq!(produce(&app, body.clone()).await.status, 201);
+    wait_count(&db, &app, "SELECT count(*) FROM seen", 31).await;
+    wait_count(&db, &app, "SELECT count(*) FROM bv_events.dead_letters", 1).await;
+    let deliveries = count(&db, "SELECT count(*) FROM deliveries").await;
+    let instances = count(&db, "SELECT count(DISTINCT instance) FROM deliveries").await;
+    assert_eq!(deliveries, 30 + 3 + 2, "each delivery is one row");
+    assert!(
+        instances < deliveries / 2,
+        "{instances} instances for {deliveries} deliveries: not reused"
+    );
+    let most = count(
+        &db,
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM deliveries GROUP BY instance) t",
+    )
+    .await;
+    assert!(
+        (2..=5).contains(&most),
+        "an instance took {most} events (instance_max_requests = 5)"
+    );
+    let failed = "FROM deliveries d JOIN bv_events.outbox o ON o.id = d.event_id
+                  WHERE (o.subject = 'rf' OR (o.subject = 'rl' AND d.attempt = 1))";
+    assert_eq!(count(&db, &format!("SELECT count(*) {failed}")).await, 4);
+    let used_after_failing = count(
+        &db,
+        &format!(
+            "SELECT count(*) {} AND EXISTS (SELECT 1 FROM deliveries later
+                 WHERE later.instance = d.instance AND later.at > d.at)",
+            failed
+        ),
+    )
+    .await;
+    assert_eq!(
+        used_after_failing, 0,
+        "an instance whose handler failed took another event"
+    );
+    drop(app);
+
+    let strict = format!(
+        "{}\n[component.consumer.tool.bv]\ninstance_policy = \"strict\"\n",
+        manifest("", "")
+    );
+    let db = TestDb::new("ev_strict").await;
+    let app = start(&db, &strict).await;
+    assert_eq!(produce(&app, body).await.status, 201);
+    wait_count(&db, &app, "SELECT count(*) FROM seen", 31).await;
+    wait_count(&db, &app, "SELECT count(*) FROM bv_events.dead_letters", 1).await;
+    assert_eq!(
+        count(&db, "SELECT count(DISTINCT instance) FROM deliveries").await,
+        count(&db, "SELECT count(*) FROM deliveries").await,
+        "strict: a fresh instance per event"
+    );
+}
+
 /// Pairs of events whose handling overlapped: one's delivery started
 /// (its first `deliveries` row) before the other was applied (`seen.at`),
 /// both ways.

@@ -53,22 +53,15 @@ async fn compiled_code_is_cached_on_disk() {
         ..Default::default()
     };
     let first = spawn_app_with(&manifest, spawn()).await;
-    assert!(
-        first.log().contains("compiled and cached"),
-        "{}",
-        first.log()
-    );
+    // Log lines (stderr) may arrive a moment after the address (stdout).
+    wait_for_log(&first, "compiled and cached").await;
     drop(first);
     let cached: Vec<_> = std::fs::read_dir(dir.path().join("own-cache"))
         .unwrap()
         .collect();
     assert_eq!(cached.len(), 1);
     let second = spawn_app_with(&manifest, spawn()).await;
-    assert!(
-        second.log().contains("loaded from cache"),
-        "{}",
-        second.log()
-    );
+    wait_for_log(&second, "loaded from cache").await;
     assert_eq!(second.get("/p/headers").await.status, 200);
 }
 

@@ -44,6 +44,7 @@ mod routing;
 mod shutdown;
 mod spin_compat;
 mod sqlite;
+mod streaming;
 mod suite_secrets;
 mod tracing;
 mod tracing_events;

@@ -139,6 +139,9 @@ db_url = "{{{{ db_url }}}}"
 
 [component.event-sink]
 source = "{{wasm:event-sink}}"
+# A fresh instance per event, so that each delivery shows its instantiation.
+[component.event-sink.tool.bv]
+instance_policy = "strict"
 "#
     )
 }
