@@ -10,6 +10,7 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `GET /{productId}` | 200 `{productId, sku, onHand, reserved, available}`; 404 |
+//! | `GET /{productId}/stream` | 200 `text/event-stream`: the same, live, after every change (see [`live`]); 404 |
 //! | `POST /{productId}/restock` `{quantity}` (admin) | 200 the stock after it; 401, 403, 404, 422 |
 //! | `POST /reservations` `{reservationId, orderId, items: [{productId, quantity}]}` | 201 the reservation; 200 when replayed; 409 `insufficient-stock`; 422 `unknown-product`, `idempotency-mismatch` |
 //! | `GET /reservations/{id}` | 200 the reservation; 404 |
@@ -38,6 +39,7 @@
 //! nothing releases it automatically yet.
 
 mod events;
+mod live;
 mod model;
 mod problems;
 mod schema;
@@ -46,7 +48,7 @@ mod store;
 use std::sync::atomic::AtomicBool;
 
 use bv_service::{json, path_info, read_json, Problem, ProblemKind, Reply, Trace};
-use spin_sdk::http::{Method, Request};
+use spin_sdk::http::{box_body, BoxBody, Method, Request, Response};
 use spin_sdk::http_service;
 use spin_sdk::pg::Connection;
 
@@ -68,8 +70,31 @@ const MAX_RESERVATION_BODY: usize = 64 * 1024;
 static MIGRATED: AtomicBool = AtomicBool::new(false);
 
 #[http_service]
-async fn handle(req: Request) -> Reply {
-    route(req).await.unwrap_or_else(Problem::into_response)
+async fn handle(req: Request) -> Response<BoxBody> {
+    if let Some(product) = stream_path(&req) {
+        return match product_id(&product).map(live::stock) {
+            Ok(stream) => stream.await,
+            Err(problem) => Err(problem),
+        }
+        .unwrap_or_else(|problem| problem.into_response().map(box_body));
+    }
+    route(req)
+        .await
+        .unwrap_or_else(Problem::into_response)
+        .map(box_body)
+}
+
+/// The product of `GET|HEAD /api/inventory/{productId}/stream`, the one
+/// streamed answer.
+fn stream_path(req: &Request) -> Option<String> {
+    if !matches!(req.method(), &Method::GET | &Method::HEAD) {
+        return None;
+    }
+    let path = path_info(req, MOUNT).ok()?;
+    match path.trim_start_matches('/').split('/').collect::<Vec<_>>()[..] {
+        [product, "stream"] if product != "reservations" => bv_service::percent_decode(product),
+        _ => None,
+    }
 }
 
 /// Where each path goes; anything else is 404, a known path with another
@@ -109,6 +134,7 @@ async fn route(req: Request) -> Result<Reply, Problem> {
         [product] if !product.is_empty() => Err(Problem::method_not_allowed("GET, HEAD")),
         [product, "restock"] if post => restock(product_id(product)?, req, &trace).await,
         [_, "restock"] => Err(Problem::method_not_allowed("POST")),
+        [_, "stream"] => Err(Problem::method_not_allowed("GET, HEAD")),
         _ => Err(Problem::not_found(format!("no resource at `{path}`"))),
     }
 }
@@ -145,11 +171,16 @@ async fn connect() -> Result<Connection, Problem> {
 }
 
 async fn get_stock(product: ProductId) -> Result<Reply, Problem> {
+    Ok(json(200, &stock_json(&product).await?))
+}
+
+/// `product`'s stock record as JSON; 404 without one.
+async fn stock_json(product: &ProductId) -> Result<serde_json::Value, Problem> {
     let conn = connect().await?;
-    let stock = atomically(&conn, async |tx| store::stock(tx, &product).await)
+    let stock = atomically(&conn, async |tx| store::stock(tx, product).await)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no stock record for product `{product}`")))?;
-    Ok(json(200, &stock.to_json()))
+    Ok(stock.to_json())
 }
 
 async fn restock(product: ProductId, req: Request, trace: &Trace) -> Result<Reply, Problem> {

@@ -8,27 +8,18 @@
 //! `Last-Event-ID` (as `EventSource` does by itself) gets every event after
 //! that one and nothing twice; `?lastEventId=` does the same for clients
 //! that cannot set the header. The stream polls the log every
-//! [`POLL`] while the order can still change, sends a comment line after
-//! [`HEARTBEAT`] without events (so proxies and the runtime's idle timeout
-//! keep it open), and ends after the order's final event (fulfilled,
+//! [`sse::POLL`] while the order can still change, sends a comment line
+//! after [`sse::HEARTBEAT`] without events, and ends after the order's final event (fulfilled,
 //! cancelled or failed). The runtime ends it cleanly when it shuts down;
 //! the client then reconnects and resumes.
 
-use std::time::Duration;
-
 use bv_orders::model::{CustomerId, OrderId, Status};
-use bv_service::Problem;
+use bv_service::{sse, Problem};
 use bytes::Bytes;
 use futures::SinkExt;
 use spin_sdk::http::body::stream;
 use spin_sdk::http::{BoxBody, Request, Response};
 use spin_sdk::pg::ParameterValue;
-
-/// How often the log is read while the order can still change.
-pub(crate) const POLL: Duration = Duration::from_millis(250);
-
-/// The longest a stream stays silent: then it sends a comment line.
-pub(crate) const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Events read per query.
 const PAGE: i64 = 100;
@@ -87,64 +78,43 @@ pub(crate) async fn events(req: &Request, id: &OrderId) -> Result<Response<BoxBo
     let (mut tx, body) = stream::<Bytes>();
     let id = id.to_string();
     spin_sdk::wasip3::spawn(async move {
-        // EventSource's reconnection delay.
-        if tx
-            .send(Bytes::from_static(b"retry: 1000\n\n"))
-            .await
-            .is_err()
-        {
+        if tx.send(sse::RETRY).await.is_err() {
             return;
         }
         let mut after = after;
-        let mut silent = Duration::ZERO;
+        let mut heartbeat = sse::Heartbeat::default();
         loop {
             let page = match read(&id, after).await {
                 Ok(page) => page,
                 Err(e) => {
                     // The next poll tries again; the client loses nothing.
                     eprintln!("order {id}: event stream: reading the log: {e}");
-                    spin_sdk::time::sleep(POLL).await;
+                    spin_sdk::time::sleep(sse::POLL).await;
                     continue;
                 }
             };
             let mut finished = false;
             for (seq, ty, event) in &page {
-                let frame = format!("id: {seq}\nevent: {ty}\ndata: {event}\n\n");
-                if tx.send(Bytes::from(frame)).await.is_err() {
+                if tx.send(sse::frame(Some(*seq), ty, event)).await.is_err() {
                     return;
                 }
+                heartbeat.sent();
                 after = *seq;
                 finished |= FINAL.contains(&ty.as_str());
             }
             if finished || (already_final && (page.len() as i64) < PAGE) {
                 return;
             }
-            if !page.is_empty() {
-                silent = Duration::ZERO;
-                if page.len() as i64 == PAGE {
-                    continue;
-                }
-            } else if silent >= HEARTBEAT {
-                if tx
-                    .send(Bytes::from_static(b": keep-alive\n\n"))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                silent = Duration::ZERO;
+            if page.len() as i64 == PAGE {
+                continue;
             }
-            spin_sdk::time::sleep(POLL).await;
-            silent += POLL;
+            spin_sdk::time::sleep(sse::POLL).await;
+            if heartbeat.waited(sse::POLL) && tx.send(sse::KEEP_ALIVE).await.is_err() {
+                return;
+            }
         }
     });
-    Ok(Response::builder()
-        .status(200)
-        .header("content-type", "text/event-stream")
-        .header("cache-control", "no-cache")
-        .header("x-accel-buffering", "no")
-        .body(spin_sdk::http::box_body(body))
-        .expect("valid response head"))
+    Ok(sse::response(body))
 }
 
 /// The order's events after position `after`, oldest first, at most

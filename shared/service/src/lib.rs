@@ -13,12 +13,14 @@
 //!   and events it causes.
 //! - [`telemetry`]: business metrics as stdout lines `bv` turns into
 //!   Prometheus series.
+//! - [`sse`]: Server-Sent Events frames, heartbeats and the streamed answer.
 #![deny(missing_docs)]
 
 mod migrate;
 mod money;
 mod problem;
 mod request;
+pub mod sse;
 pub mod telemetry;
 pub mod trace;
 

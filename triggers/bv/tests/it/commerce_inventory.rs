@@ -975,3 +975,42 @@ async fn the_demo_catalogue_is_in_stock_from_the_start() {
     assert_eq!(shop.counts(mug).await, (DEMO_ON_HAND, 2, DEMO_ON_HAND - 2));
     assert_eq!(shop.counts(tea).await, (DEMO_ON_HAND, 1, DEMO_ON_HAND - 1));
 }
+
+#[tokio::test]
+async fn a_products_stock_streams_live_after_every_change() {
+    use crate::streaming::{open_stream_with, read_until};
+
+    let shop = Shop::start("inv_stream").await;
+    shop.product("p1", 3).await;
+    let mut stream = open_stream_with(shop.app.addr, "/api/inventory/p1/stream", &[]).await;
+    let wait = Duration::from_secs(5);
+    let (first, _) = read_until(&mut stream, "\"available\":3", wait).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(first.contains("content-type: text/event-stream"), "{first}");
+    assert!(first.contains("event: stock\ndata: {"), "{first}");
+
+    // A reservation, then a restock: each arrives as it happens.
+    let r = shop.reserve(&reservation("r1", "o1", &[("p1", 2)])).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (reserved, _) = read_until(&mut stream, "\"available\":1", wait).await;
+    assert!(reserved.contains("\"reserved\":2"), "{reserved}");
+    assert_eq!(
+        reserved.matches("event: stock").count(),
+        1,
+        "one event per change:\n{reserved}"
+    );
+    let r = shop.restock("p1", json!({ "quantity": 4 })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (restocked, _) = read_until(&mut stream, "\"available\":5", wait).await;
+    assert!(restocked.contains("\"onHand\":7"), "{restocked}");
+
+    // Nothing to stream for a product without stock; other methods are 405.
+    problem(
+        &shop.get("/api/inventory/nope/stream").await,
+        404,
+        "not-found",
+    );
+    let r = shop.post("/api/inventory/p1/stream", &[], "").await;
+    assert_eq!(r.status, 405, "{}", r.text());
+    assert_eq!(r.headers["allow"], "GET, HEAD");
+}
