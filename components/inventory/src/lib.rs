@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `GET /{productId}` | 200 `{productId, sku, onHand, reserved, available}`; 404 |
 //! | `GET /{productId}/stream` | 200 `text/event-stream`: the same, live, after every change (see [`live`]); 404 |
+//! | `POST /flash-sales`, `GET /flash-sales/{saleId}`, `GET /flash-sales/{saleId}/stream` | flash sales, announced live (see [`flash`]) |
 //! | `POST /{productId}/restock` `{quantity}` (admin) | 200 the stock after it; 401, 403, 404, 422 |
 //! | `POST /reservations` `{reservationId, orderId, items: [{productId, quantity}]}` | 201 the reservation; 200 when replayed; 409 `insufficient-stock`; 422 `unknown-product`, `idempotency-mismatch` |
 //! | `GET /reservations/{id}` | 200 the reservation; 404 |
@@ -39,6 +40,7 @@
 //! nothing releases it automatically yet.
 
 mod events;
+mod flash;
 mod live;
 mod model;
 mod problems;
@@ -71,28 +73,40 @@ static MIGRATED: AtomicBool = AtomicBool::new(false);
 
 #[http_service]
 async fn handle(req: Request) -> Response<BoxBody> {
-    if let Some(product) = stream_path(&req) {
-        return match product_id(&product).map(live::stock) {
-            Ok(stream) => stream.await,
+    let streamed = match stream_path(&req) {
+        Some(Stream::Stock(product)) => match product_id(&product) {
+            Ok(product) => live::stock(product).await,
             Err(problem) => Err(problem),
+        },
+        Some(Stream::Sale(id)) => flash::follow(id).await,
+        None => {
+            return route(req)
+                .await
+                .unwrap_or_else(Problem::into_response)
+                .map(box_body)
         }
-        .unwrap_or_else(|problem| problem.into_response().map(box_body));
-    }
-    route(req)
-        .await
-        .unwrap_or_else(Problem::into_response)
-        .map(box_body)
+    };
+    streamed.unwrap_or_else(|problem| problem.into_response().map(box_body))
 }
 
-/// The product of `GET|HEAD /api/inventory/{productId}/stream`, the one
-/// streamed answer.
-fn stream_path(req: &Request) -> Option<String> {
+/// The streamed answers.
+enum Stream {
+    /// `GET|HEAD /api/inventory/{productId}/stream`.
+    Stock(String),
+    /// `GET|HEAD /api/inventory/flash-sales/{saleId}/stream`.
+    Sale(String),
+}
+
+fn stream_path(req: &Request) -> Option<Stream> {
     if !matches!(req.method(), &Method::GET | &Method::HEAD) {
         return None;
     }
     let path = path_info(req, MOUNT).ok()?;
     match path.trim_start_matches('/').split('/').collect::<Vec<_>>()[..] {
-        [product, "stream"] if product != "reservations" => bv_service::percent_decode(product),
+        ["flash-sales", id, "stream"] => bv_service::percent_decode(id).map(Stream::Sale),
+        [product, "stream"] if product != "reservations" && product != "flash-sales" => {
+            bv_service::percent_decode(product).map(Stream::Stock)
+        }
         _ => None,
     }
 }
@@ -119,6 +133,12 @@ async fn route(req: Request) -> Result<Reply, Problem> {
     // HEAD is GET without the body (the runtime drops it).
     let get = method == Method::GET || method == Method::HEAD;
     match segments.as_slice() {
+        ["flash-sales"] if post => flash::create(req).await,
+        ["flash-sales"] => Err(Problem::method_not_allowed("POST")),
+        ["flash-sales", id] if get => flash::get(id).await,
+        ["flash-sales", _] | ["flash-sales", _, "stream"] => {
+            Err(Problem::method_not_allowed("GET, HEAD"))
+        }
         ["reservations"] if post => create_reservation(req, &trace).await,
         ["reservations"] => Err(Problem::method_not_allowed("POST")),
         ["reservations", id] if get => get_reservation(reservation_id(id)?).await,

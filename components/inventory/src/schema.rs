@@ -23,7 +23,24 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_demo_stock",
         sql: DEMO_STOCK,
     },
+    Migration {
+        name: "0003_flash_sales",
+        sql: FLASH_SALES,
+    },
 ];
+
+/// Flash sales: units of one product offered for a while (`flash`).
+const FLASH_SALES: &str = "CREATE TABLE inventory.flash_sales (
+    sale_id    text PRIMARY KEY DEFAULT gen_random_uuid()::text,
+    product_id text NOT NULL REFERENCES inventory.stock (product_id),
+    units      bigint NOT NULL,
+    starts_at  timestamptz NOT NULL,
+    ends_at    timestamptz NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT flash_sale_units_positive CHECK (units > 0),
+    CONSTRAINT flash_sale_ends_after_it_starts CHECK (ends_at > starts_at)
+);
+";
 
 /// Stock per product and reservations of an order's lines.
 const STOCK_AND_RESERVATIONS: &str = "CREATE SCHEMA IF NOT EXISTS inventory;

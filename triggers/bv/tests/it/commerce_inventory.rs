@@ -1014,3 +1014,115 @@ async fn a_products_stock_streams_live_after_every_change() {
     assert_eq!(r.status, 405, "{}", r.text());
     assert_eq!(r.headers["allow"], "GET, HEAD");
 }
+
+#[tokio::test]
+async fn a_flash_sale_is_announced_live_and_late_followers_catch_up() {
+    use crate::streaming::{open_stream_with, read_until, CLEAN_END};
+
+    let shop = Shop::start("inv_flash").await;
+    shop.product("p1", 10).await;
+    // Times by the database's clock, as the sale's state is.
+    let client = shop.db.client().await;
+    let at = |ms: i64| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT to_char((clock_timestamp() + $1::float8 * interval '1 millisecond')
+                        AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+                    &[&(ms as f64)],
+                )
+                .await
+                .unwrap();
+            row.get::<_, String>(0)
+        }
+    };
+    let sale = json!({
+        "productId": "p1", "units": 4,
+        "startsAt": at(1500).await, "endsAt": at(3500).await,
+    });
+    let r = shop.post_json("/api/inventory/flash-sales", &sale).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let created = r.json();
+    let id = created["saleId"].as_str().unwrap().to_string();
+    assert_eq!(
+        r.headers["location"],
+        format!("/api/inventory/flash-sales/{id}")
+    );
+    assert_eq!(created["state"], "scheduled");
+    assert_eq!(created["unitsLeft"], 4);
+
+    // A follower from before the start sees it scheduled, start, units
+    // going as stock is reserved, and the end; then the stream ends.
+    let path = format!("/api/inventory/flash-sales/{id}/stream");
+    let mut stream = open_stream_with(shop.app.addr, &path, &[]).await;
+    let wait = Duration::from_secs(5);
+    let (seen, _) = read_until(&mut stream, "\"state\":\"live\"", wait).await;
+    assert!(seen.contains("content-type: text/event-stream"), "{seen}");
+    assert!(seen.contains("\"state\":\"scheduled\""), "{seen}");
+    let r = shop.reserve(&reservation("r1", "o1", &[("p1", 8)])).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (left, _) = read_until(&mut stream, "\"unitsLeft\":2", wait).await;
+    assert!(left.contains("\"state\":\"live\""), "{left}");
+    let (ended, _) = read_until(&mut stream, CLEAN_END, wait).await;
+    assert!(ended.contains("\"state\":\"ended\""), "{ended}");
+    assert!(ended.contains("\"unitsLeft\":0"), "{ended}");
+
+    // A late follower gets the sale as it is, once, and the end at once.
+    let mut late = open_stream_with(shop.app.addr, &path, &[]).await;
+    let (all, _) = read_until(&mut late, CLEAN_END, wait).await;
+    assert_eq!(all.matches("event: sale").count(), 1, "{all}");
+    assert!(all.contains("\"state\":\"ended\""), "{all}");
+    let r = shop.get(&format!("/api/inventory/flash-sales/{id}")).await;
+    assert_eq!(r.json()["state"], "ended", "{}", r.text());
+
+    // Bad sales are refused, naming the field, and nothing is kept.
+    let before = shop
+        .count("SELECT count(*) FROM inventory.flash_sales")
+        .await;
+    for (body, field) in [
+        (
+            json!({ "productId": "p1", "units": 1, "startsAt": at(2000).await, "endsAt": at(1000).await }),
+            "endsAt",
+        ),
+        (
+            json!({ "productId": "p1", "units": 1, "startsAt": at(-3000).await, "endsAt": at(-1000).await }),
+            "endsAt",
+        ),
+        (
+            json!({ "productId": "nope", "units": 1, "startsAt": at(0).await, "endsAt": at(1000).await }),
+            "productId",
+        ),
+        (
+            json!({ "productId": "p1", "units": 0, "startsAt": at(0).await, "endsAt": at(1000).await }),
+            "units",
+        ),
+        (
+            json!({ "productId": "p1", "units": 1, "startsAt": "tomorrow", "endsAt": at(1000).await }),
+            "startsAt",
+        ),
+    ] {
+        let r = shop.post_json("/api/inventory/flash-sales", &body).await;
+        let p = problem(&r, 422, "invalid-field");
+        assert_eq!(p["field"], field, "{body}: {}", r.text());
+    }
+    assert_eq!(
+        shop.count("SELECT count(*) FROM inventory.flash_sales")
+            .await,
+        before
+    );
+    let r = request(
+        shop.app.addr,
+        "POST",
+        "/api/inventory/flash-sales",
+        &[("content-type", "application/json"), customer("cora")],
+        sale.to_string(),
+    )
+    .await;
+    problem(&r, 403, "forbidden");
+    problem(
+        &shop.get("/api/inventory/flash-sales/nope/stream").await,
+        404,
+        "not-found",
+    );
+}
