@@ -15,7 +15,7 @@
 
 use bv_service::{json, read_json, sse, Problem};
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike as _, SecondsFormat, Utc};
 use futures::SinkExt;
 use serde::Deserialize;
 use spin_sdk::http::body::stream;
@@ -35,9 +35,14 @@ struct Timestamp(DateTime<Utc>);
 impl TryFrom<String> for Timestamp {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| Timestamp(t.with_timezone(&Utc)))
-            .map_err(|_| format!("`{s}` is not an RFC 3339 time (e.g. 2026-12-24T18:00:00Z)"))
+        let t = DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| format!("`{s}` is not an RFC 3339 time (e.g. 2026-12-24T18:00:00Z)"))?;
+        // What the database stores, and more than any sale needs.
+        if !(1970..=9999).contains(&t.year()) {
+            return Err(format!("`{s}` is outside the years 1970 to 9999"));
+        }
+        Ok(Timestamp(t))
     }
 }
 

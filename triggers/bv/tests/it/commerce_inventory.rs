@@ -1101,6 +1101,10 @@ async fn a_flash_sale_is_announced_live_and_late_followers_catch_up() {
             json!({ "productId": "p1", "units": 1, "startsAt": "tomorrow", "endsAt": at(1000).await }),
             "startsAt",
         ),
+        (
+            json!({ "productId": "p1", "units": 1, "startsAt": "0000-01-01T00:00:00Z", "endsAt": at(1000).await }),
+            "startsAt",
+        ),
     ] {
         let r = shop.post_json("/api/inventory/flash-sales", &body).await;
         let p = problem(&r, 422, "invalid-field");
