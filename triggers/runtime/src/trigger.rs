@@ -162,9 +162,7 @@ impl<I> WarmInstances<I> {
 
     /// A kept instance that may serve one more message, if there is one.
     fn take(&self) -> Option<Warm<I>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|w| w.parked.elapsed() < WARM_IDLE_TIMEOUT);
-        idle.pop()
+        self.fresh_idle().pop()
     }
 
     fn put(&self, mut warm: Warm<I>) {
@@ -182,13 +180,14 @@ impl<I> WarmInstances<I> {
     /// Drops the instances idle for longer than [`WARM_IDLE_TIMEOUT`];
     /// a trigger calls it while it has nothing to deliver.
     pub fn reap(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|w| w.parked.elapsed() < WARM_IDLE_TIMEOUT);
+        drop(self.fresh_idle());
     }
 
-    /// Instances waiting for a message.
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    /// The waiting instances, those idle for too long dropped.
+    fn fresh_idle(&self) -> std::sync::MutexGuard<'_, Vec<Warm<I>>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|w| w.parked.elapsed() < WARM_IDLE_TIMEOUT);
+        idle
     }
 }
 
@@ -208,7 +207,10 @@ pub async fn deliver_warm<I, R>(
 ) -> Result<R, Failure> {
     let work = async {
         let mut kept = match warm.take() {
-            Some(kept) => kept,
+            Some(kept) => {
+                kept.store.data().span.set(span.clone());
+                kept
+            }
             None => {
                 let (store, instance) =
                     fresh_instance(runtime, component, span, instantiate).await?;
@@ -220,7 +222,6 @@ pub async fn deliver_warm<I, R>(
                 }
             }
         };
-        kept.store.data().span.set(span.clone());
         let result = call(&mut kept.store, &kept.instance)
             .await
             .map_err(Failure::trap)?;
