@@ -182,6 +182,10 @@ impl<S: Sink> Subscriber<S> {
         );
 
         let mut last_lag = Instant::now() - Duration::from_secs(60);
+        // Whether events were handled since the lag was last counted: once
+        // the subscription goes idle after them, the gauge is brought to
+        // rest at once (an alert on lag must not see a backlog that is gone).
+        let mut handled_since_lag = false;
         loop {
             if stop.is_cancelled() {
                 return Ok(End::Stopped);
@@ -199,9 +203,10 @@ impl<S: Sink> Subscriber<S> {
                 }
                 // At most once a second: every outbox commit wakes every
                 // subscription, most of them with nothing to do.
-                if last_lag.elapsed() > Duration::from_secs(1) {
+                if handled_since_lag || last_lag.elapsed() > Duration::from_secs(1) {
                     self.update_lag(&client).await?;
                     last_lag = Instant::now();
+                    handled_since_lag = false;
                 }
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(End::Stopped),
@@ -215,6 +220,7 @@ impl<S: Sink> Subscriber<S> {
                 .deliver_batch(&client, &read.events, stop, &closed)
                 .await?;
             if count > 0 {
+                handled_since_lag = true;
                 if let Some(to) = read.position_after(count)? {
                     self.advance(&client, &read.position, &to, count as i64)
                         .await?;
@@ -226,6 +232,7 @@ impl<S: Sink> Subscriber<S> {
             if last_lag.elapsed() > Duration::from_secs(1) {
                 self.update_lag(&client).await?;
                 last_lag = Instant::now();
+                handled_since_lag = false;
             }
         }
     }
