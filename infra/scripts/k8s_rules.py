@@ -110,7 +110,9 @@ def load_app(spin_toml):
     for cid, component in components.items():
         hosts = component.get("allowed_outbound_hosts", [])
         hosts_of[cid] = hosts
-        callees[cid] = sorted({m.group(1) for h in hosts if (m := CHAINED.match(h))})
+        # bv-websocket.spin.internal is bv's own WebSocket interface, not a component.
+        callees[cid] = sorted({m.group(1) for h in hosts
+                               if (m := CHAINED.match(h)) and m.group(1) != "bv-websocket"})
         allow_vars[cid] = {v for h in hosts for v in TEMPLATE.findall(h)}
         # Application variables a component reads whole ("{{ db_url }}").
         uses[cid] = {m.group(1) for t in component.get("variables", {}).values()

@@ -55,6 +55,8 @@ problem_kinds! {
     NotFound => "not-found",
     /// 405: only [`Problem::method_not_allowed`] makes it (with `Allow`).
     MethodNotAllowed => "method-not-allowed",
+    /// 426: a WebSocket endpoint asked without the upgrade.
+    UpgradeRequired => "upgrade-required",
     /// 409: a generic conflict.
     Conflict => "conflict",
     /// 428: `If-Match` is required.

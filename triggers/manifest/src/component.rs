@@ -87,6 +87,12 @@ pub(crate) fn parse_components(
                 format!("invalid component id `{id}`: {KEBAB_RULE}"),
             ));
         }
+        if id == crate::WEBSOCKET_HOST_ID {
+            return Err(err(
+                &prefix,
+                format!("component id `{id}` is reserved: `http://{id}.spin.internal` is bv's WebSocket interface"),
+            ));
+        }
         if let Some(hosts) = &rc.allowed_http_hosts {
             let suggestion: Vec<String> = hosts
                 .iter()

@@ -24,6 +24,47 @@ pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: u32 = 32 * 1024;
 pub const PARSER_MAX_HEADERS: u32 = 100;
 /// Default for `rate_limit.timeout_ms`.
 pub const DEFAULT_RATE_LIMIT_TIMEOUT_MS: u64 = 100;
+/// Default for `websocket.max_message_bytes`: 64 KiB.
+pub const DEFAULT_WEBSOCKET_MAX_MESSAGE_BYTES: u64 = 64 * 1024;
+/// Default for `websocket.ping_interval_ms`: 30 s.
+pub const DEFAULT_WEBSOCKET_PING_INTERVAL_MS: u64 = 30_000;
+
+/// `[component.<id>.tool.bv.websocket]`: bv terminates WebSocket
+/// connections on the component's routes (Spin has no WebSocket support) and
+/// calls the component for each connect, message and disconnect; components
+/// send to connections and groups through `http://bv-websocket.spin.internal`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketSettings {
+    /// The largest message a client may send; a larger one closes the
+    /// connection with 1009 (message too big).
+    #[serde(default, deserialize_with = "some_positive_u64")]
+    pub max_message_bytes: Option<u64>,
+    /// How often bv pings an idle connection; a connection that answers
+    /// nothing for two intervals is closed.
+    #[serde(default, deserialize_with = "some_positive_u64")]
+    pub ping_interval_ms: Option<u64>,
+    /// Redis address (`redis://…` or `rediss://…`, possibly a
+    /// `{{ variable }}` template) through which several bv processes reach
+    /// each other's connections; without it, sends reach this process's
+    /// connections only. Every WebSocket component must name the same one.
+    #[serde(default)]
+    pub redis: Option<Template>,
+}
+
+impl WebSocketSettings {
+    /// `max_message_bytes`, else 64 KiB.
+    pub fn max_message_bytes(&self) -> u64 {
+        self.max_message_bytes
+            .unwrap_or(DEFAULT_WEBSOCKET_MAX_MESSAGE_BYTES)
+    }
+
+    /// `ping_interval_ms`, else 30 s.
+    pub fn ping_interval_ms(&self) -> u64 {
+        self.ping_interval_ms
+            .unwrap_or(DEFAULT_WEBSOCKET_PING_INTERVAL_MS)
+    }
+}
 
 /// `[application.tool.bv.cors]`: which browser origins may call the
 /// application's routes, and with what.
@@ -318,6 +359,12 @@ pub(crate) fn validate_app(
     if let Some(limit) = &settings.rate_limit {
         validate_rate_limit(limit, undefined_var)?;
     }
+    if settings.websocket.is_some() {
+        return Err((
+            "websocket".into(),
+            "`websocket` is set per component; set it in [component.<id>.tool.bv]".into(),
+        ));
+    }
     for (i, entry) in settings.trusted_proxies.iter().flatten().enumerate() {
         let field = format!("trusted_proxies[{i}]");
         if let Some(message) = undefined_var(entry) {
@@ -356,6 +403,29 @@ pub(crate) fn validate_component(
     }
     if let Some(limit) = &settings.rate_limit {
         validate_rate_limit(limit, undefined_var)?;
+    }
+    if let Some(redis) = settings.websocket.as_ref().and_then(|w| w.redis.as_ref()) {
+        validate_redis("websocket.redis", redis, undefined_var)?;
+    }
+    Ok(())
+}
+
+fn validate_redis(
+    field: &str,
+    redis: &Template,
+    undefined_var: &dyn Fn(&Template) -> Option<String>,
+) -> Result<(), Problem> {
+    if let Some(message) = undefined_var(redis) {
+        return Err((field.into(), message));
+    }
+    if redis.is_literal() {
+        let url = redis.as_str();
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err((
+                field.into(),
+                format!("`{url}` is not a redis:// or rediss:// URL"),
+            ));
+        }
     }
     Ok(())
 }
@@ -482,17 +552,7 @@ fn validate_rate_limit(
             }
         }
     }
-    let field = "rate_limit.redis".to_string();
-    if let Some(message) = undefined_var(&limit.redis) {
-        return Err((field, message));
-    }
-    if limit.redis.is_literal() {
-        let url = limit.redis.as_str();
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err((field, format!("`{url}` is not a redis:// or rediss:// URL")));
-        }
-    }
-    Ok(())
+    validate_redis("rate_limit.redis", &limit.redis, undefined_var)
 }
 
 #[cfg(test)]

@@ -32,8 +32,9 @@ pub use bv_routes::RouteSpec;
 pub use component::{BuildConfig, Component, FileMount};
 pub use error::ManifestError;
 pub use http_settings::{
-    CorsSettings, Count, IpNetwork, RateLimitNumbers, RateLimitSettings,
+    CorsSettings, Count, IpNetwork, RateLimitNumbers, RateLimitSettings, WebSocketSettings,
     DEFAULT_MAX_REQUEST_HEADERS, DEFAULT_MAX_REQUEST_HEADER_BYTES,
+    DEFAULT_WEBSOCKET_MAX_MESSAGE_BYTES, DEFAULT_WEBSOCKET_PING_INTERVAL_MS,
 };
 pub use load::{load, parse};
 pub use runtime_config::{
@@ -44,6 +45,10 @@ pub use settings::{BvSettings, ComponentBvSettings, InstancePolicy, LogLevel};
 pub use template::{Template, TemplateError};
 pub use triggers::HttpTrigger;
 pub use variables::Variable;
+
+/// The name under `*.spin.internal` of bv's WebSocket interface
+/// (`http://bv-websocket.spin.internal`), so no component may have it.
+pub const WEBSOCKET_HOST_ID: &str = "bv-websocket";
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use crate::raw;
 use crate::{
-    CorsSettings, RateLimitSettings, Template, DEFAULT_MAX_REQUEST_HEADERS,
+    CorsSettings, RateLimitSettings, Template, WebSocketSettings, DEFAULT_MAX_REQUEST_HEADERS,
     DEFAULT_MAX_REQUEST_HEADER_BYTES,
 };
 
@@ -65,6 +65,10 @@ pub struct BvSettings {
     /// may be a `{{ variable }}` template holding a comma-separated list.
     /// Empty: the client is the TCP peer.
     pub trusted_proxies: Vec<Template>,
+    /// `[component.<id>.tool.bv.websocket]` (per component): bv accepts
+    /// WebSocket connections on the component's routes and calls the
+    /// component for their events. `None`: no WebSocket.
+    pub websocket: Option<WebSocketSettings>,
 }
 
 /// How much of a component's output (stdout and stderr lines) bv logs
@@ -105,6 +109,7 @@ impl Default for BvSettings {
             cors: None,
             rate_limit: None,
             trusted_proxies: Vec::new(),
+            websocket: None,
         }
     }
 }
@@ -157,6 +162,9 @@ pub struct ComponentBvSettings {
     /// See [`BvSettings::trusted_proxies`] (application only).
     #[serde(default)]
     pub trusted_proxies: Option<Vec<Template>>,
+    /// See [`BvSettings::websocket`] (components only).
+    #[serde(default)]
+    pub websocket: Option<WebSocketSettings>,
 }
 
 impl ComponentBvSettings {
@@ -191,6 +199,7 @@ impl ComponentBvSettings {
                 .trusted_proxies
                 .clone()
                 .unwrap_or_else(|| app.trusted_proxies.clone()),
+            websocket: self.websocket.clone(),
         }
     }
 }

@@ -991,3 +991,46 @@ source = "cart.wasm"
         "{e}"
     );
 }
+
+#[test]
+fn websocket_settings() {
+    let app = ok(&manifest(
+        "[component.hello.tool.bv.websocket]\nmax_message_bytes = 1024\n",
+    ));
+    let ws = app
+        .bv_settings_for("hello")
+        .websocket
+        .expect("websocket on");
+    assert_eq!(ws.max_message_bytes(), 1024);
+    assert_eq!(ws.ping_interval_ms(), DEFAULT_WEBSOCKET_PING_INTERVAL_MS);
+    assert_eq!(ws.redis, None);
+    assert_eq!(ok(&manifest("")).bv_settings_for("hello").websocket, None);
+
+    assert_err(
+        &manifest("[component.hello.tool.bv.websocket]\nredis = \"http://x\"\n"),
+        "component.hello.tool.bv.websocket.redis",
+        "is not a redis:// or rediss:// URL",
+    );
+    assert_err(
+        &manifest("[component.hello.tool.bv.websocket]\nredis = \"{{ nope }}\"\n"),
+        "component.hello.tool.bv.websocket.redis",
+        "nope",
+    );
+    assert_err(
+        &manifest("[component.hello.tool.bv.websocket]\nping_interval_ms = 0\n"),
+        "component.hello.tool.bv.websocket.ping_interval_ms",
+        "",
+    );
+    assert_err(
+        &format!("{HEAD}[application.tool.bv.websocket]\n"),
+        "application.tool.bv.websocket",
+        "set per component",
+    );
+    assert_err(
+        &format!(
+            "{HEAD}[[trigger.http]]\nroute = \"/ws\"\ncomponent = \"bv-websocket\"\n[component.bv-websocket]\nsource = \"a.wasm\"\n"
+        ),
+        "component.bv-websocket",
+        "reserved",
+    );
+}

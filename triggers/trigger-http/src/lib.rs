@@ -22,6 +22,7 @@ mod rate_limit;
 mod security_headers;
 mod server;
 mod trace;
+mod websocket;
 
 pub use metrics::Metrics;
 pub use server::{serve, Drained, HttpServer, ServeOptions};
@@ -56,6 +57,8 @@ struct ComponentHandler {
     in_flight: prometheus_client::metrics::gauge::Gauge,
     /// Requests chained from guests, counted under Spin's catch-all `/...`.
     chained: RouteMetrics,
+    /// Its WebSocket limits, when it takes WebSocket connections.
+    websocket: Option<bv_websocket::ConnectionSettings>,
 }
 
 /// What a route leads to, resolved when the trigger is built.
@@ -87,6 +90,10 @@ pub struct HttpTrigger {
     draining: CancellationToken,
     /// Request limits, CORS, rate limits and security headers.
     hardening: hardening::Hardening,
+    /// The WebSocket connections, when a component takes them.
+    websocket: Option<Arc<bv_websocket::Hub>>,
+    /// Itself, for the tasks it spawns (WebSocket connections).
+    this: Weak<HttpTrigger>,
 }
 
 impl HttpTrigger {
@@ -147,6 +154,7 @@ impl HttpTrigger {
                     .get_or_create(&Metrics::component(&id))
                     .clone(),
                 chained: RouteMetrics::new(&id, CHAINED_ROUTE),
+                websocket: websocket::settings(&component),
                 proxy: ProxyHandler::new(ComponentInstances {
                     runtime: runtime.clone(),
                     policy: ReusePolicy::for_component(&component),
@@ -161,7 +169,10 @@ impl HttpTrigger {
         }
 
         let hardening = hardening::Hardening::new(&runtime)?;
-        let trigger = Arc::new(Self {
+        let websocket = websocket::hub(&runtime)?;
+        let trigger = Arc::new_cyclic(|this| Self {
+            this: this.clone(),
+            websocket,
             hardening,
             runtime,
             router,
@@ -317,6 +328,17 @@ impl HttpTrigger {
             .await;
         let handler = &self.components[component];
         let response = match admitted {
+            Ok(mut req) if handler.websocket.is_some() => {
+                for name in bv_websocket::EVENT_HEADERS {
+                    req.headers_mut().remove(name);
+                }
+                match (&self.websocket, &handler.websocket) {
+                    (Some(hub), Some(settings)) if bv_websocket::is_upgrade(req.headers()) => {
+                        self.websocket_handshake(hub, settings, &target, req).await
+                    }
+                    _ => self.dispatch(handler, &target.metrics, req, start).await,
+                }
+            }
             Ok(req) => self.dispatch(handler, &target.metrics, req, start).await,
             Err(response) => {
                 target
@@ -335,6 +357,9 @@ impl HttpTrigger {
         component: &str,
         req: Request<WasiBody>,
     ) -> Result<Response<WasiBody>, wasmtime_wasi_http::Error> {
+        if component == bv_manifest::WEBSOCKET_HOST_ID {
+            return Ok(self.websocket_api(req).await);
+        }
         let Some(handler) = self.components.get(component) else {
             if self.runtime.app().unselected.contains(component) {
                 // The app has it, this process does not serve it (selective

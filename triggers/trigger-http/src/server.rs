@@ -25,7 +25,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -132,7 +131,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<Drained> {
     let local_addr = listener.local_addr()?;
-    let graceful = GracefulShutdown::new();
+    // Tells the connections to finish their request in progress and close.
+    let (drain, drain_rx) = tokio::sync::watch::channel(false);
     // Closes the connections the drain did not finish.
     let (cut, cut_rx) = tokio::sync::watch::channel(false);
     let open = Arc::new(AtomicUsize::new(0));
@@ -163,22 +163,34 @@ pub async fn serve(
                 Ok::<_, Infallible>(trigger.handle(req, Some(client), full_url).await)
             }
         });
+        // With upgrades: a WebSocket handshake hands the socket over.
         let connection = http1::Builder::new()
             .keep_alive(true)
             .max_buf_size(options.max_header_bytes.max(8192))
-            .serve_connection(TokioIo::new(Lingering::new(stream)), service);
-        let connection = graceful.watch(connection);
-        let mut cut = cut_rx.clone();
+            .serve_connection(TokioIo::new(Lingering::new(stream)), service)
+            .with_upgrades();
+        let (mut drain, mut cut) = (drain_rx.clone(), cut_rx.clone());
         let guard = OpenConnection::new(&open);
         tokio::spawn(async move {
             let _guard = guard;
-            tokio::select! {
-                result = connection => if let Err(e) = result {
-                    tracing::debug!("connection error: {e}");
-                },
-                // Dropping the connection closes it (and drops the request's
-                // future, which gives up waiting for the guest).
-                _ = cut.wait_for(|cut| *cut) => {}
+            tokio::pin!(connection);
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!("connection error: {e}");
+                        }
+                        break;
+                    }
+                    _ = drain.wait_for(|drain| *drain), if !draining => {
+                        connection.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                    // Dropping the connection closes it (and drops the
+                    // request's future, which gives up waiting for the guest).
+                    _ = cut.wait_for(|cut| *cut) => break,
+                }
             }
         });
     }
@@ -188,8 +200,18 @@ pub async fn serve(
         "shutting down: draining in-flight requests (at most {:?})",
         options.drain_timeout
     );
-    let drained = match tokio::time::timeout(options.drain_timeout, graceful.shutdown()).await {
-        Ok(()) => Drained::Complete,
+    let _ = drain.send(true);
+    let requests = async {
+        while open.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let finished = tokio::time::timeout(options.drain_timeout, async {
+        tokio::join!(requests, trigger.drain_websockets(options.drain_timeout))
+    })
+    .await;
+    let drained = match finished {
+        Ok(_) => Drained::Complete,
         Err(_) => {
             let connections = open.load(Ordering::SeqCst);
             tracing::warn!(

@@ -19,9 +19,9 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 
 /// Every commerce component the checkout touches, as `spin.toml` has them;
 /// the cart's and the breakers' Redis keys under `prefix`.
-fn manifest(prefix: &str, latency_ms: u32, saga_timeout: u32) -> String {
+fn manifest(prefix: &str, latency_ms: u32, saga_timeout: u32, more: &[&str]) -> String {
     RepoManifest::load()
-        .only("commerce-order", &CHECKOUT)
+        .only("commerce-order", &[&CHECKOUT[..], more].concat())
         .without_rate_limits()
         .trigger_setting("postgres", "poll_interval_ms", 100)
         .trigger_field("postgres", "order-sweeper", "retry_initial_ms", 100)
@@ -52,6 +52,16 @@ impl Shop {
     }
 
     async fn start_with(tag: &str, latency_ms: u32, saga_timeout: u32) -> Self {
+        Self::start_with_more(tag, latency_ms, saga_timeout, &[]).await
+    }
+
+    /// The shop with the components `more` besides the checkout's.
+    pub(crate) async fn start_with_more(
+        tag: &str,
+        latency_ms: u32,
+        saga_timeout: u32,
+        more: &[&str],
+    ) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let lock = redis_shared_lock();
         let prefix = format!(
@@ -60,7 +70,7 @@ impl Shop {
             N.fetch_add(1, Ordering::Relaxed)
         );
         let db = TestDb::new(&format!("order_{tag}")).await;
-        let app = Self::spawn(&db, &prefix, latency_ms, saga_timeout).await;
+        let app = Self::spawn(&db, &prefix, latency_ms, saga_timeout, more).await;
         Self {
             app,
             db,
@@ -69,9 +79,15 @@ impl Shop {
         }
     }
 
-    async fn spawn(db: &TestDb, prefix: &str, latency_ms: u32, saga_timeout: u32) -> TestApp {
+    async fn spawn(
+        db: &TestDb,
+        prefix: &str,
+        latency_ms: u32,
+        saga_timeout: u32,
+        more: &[&str],
+    ) -> TestApp {
         spawn_app_with(
-            &manifest(prefix, latency_ms, saga_timeout),
+            &manifest(prefix, latency_ms, saga_timeout, more),
             Spawn {
                 env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
                     .into_iter()
@@ -188,7 +204,7 @@ impl Shop {
 }
 
 #[track_caller]
-fn assert_problem(r: &Reply, status: u16, kind: &str) {
+pub(crate) fn assert_problem(r: &Reply, status: u16, kind: &str) {
     assert_eq!(r.status, status, "{}", r.text());
     assert_eq!(
         r.json()["type"],
@@ -472,7 +488,7 @@ async fn a_crashed_checkout_is_cancelled_by_the_sweeper() {
     let _ = pending.await;
     assert_eq!(shop.stock_direct(&mug).await, 3, "reserved while crashed");
 
-    shop.app = Shop::spawn(&shop.db, &shop.prefix, 0, 1).await;
+    shop.app = Shop::spawn(&shop.db, &shop.prefix, 0, 1, &[]).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status: String = shop
