@@ -22,7 +22,7 @@
 //! client that needs what it missed while disconnected reads
 //! `GET /api/orders/{id}/events` with `Last-Event-ID`.
 
-use bv_auth::{Principal, Role, Subject};
+use bv_auth::Principal;
 use bv_events_guest::Event;
 use bv_orders::model::OrderId;
 use bv_service::{Problem, ProblemKind, Reply};
@@ -73,27 +73,10 @@ fn header(req: &Request, name: &str) -> Option<String> {
 
 /// Accepts a connection whose token verifies, naming its principal.
 async fn connect(req: &Request) -> Result<Reply, Problem> {
-    let mut headers = req.headers().clone();
-    if !headers.contains_key("authorization") {
-        let token = req.uri().query().and_then(|q| {
-            q.split('&')
-                .filter_map(|p| p.split_once('='))
-                .find(|(k, _)| *k == "access_token")
-                .map(|(_, v)| v.to_owned())
-        });
-        if let Some(value) =
-            token.and_then(|t| http::HeaderValue::from_str(&format!("Bearer {t}")).ok())
-        {
-            headers.insert("authorization", value);
-        }
-    }
-    let principal = bv_auth::authenticate(&headers).await?;
+    let principal = bv_auth::authenticate_handshake(req.headers(), req.uri().query()).await?;
     Ok(Response::builder()
         .status(200)
-        .header(
-            "bv-websocket-principal",
-            format!("{}:{}", principal.role.as_str(), principal.subject.as_str()),
-        )
+        .header("bv-websocket-principal", principal.to_header())
         .body(FullBody::new(Bytes::new()))
         .expect("static parts are valid"))
 }
@@ -148,22 +131,14 @@ async fn authorize(principal: &str, channel: &str) -> Result<(), Problem> {
             format!("`{channel}` is not a channel (order:<id>)"),
         ));
     };
-    let principal = principal
-        .split_once(':')
-        .and_then(|(role, subject)| {
-            Some(Principal {
-                role: Role::parse(role)?,
-                subject: Subject::parse(subject)?,
-            })
-        })
-        .ok_or_else(|| {
-            Problem::new(
-                401,
-                ProblemKind::Unauthenticated,
-                "Unauthorized",
-                "the connection has no principal",
-            )
-        })?;
+    let principal = Principal::from_header(principal).ok_or_else(|| {
+        Problem::new(
+            401,
+            ProblemKind::Unauthenticated,
+            "Unauthorized",
+            "the connection has no principal",
+        )
+    })?;
     let conn = bv_orders::store::open().await?;
     let found = bv_orders::store::load(&conn, &OrderId::from(order)).await?;
     match found {

@@ -22,7 +22,6 @@
 
 mod caching;
 mod domain;
-mod event_log;
 mod events;
 mod list_sql;
 mod listing;

@@ -10,7 +10,7 @@ use spin_sdk::pg::{Connection, Decode, ParameterValue, Row};
 use crate::domain::{NewProduct, Product, ProductId, Replacement, Sku};
 use crate::list_sql::{self, Param};
 use crate::listing::ListQuery;
-use crate::{event_log, events, migrations};
+use crate::{events, migrations};
 
 /// The columns [`decode`] reads, in its order.
 const COLUMNS: &str = r#"id::text, sku, name, description, category, price_amount, currency, version, seq,
@@ -69,7 +69,7 @@ impl Store {
             eprintln!("product: connecting to the database: {e}");
             Problem::unavailable("the catalogue database is unreachable")
         })?;
-        event_log::ensure(&conn).await?;
+        bv_service::event_log::ensure(&conn).await?;
         migrate(&conn, "product", migrations::MIGRATIONS, &MIGRATED).await?;
         Ok(Self { conn })
     }

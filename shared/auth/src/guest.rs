@@ -118,6 +118,34 @@ pub async fn authenticate(headers: &HeaderMap) -> Result<Principal, Problem> {
         .map_err(|e| invalid_token(&e))
 }
 
+/// The principal of a WebSocket handshake: the bearer token of
+/// `Authorization`, or, since browsers cannot set headers on a WebSocket,
+/// of the `access_token` query parameter. Problems as [`authenticate`].
+pub async fn authenticate_handshake(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Principal, Problem> {
+    if headers.contains_key("authorization") {
+        return authenticate(headers).await;
+    }
+    let token = query.and_then(|q| {
+        q.split('&')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| *k == "access_token")
+            .map(|(_, v)| v)
+    });
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Err(unauthenticated(
+            "send `Authorization: Bearer <access token>` or `?access_token=<access token>`",
+        ));
+    };
+    verifier()
+        .await?
+        .verify(token, now())
+        .map(|claims| claims.principal)
+        .map_err(|e| invalid_token(&e))
+}
+
 /// An administrator's principal: 401 as [`authenticate`], 403 for a
 /// customer.
 pub async fn require_admin(headers: &HeaderMap) -> Result<Principal, Problem> {

@@ -22,8 +22,8 @@ mod principal;
 pub mod token;
 
 pub use guest::{
-    authenticate, authorization, is_chained, require_admin, require_internal_or_admin, Caller,
-    AUDIENCE, ISSUER,
+    authenticate, authenticate_handshake, authorization, is_chained, require_admin,
+    require_internal_or_admin, Caller, AUDIENCE, ISSUER,
 };
 pub use keys::{KeyError, KeySet, SigningKeys};
 pub use principal::{Principal, Role, Subject};

@@ -86,6 +86,21 @@ impl Principal {
         self.role == Role::Admin
     }
 
+    /// The principal as one header value, `<role>:<subject>` (what a
+    /// WebSocket component names its connections' principal with).
+    pub fn to_header(&self) -> String {
+        format!("{}:{}", self.role.as_str(), self.subject.as_str())
+    }
+
+    /// Parses [`Principal::to_header`]'s form.
+    pub fn from_header(raw: &str) -> Option<Self> {
+        let (role, subject) = raw.split_once(':')?;
+        Some(Self {
+            role: Role::parse(role)?,
+            subject: Subject::parse(subject)?,
+        })
+    }
+
     /// Whether this principal may act on something `owner` owns: its owner
     /// or an administrator.
     pub fn may_access(&self, owner: &str) -> bool {
@@ -124,5 +139,25 @@ mod tests {
         assert!(alice.may_access("alice"));
         assert!(!alice.may_access("bob"));
         assert!(admin.may_access("bob"));
+    }
+
+    #[test]
+    fn header_form_round_trips_and_refuses_garbage() {
+        let erin = Principal {
+            subject: Subject::parse("erin@example.com").unwrap(),
+            role: Role::Customer,
+        };
+        assert_eq!(erin.to_header(), "customer:erin@example.com");
+        assert_eq!(Principal::from_header(&erin.to_header()), Some(erin));
+        for bad in [
+            "",
+            "customer",
+            "root:erin",
+            "customer:",
+            "customer:a b",
+            "admin:x:y",
+        ] {
+            assert_eq!(Principal::from_header(bad), None, "{bad}");
+        }
     }
 }

@@ -81,6 +81,7 @@ macro_rules! schemas {
 }
 
 schemas! {
+    "chat.message.posted" / 1,
     "order.cancelled" / 1,
     "order.confirmed" / 1,
     "order.expired" / 1,

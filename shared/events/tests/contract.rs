@@ -18,6 +18,10 @@ fn money(amount: i64) -> Value {
 /// One valid `data` per event type.
 fn sample(ty: &str) -> Value {
     match ty {
+        "com.bitvelocity.chat.message.posted.v1" => json!({
+            "roomId": "r-1", "seq": 7, "senderId": "erin", "preview": "see you at 6",
+            "recipients": ["frank", "gus"], "offline": ["gus"]
+        }),
         "com.bitvelocity.product.created.v1" => json!({
             "productId": "p-1", "sku": "MUG-RED", "name": "Red mug",
             "description": "350 ml stoneware", "category": "mugs", "price": money(1299),

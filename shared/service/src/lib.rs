@@ -14,8 +14,12 @@
 //! - [`telemetry`]: business metrics as stdout lines `bv` turns into
 //!   Prometheus series.
 //! - [`sse`]: Server-Sent Events frames, heartbeats and the streamed answer.
+//! - `event_log` (feature `events`): creates the durable event log for a
+//!   component that publishes before any subscriber has started.
 #![deny(missing_docs)]
 
+#[cfg(feature = "events")]
+pub mod event_log;
 mod migrate;
 mod money;
 mod problem;

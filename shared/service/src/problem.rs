@@ -85,6 +85,9 @@ problem_kinds! {
     InvalidToken => "invalid-token",
     /// 403: authenticated, not allowed.
     Forbidden => "forbidden",
+    /// 429: too many requests in a window (with `Retry-After`); the same
+    /// kind `bv`'s own rate limits answer.
+    RateLimited => "rate-limited",
     /// 401: a login that matches no account.
     InvalidCredentials => "invalid-credentials",
     /// 401: a refresh token that is not valid.

@@ -1,16 +1,16 @@
-//! The durable event log (`bv_events`) this component publishes to.
+//! The durable event log (`bv_events`) a component publishes to.
 //!
-//! `bv` creates it when a Postgres trigger starts, but a catalogue served
+//! `bv` creates it when a Postgres trigger starts, but a publisher served
 //! without any subscriber yet (or before `bv events init`) must still be
 //! able to write its events: so the component creates it too, the first
 //! time it finds it missing, with the same SQL
-//! ([`bv_events::POSTGRES_SCHEMA`]) under the same advisory lock as `bv`,
+//! ([`bv_events_guest::bv_events::POSTGRES_SCHEMA`]) under the same advisory lock as `bv`,
 //! so that the two never race.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::Problem;
 use bv_events_guest::bv_events::POSTGRES_SCHEMA;
-use bv_service::Problem;
 use spin_sdk::pg::{Connection, Decode, ParameterValue};
 
 /// `bv`'s lock on the event log schema: `pg_advisory_xact_lock(25206, 0)`.
@@ -124,6 +124,18 @@ mod tests {
         assert_eq!(s.len(), 2, "{s:#?}");
         assert!(s[0].ends_with("DEFAULT ';')"));
         assert!(s[1].starts_with("CREATE FUNCTION") && s[1].ends_with("LANGUAGE plpgsql"));
-        assert_eq!(statements(POSTGRES_SCHEMA).len(), 9);
+        // The real schema: each piece one whole statement.
+        let schema = statements(POSTGRES_SCHEMA);
+        assert_eq!(schema.len(), 10, "{schema:#?}");
+        let code = |s: &str| {
+            s.lines()
+                .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert!(
+            schema.iter().all(|s| code(s).starts_with("CREATE ")),
+            "{schema:#?}"
+        );
     }
 }
