@@ -120,6 +120,7 @@ def localize(script, base, admin, db):
     """The document's command, aimed at this run's platform."""
     return (
         script.replace(DOC_BASE, base)
+        .replace(DOC_BASE.replace("http://", "ws://"), base.replace("http://", "ws://"))
         .replace(DOC_ADMIN, admin)
         .replace(f"-d {DOC_DB} ", f"-d {db} ")
     )

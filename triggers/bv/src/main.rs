@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod compat;
 mod events;
 mod registry;
+mod ws;
 
 /// Every request allocates (headers, bodies, per-instance state) across
 /// threads; under load glibc's malloc shows up in profiles (`_int_free`,
@@ -40,6 +41,8 @@ enum Command {
     Events(events::EventsArgs),
     /// Push an application to (or pull one from) an OCI registry.
     Registry(registry::RegistryArgs),
+    /// Talk to a WebSocket endpoint: stdin lines out, messages in.
+    Ws(ws::WsArgs),
 }
 
 #[derive(Parser)]
@@ -155,6 +158,7 @@ fn main() {
         Command::Build(args) => build(&manifest_path(&args.from)).map(|()| 0),
         Command::Events(args) => events::run(args).map(|()| 0),
         Command::Registry(args) => registry::run(args).map(|()| 0),
+        Command::Ws(args) => ws::run(args),
     };
     // Spans still queued reach the collector before the process ends.
     telemetry.shutdown();

@@ -13,6 +13,7 @@ mod capabilities;
 mod chaos;
 mod chaos_support;
 mod commerce_cart;
+mod commerce_chat;
 mod commerce_inventory;
 mod commerce_live;
 mod commerce_order;
