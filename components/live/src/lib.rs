@@ -14,6 +14,9 @@
 //!   `error` with status 404, as the HTTP API answers another customer's
 //!   order), `{"type":"unsubscribe","channel":…}` → `unsubscribed`,
 //!   `{"type":"ping"}` → `pong`; anything else → `error` with status 400.
+//!   `{"type":"subscribe","channel":"notifications"}` follows the
+//!   caller's own notifications (pushed by the `notifications` component
+//!   as `{"type":"notification","notification":{…}}`).
 //!
 //! As a Postgres-trigger consumer of the order events it sends each one to
 //! the channel of its order: `{"type":"event","channel":"order:<id>",
@@ -103,14 +106,18 @@ async fn message(principal: &str, connection: &str, body: &[u8]) -> Value {
     match command {
         Command::Ping => json!({ "type": "pong" }),
         Command::Subscribe { channel } => match authorize(principal, &channel).await {
-            Ok(()) => match membership("PUT", connection, &channel).await {
+            Ok(group) => match membership("PUT", connection, &group).await {
                 Ok(()) => json!({ "type": "subscribed", "channel": channel }),
                 Err(e) => error(503, &e),
             },
             Err(problem) => error(problem.status, &problem.detail),
         },
         Command::Unsubscribe { channel } => {
-            match membership("DELETE", connection, &channel).await {
+            let group = match Principal::from_header(principal) {
+                Some(who) if channel == NOTIFICATIONS => notifications_group(&who),
+                _ => channel.clone(),
+            };
+            match membership("DELETE", connection, &group).await {
                 Ok(()) => json!({ "type": "unsubscribed", "channel": channel }),
                 Err(e) => error(503, &e),
             }
@@ -122,15 +129,18 @@ fn error(status: u16, detail: &str) -> Value {
     json!({ "type": "error", "status": status, "detail": detail })
 }
 
-/// Whether `principal` (`<role>:<subject>`) may follow `channel`: an
-/// order's channel is its customer's and the admins'.
-async fn authorize(principal: &str, channel: &str) -> Result<(), Problem> {
-    let Some(order) = channel.strip_prefix("order:").filter(|id| !id.is_empty()) else {
-        return Err(Problem::invalid_field(
-            "channel",
-            format!("`{channel}` is not a channel (order:<id>)"),
-        ));
-    };
+/// The channel of the caller's own notifications.
+const NOTIFICATIONS: &str = "notifications";
+
+/// The group the notifications service pushes `who`'s notifications to.
+fn notifications_group(who: &Principal) -> String {
+    format!("{NOTIFICATIONS}:{}", who.subject.as_str())
+}
+
+/// The group `principal` (`<role>:<subject>`) joins to follow `channel`,
+/// if they may: an order's channel is its customer's and the admins';
+/// `notifications` is everyone's own.
+async fn authorize(principal: &str, channel: &str) -> Result<String, Problem> {
     let principal = Principal::from_header(principal).ok_or_else(|| {
         Problem::new(
             401,
@@ -139,10 +149,19 @@ async fn authorize(principal: &str, channel: &str) -> Result<(), Problem> {
             "the connection has no principal",
         )
     })?;
+    if channel == NOTIFICATIONS {
+        return Ok(notifications_group(&principal));
+    }
+    let Some(order) = channel.strip_prefix("order:").filter(|id| !id.is_empty()) else {
+        return Err(Problem::invalid_field(
+            "channel",
+            format!("`{channel}` is not a channel (order:<id> or notifications)"),
+        ));
+    };
     let conn = bv_orders::store::open().await?;
     let found = bv_orders::store::load(&conn, &OrderId::from(order)).await?;
     match found {
-        Some(o) if principal.may_access(&o.customer.to_string()) => Ok(()),
+        Some(o) if principal.may_access(&o.customer.to_string()) => Ok(channel.to_owned()),
         _ => Err(Problem::not_found(format!("no order `{order}`"))),
     }
 }

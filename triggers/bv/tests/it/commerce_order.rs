@@ -20,6 +20,10 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 /// Every commerce component the checkout touches, as `spin.toml` has them;
 /// the cart's and the breakers' Redis keys under `prefix`.
 fn manifest(prefix: &str, latency_ms: u32, saga_timeout: u32, more: &[&str]) -> String {
+    shop_manifest(prefix, latency_ms, saga_timeout, more).render()
+}
+
+fn shop_manifest(prefix: &str, latency_ms: u32, saga_timeout: u32, more: &[&str]) -> RepoManifest {
     RepoManifest::load()
         .only("commerce-order", &[&CHECKOUT[..], more].concat())
         .without_rate_limits()
@@ -36,12 +40,11 @@ fn manifest(prefix: &str, latency_ms: u32, saga_timeout: u32, more: &[&str]) -> 
             "SAGA_TIMEOUT_SECONDS",
             &saga_timeout.to_string(),
         )
-        .render()
 }
 
 pub(crate) struct Shop {
     pub(crate) app: TestApp,
-    db: TestDb,
+    pub(crate) db: TestDb,
     prefix: String,
     _lock: std::fs::File,
 }
@@ -79,6 +82,31 @@ impl Shop {
         }
     }
 
+    /// The checkout's components and `more`, with `edit` applied to the
+    /// manifest.
+    pub(crate) async fn start_edited(
+        tag: &str,
+        more: &[&str],
+        edit: impl FnOnce(RepoManifest) -> RepoManifest,
+    ) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let lock = redis_shared_lock();
+        let prefix = format!(
+            "bv-it-order-{tag}-{}-e{}:",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let db = TestDb::new(&format!("order_{tag}")).await;
+        let manifest = edit(shop_manifest(&prefix, 0, 30, more)).render();
+        let app = Self::spawn_manifest(&db, &manifest).await;
+        Self {
+            app,
+            db,
+            prefix,
+            _lock: lock,
+        }
+    }
+
     async fn spawn(
         db: &TestDb,
         prefix: &str,
@@ -86,8 +114,12 @@ impl Shop {
         saga_timeout: u32,
         more: &[&str],
     ) -> TestApp {
+        Self::spawn_manifest(db, &manifest(prefix, latency_ms, saga_timeout, more)).await
+    }
+
+    async fn spawn_manifest(db: &TestDb, manifest: &str) -> TestApp {
         spawn_app_with(
-            &manifest(prefix, latency_ms, saga_timeout, more),
+            manifest,
             Spawn {
                 env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
                     .into_iter()

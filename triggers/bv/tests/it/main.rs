@@ -16,6 +16,7 @@ mod commerce_cart;
 mod commerce_chat;
 mod commerce_inventory;
 mod commerce_live;
+mod commerce_notifications;
 mod commerce_order;
 mod commerce_payment;
 mod commerce_product;
