@@ -38,6 +38,9 @@ fn params(query: &str, who: &Principal) -> Result<(i64, String), Problem> {
                 )
             }
             "customer" if customer.is_none() => {
+                if bv_auth::Subject::parse(&value).is_none() {
+                    return Err(invalid("customer", "not a user id"));
+                }
                 if !who.is_admin() && value != who.subject.as_str() {
                     return Err(Problem::new(
                         403,

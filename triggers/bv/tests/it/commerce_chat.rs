@@ -251,18 +251,22 @@ async fn a_group_chats_live_with_history_receipts_and_moderation() {
     let typing = next_of(&mut erin, "typing").await;
     assert_eq!(typing["user"], "frank");
 
-    // Erin sends over the socket; both get it.
-    let sent = ask(
+    // Erin sends over the socket; both get it. Erin, joined, gets the
+    // room's push and then the answer to her command (the push goes out
+    // while the command runs).
+    let pushed_to_erin = ask(
         &mut erin,
         json!({"type": "send", "roomId": room, "body": "Chapter 3 tonight?", "clientId": "e-1"}),
     )
     .await;
+    assert_eq!(pushed_to_erin["type"], "message", "{pushed_to_erin}");
+    let sent = next(&mut erin).await;
     assert_eq!(sent["type"], "sent", "{sent}");
     assert_eq!(sent["message"]["seq"], 1);
+    assert_eq!(sent["message"], pushed_to_erin["message"]);
     let pushed = next_of(&mut frank, "message").await;
     assert_eq!(pushed["message"]["body"], "Chapter 3 tonight?");
     assert_eq!(pushed["message"]["sender"], "erin");
-    next_of(&mut erin, "message").await;
 
     // The same clientId again, over HTTP: the same message, nothing new.
     let again = chat
@@ -345,34 +349,31 @@ async fn a_group_chats_live_with_history_receipts_and_moderation() {
         assert_problem(&r, 422, "invalid-parameter");
     }
 
-    // Receipts: Frank has read up to 3; Erin is told; his unread count is 1.
-    frank
-        .send(Message::text(
-            json!({"type": "read", "roomId": room, "seq": 3}).to_string(),
-        ))
-        .await
-        .unwrap();
-    let receipt = next_of(&mut erin, "receipt").await;
+    // Receipts: Erin has read up to 3 (so received it too); Frank is
+    // told; her unread count is 1.
+    erin.send(Message::text(
+        json!({"type": "read", "roomId": room, "seq": 3}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let receipt = next_of(&mut frank, "receipt").await;
     assert_eq!(
         (
             receipt["user"].as_str(),
             receipt["readSeq"].as_i64(),
             receipt["deliveredSeq"].as_i64()
         ),
-        (Some("frank"), Some(3), Some(4)),
+        (Some("erin"), Some(3), Some(3)),
         "{receipt}"
     );
-    let rooms = chat
-        .call("GET", "/rooms", "frank", Value::Null)
-        .await
-        .json();
+    let rooms = chat.call("GET", "/rooms", "erin", Value::Null).await.json();
     assert_eq!(rooms["rooms"][0]["unread"], 1, "{rooms}");
     // Receipts never move back nor past the last message.
     let r = chat
         .call(
             "PUT",
             &format!("/rooms/{room}/receipts"),
-            "frank",
+            "erin",
             json!({"readSeq": 99}),
         )
         .await;
@@ -386,7 +387,7 @@ async fn a_group_chats_live_with_history_receipts_and_moderation() {
         .call(
             "PUT",
             &format!("/rooms/{room}/receipts"),
-            "frank",
+            "erin",
             json!({"readSeq": 1}),
         )
         .await;
@@ -775,7 +776,7 @@ async fn direct_rooms_ordering_under_concurrency_limits_and_refusals() {
 #[tokio::test]
 async fn with_redis_down_sends_are_refused_whole_and_reads_go_on() {
     let mut redis = PrivateRedis::start();
-    let chat = Chat::start_on("redis-down", Some(&redis.url())).await;
+    let chat = Chat::start_on("redis_down", Some(&redis.url())).await;
     let room = chat.group("erin", "Outage", &["frank"]).await;
     assert_eq!(chat.post(&room, "erin", "before").await.status, 201);
 

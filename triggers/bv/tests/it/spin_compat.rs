@@ -406,11 +406,13 @@ fn every_mount_is_the_manifests_route() {
         [
             "auth",
             "cart",
+            "chat",
             "inventory",
+            "notifications",
             "order",
             "order-analytics",
             "payment",
-            "product"
+            "product",
         ],
         "components that route with bv_service::path_info"
     );
