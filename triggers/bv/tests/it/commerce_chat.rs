@@ -18,7 +18,7 @@ use crate::harness::*;
 use crate::pg_support::*;
 use crate::redis::redis_shared_lock;
 use crate::repo_manifest::RepoManifest;
-use crate::websocket::{open_at, Client};
+use crate::websocket::{ask_json as ask, next_json as next, open_at, Client};
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 /// The send rate the tests run with: low, so the limit is reached fast.
@@ -143,17 +143,6 @@ impl Chat {
     }
 }
 
-/// The next JSON message, within 10 s.
-async fn next(client: &mut Client) -> Value {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), client.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).unwrap(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
-}
-
 /// The next message of `kind`, skipping others.
 async fn next_of(client: &mut Client, kind: &str) -> Value {
     loop {
@@ -162,14 +151,6 @@ async fn next_of(client: &mut Client, kind: &str) -> Value {
             return m;
         }
     }
-}
-
-async fn ask(client: &mut Client, command: Value) -> Value {
-    client
-        .send(Message::text(command.to_string()))
-        .await
-        .unwrap();
-    next(client).await
 }
 
 fn seqs(page: &Value) -> Vec<i64> {

@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
+use futures::StreamExt;
+use serde_json::json;
 
 use crate::auth_support;
 use crate::commerce_order::{assert_problem, Shop};
-use crate::websocket::{open_at, Client};
+use crate::websocket::{ask_json as ask, next_json as next, open_at, Client};
 
 /// A WebSocket to `/api/live{query}` with `headers`, or the handshake's
 /// refusal.
@@ -22,25 +21,6 @@ async fn live(
     open_at(shop.app.addr, &format!("/api/live{query}"), headers)
         .await
         .map(|(client, _)| client)
-}
-
-/// The next JSON message, within 10 s.
-async fn next(client: &mut Client) -> Value {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), client.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).unwrap(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
-}
-
-async fn ask(client: &mut Client, command: Value) -> Value {
-    client
-        .send(Message::text(command.to_string()))
-        .await
-        .unwrap();
-    next(client).await
 }
 
 #[tokio::test]

@@ -84,6 +84,26 @@ async fn ask(client: &mut Client, text: &str) -> String {
     next_text(client).await
 }
 
+/// The next JSON message, within 10 s (the product's WebSocket tests).
+pub(crate) async fn next_json(client: &mut Client) -> serde_json::Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), client.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).unwrap(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+}
+
+/// Sends `command` as JSON and gives the next JSON message.
+pub(crate) async fn ask_json(client: &mut Client, command: serde_json::Value) -> serde_json::Value {
+    client
+        .send(Message::text(command.to_string()))
+        .await
+        .unwrap();
+    next_json(client).await
+}
+
 /// The close frame's code the server sends next, within 5 s.
 async fn close_code(client: &mut Client) -> Option<CloseCode> {
     loop {
