@@ -145,6 +145,11 @@ pub async fn message(req: Request) -> Option<Value> {
         return Some(error(&problem, None));
     };
     let connection = header(&req, "bv-websocket-connection").unwrap_or_default();
+    // Every message renews the user's presence, so a connection open for
+    // longer than its time to live stays online (best effort).
+    if let Ok(redis) = Ephemeral::open().await {
+        let _ = redis.connected(who.subject.as_str(), &connection).await;
+    }
     let trace = Trace::of(&req);
     let body = spin_sdk::http::body::IncomingBodyExt::bytes(req.into_body())
         .await

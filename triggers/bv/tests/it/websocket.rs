@@ -421,3 +421,82 @@ async fn a_client_that_stops_reading_is_closed_while_the_others_are_served() {
         "{metrics}"
     );
 }
+
+/// `bv ws URL [args]` with `stdin`: its exit code, stdout and stderr.
+async fn bv_ws(url: String, args: &[&str], stdin: &'static str) -> (Option<i32>, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bv"))
+            .arg("ws")
+            .arg(&url)
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn bv_ws_sends_stdin_lines_and_prints_what_comes_back() {
+    let app = spawn_app(&ws_app("ws-cli", "")).await;
+    let url = |path: &str| format!("ws://{}{path}", app.addr);
+
+    // Each stdin line is a message; each answer a line; it closes once
+    // stdin ended and nothing more came.
+    let (code, out, err) = bv_ws(
+        url("/ws/cli?as=alice"),
+        &["--linger-ms", "300"],
+        "whoami\nhello\n",
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].ends_with(" alice auth=no"), "{out}");
+    assert_eq!(lines[1], "echo: hello");
+
+    // --messages stops after that many, whatever stdin still holds.
+    // (Headers go with the handshake only: the walkthrough's chat, whose
+    // handshake needs the token, shows them arriving.)
+    let (code, out, _) = bv_ws(
+        url("/ws/cli"),
+        &["-H", "authorization: Bearer x", "--messages", "1"],
+        "whoami\nhello\n",
+    )
+    .await;
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.trim_end().ends_with(" - auth=no"), "{out}");
+
+    // A refused handshake: exit 1, the status on stderr, the problem on
+    // stdout.
+    let (code, out, err) = bv_ws(url("/ws/cli?refuse"), &[], "").await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("403"), "{err}");
+    assert!(out.contains("refused by ws-probe"), "{out}");
+
+    // Not a ws:// URL, and a bad header: clear errors.
+    let (code, _, err) = bv_ws("wss://127.0.0.1:1/x".into(), &[], "").await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("only ws://"), "{err}");
+    let (code, _, err) = bv_ws(url("/ws/cli"), &["-H", "no colon"], "").await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("expected `name: value`"), "{err}");
+}
