@@ -123,6 +123,7 @@ fn preferences_body(prefs: &store::Preferences, secret_shown: bool) -> serde_jso
     let mut body = json!({
         "inApp": prefs.in_app,
         "webhookUrl": prefs.webhook_url,
+        "email": prefs.email,
     });
     if secret_shown {
         body["webhookSecret"] = json!(prefs.webhook_secret);
@@ -143,8 +144,37 @@ pub async fn preferences(who: &Principal) -> Result<Reply, Problem> {
 struct NewPreferences {
     in_app: bool,
     webhook_url: Option<String>,
+    email: Option<String>,
     #[serde(default)]
     rotate_secret: bool,
+}
+
+/// An email address: `local@domain`, at most 254 characters, no spaces or
+/// control characters (the mail server checks the rest).
+fn email_address(raw: &str) -> Result<String, Problem> {
+    let bad = |why: &str| Problem::invalid_field("email", why.to_owned());
+    if raw.chars().count() > 254 {
+        return Err(bad("at most 254 characters"));
+    }
+    if raw
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+    {
+        return Err(bad("no spaces, control characters or angle brackets"));
+    }
+    // A dot inside the domain, not at either end (as the API document's
+    // pattern says).
+    let dotted = |domain: &str| {
+        domain
+            .char_indices()
+            .any(|(i, c)| c == '.' && i > 0 && i + 1 < domain.len())
+    };
+    match raw.split_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.contains('@') && dotted(domain) => {
+            Ok(raw.to_owned())
+        }
+        _ => Err(bad("must look like name@example.com")),
+    }
 }
 
 /// A webhook URL: absolute `http` or `https`, with a host, no user info.
@@ -166,11 +196,12 @@ fn webhook_url(raw: &str) -> Result<String, Problem> {
 }
 
 /// `PUT /api/notifications/preferences`: `{"inApp", "webhookUrl"
-/// (null: none), "rotateSecret"?}`. A webhook's signing secret is made
+/// (null: none), "email" (null: none), "rotateSecret"?}`. A webhook's signing secret is made
 /// when the first URL is set (or on `rotateSecret`) and answered once.
 pub async fn set_preferences(req: Request, who: &Principal) -> Result<Reply, Problem> {
     let new: NewPreferences = read_json(req, MAX_BODY_BYTES).await?;
     let url = new.webhook_url.as_deref().map(webhook_url).transpose()?;
+    let email = new.email.as_deref().map(email_address).transpose()?;
     if new.rotate_secret && url.is_none() {
         return Err(Problem::invalid_field(
             "rotateSecret",
@@ -182,19 +213,21 @@ pub async fn set_preferences(req: Request, who: &Principal) -> Result<Reply, Pro
     let new_secret = url.is_some() && (before.webhook_secret.is_none() || new.rotate_secret);
     let saved = rows(
         &conn,
-        "INSERT INTO notifications.preferences (customer_id, in_app, webhook_url, webhook_secret) \
-         VALUES ($1, $2, $3, CASE WHEN $4 THEN 'whsec_' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '') END) \
+        "INSERT INTO notifications.preferences (customer_id, in_app, webhook_url, webhook_secret, email) \
+         VALUES ($1, $2, $3, CASE WHEN $4 THEN 'whsec_' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '') END, $5) \
          ON CONFLICT (customer_id) DO UPDATE SET in_app = EXCLUDED.in_app, webhook_url = EXCLUDED.webhook_url, \
+         email = EXCLUDED.email, \
          webhook_secret = CASE WHEN $4 THEN EXCLUDED.webhook_secret \
                                WHEN EXCLUDED.webhook_url IS NULL THEN NULL \
                                ELSE notifications.preferences.webhook_secret END, \
          updated_at = now() \
-         RETURNING in_app, webhook_url, webhook_secret",
+         RETURNING in_app, webhook_url, webhook_secret, email",
         vec![
             text(who.subject.as_str()),
             spin_sdk::pg::ParameterValue::Boolean(new.in_app),
             url.map_or(spin_sdk::pg::ParameterValue::DbNull, text),
             spin_sdk::pg::ParameterValue::Boolean(new_secret),
+            email.map_or(spin_sdk::pg::ParameterValue::DbNull, text),
         ],
     )
     .await?;
@@ -205,6 +238,7 @@ pub async fn set_preferences(req: Request, who: &Principal) -> Result<Reply, Pro
         in_app: store::col(row, "in_app")?,
         webhook_url: row.get::<Option<String>>("webhook_url").flatten(),
         webhook_secret: row.get::<Option<String>>("webhook_secret").flatten(),
+        email: row.get::<Option<String>>("email").flatten(),
     };
     Ok(json(200, &preferences_body(&prefs, new_secret)))
 }

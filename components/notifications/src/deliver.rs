@@ -6,6 +6,7 @@ use serde_json::json;
 use spin_sdk::pg::{Connection, ParameterValue};
 use spin_sdk::variables::{self, Error};
 
+use crate::email;
 use crate::store::{self, delivery_columns, rows, text, Delivery, Notification};
 use crate::webhook::{self, Attempt};
 
@@ -86,20 +87,26 @@ pub async fn attempt(conn: &Connection, id: &str, replay: bool) -> Result<Delive
         return load(conn, id).await;
     };
     let delivery = store::delivery(row)?;
-    let secret = store::preferences(conn, &delivery.customer_id)
-        .await?
-        .webhook_secret
-        .unwrap_or_default();
-    let outcome = webhook::send(
-        &delivery.url,
-        &secret,
-        &delivery.id,
-        &delivery.kind,
-        delivery.payload.as_bytes(),
-    )
-    .await;
+    let outcome = match delivery.channel.as_str() {
+        "email" => send_email(&delivery).await?,
+        _ => {
+            let secret = store::preferences(conn, &delivery.customer_id)
+                .await?
+                .webhook_secret
+                .unwrap_or_default();
+            webhook::send(
+                &delivery.url,
+                &secret,
+                &delivery.id,
+                &delivery.kind,
+                delivery.payload.as_bytes(),
+            )
+            .await
+        }
+    };
     let (status, code, error) = match outcome {
         Attempt::Delivered(code) => ("delivered", Some(code), None),
+        Attempt::Refused(why) => ("failed", None, Some(why)),
         Attempt::Failed(code, why) => {
             let given_up = !replay && delivery.attempts >= max_attempts().await?;
             (
@@ -133,6 +140,48 @@ pub async fn attempt(conn: &Connection, id: &str, replay: bool) -> Result<Delive
         after
             .first()
             .ok_or_else(|| Problem::internal("delivery vanished"))?,
+    )
+}
+
+/// The mail server and sender: `None` (email off) unless
+/// `notification_email_from` is set.
+pub async fn email_settings() -> Result<Option<(String, String)>, Problem> {
+    let from = match variables::get("notification_email_from").await {
+        Ok(from) if !from.trim().is_empty() => from,
+        Ok(_) | Err(Error::Undefined(_)) => return Ok(None),
+        Err(e) => {
+            return Err(Problem::internal(format!(
+                "variable `notification_email_from`: {e:?}"
+            )))
+        }
+    };
+    let server = variables::get("smtp_url")
+        .await
+        .map_err(|e| Problem::internal(format!("variable `smtp_url`: {e:?}")))?;
+    Ok(Some((server, from)))
+}
+
+/// Sends an email delivery once.
+async fn send_email(delivery: &Delivery) -> Result<Attempt, Problem> {
+    let Some((server, from)) = email_settings().await? else {
+        return Ok(Attempt::Refused(
+            "email is off (notification_email_from is not set)".into(),
+        ));
+    };
+    let payload: serde_json::Value = serde_json::from_str(&delivery.payload).unwrap_or_default();
+    let title = payload["title"].as_str().unwrap_or("BitVelocity");
+    let body = format!(
+        "{title}\n\n{}\n\n(notification {} for event {})\n",
+        serde_json::to_string_pretty(&payload["data"]).unwrap_or_default(),
+        delivery.id,
+        delivery.event_id
+    );
+    Ok(
+        match email::send(&server, &from, &delivery.url, title, &body).await {
+            email::Sent::Accepted => Attempt::Delivered(250),
+            email::Sent::Transient(why) => Attempt::Failed(None, why),
+            email::Sent::Permanent(why) => Attempt::Refused(why),
+        },
     )
 }
 

@@ -6,7 +6,8 @@
 //!    its customer (a chat message, one per member who was offline), and
 //!    in one transaction with the event's claim (so a redelivered event
 //!    makes nothing twice) an in-app notification (unless the customer
-//!    turned them off) and a webhook delivery (when they set a URL). After
+//!    turned them off), a webhook delivery (when they set a URL) and an
+//!    email delivery (when they gave an address). After
 //!    the commit the in-app ones are pushed to the customer's live
 //!    connections and the webhooks are attempted; while one is still
 //!    pending the handler fails, so the trigger retries the event with its
@@ -16,13 +17,15 @@
 //! 2. **HTTP** (`/api/notifications/...`, [`api`]): the inbox, read
 //!    marks, preferences, the delivery log and replay.
 //!
-//! Webhooks are signed (HMAC-SHA256, [`webhook`]). Email is not sent:
-//! see docs/NOTIFICATIONS.md.
+//! Webhooks are signed (HMAC-SHA256, [`webhook`]); email goes through
+//! `bv`'s `bitvelocity:smtp` interface ([`email`]) when
+//! `notification_email_from` is set (docs/NOTIFICATIONS.md).
 
 #![deny(missing_docs)]
 
 mod api;
 mod deliver;
+mod email;
 mod messages;
 mod schema;
 mod store;
@@ -67,6 +70,7 @@ async fn on_event(event: Event<Value>) -> anyhow::Result<()> {
         _ => None,
     };
     let notices = messages::notices(&event, owner);
+    let email_on = deliver::email_settings().await.map_err(failed)?.is_some();
     let tx = Transaction::begin(&conn).await?;
     let mut made = Vec::new();
     if tx.claim(&event).await? {
@@ -98,19 +102,22 @@ async fn on_event(event: Event<Value>) -> anyhow::Result<()> {
                     made.push((notice.customer.clone(), notification(row).map_err(failed)?));
                 }
             }
-            if let Some(url) = &prefs.webhook_url {
-                let payload = json!({
-                    "eventId": event.id, "type": notice.kind, "occurredAt": event.time,
-                    "title": notice.title, "data": notice.data,
-                });
+            let payload = json!({
+                "eventId": event.id, "type": notice.kind, "occurredAt": event.time,
+                "title": notice.title, "data": notice.data,
+            });
+            let email = prefs.email.as_ref().filter(|_| email_on);
+            for (channel, target) in [("webhook", prefs.webhook_url.as_ref()), ("email", email)] {
+                let Some(target) = target else { continue };
                 tx.execute(
-                    "INSERT INTO notifications.deliveries (customer_id, event_id, kind, url, payload) \
-                     VALUES ($1, $2, $3, $4, $5::text::jsonb) ON CONFLICT DO NOTHING",
+                    "INSERT INTO notifications.deliveries (customer_id, event_id, kind, channel, url, payload) \
+                     VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) ON CONFLICT DO NOTHING",
                     vec![
                         text(&notice.customer),
                         text(&event.id),
                         text(&notice.kind),
-                        text(url),
+                        text(channel),
+                        text(target),
                         text(payload.to_string()),
                     ],
                 )

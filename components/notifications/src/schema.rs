@@ -14,6 +14,7 @@ CREATE TABLE notifications.preferences (
     in_app         boolean     NOT NULL DEFAULT true,
     webhook_url    text,
     webhook_secret text,
+    email          text,
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
 -- In-app notifications: one per customer and event, whatever the
@@ -30,12 +31,14 @@ CREATE TABLE notifications.inbox (
     UNIQUE (customer_id, event_id)
 );
 CREATE INDEX inbox_by_customer ON notifications.inbox (customer_id, created_at DESC, id);
--- Webhook deliveries and their log: one per customer and event.
+-- Webhook and email deliveries and their log: one per customer, event and
+-- channel. `url` is the webhook's URL or the email address.
 CREATE TABLE notifications.deliveries (
     id              uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     customer_id     text        NOT NULL,
     event_id        text        NOT NULL,
     kind            text        NOT NULL,
+    channel         text        NOT NULL CHECK (channel IN ('webhook', 'email')),
     url             text        NOT NULL,
     payload         jsonb       NOT NULL,
     status          text        NOT NULL DEFAULT 'pending'
@@ -46,7 +49,7 @@ CREATE TABLE notifications.deliveries (
     created_at      timestamptz NOT NULL DEFAULT now(),
     last_attempt_at timestamptz,
     delivered_at    timestamptz,
-    UNIQUE (customer_id, event_id)
+    UNIQUE (customer_id, event_id, channel)
 );
 CREATE INDEX deliveries_by_customer ON notifications.deliveries (customer_id, created_at DESC);
 CREATE INDEX deliveries_by_event ON notifications.deliveries (event_id);

@@ -61,13 +61,15 @@ pub struct Preferences {
     pub webhook_url: Option<String>,
     /// The key webhooks are signed with.
     pub webhook_secret: Option<String>,
+    /// Where emails go, if anywhere.
+    pub email: Option<String>,
 }
 
 /// `customer`'s preferences.
 pub async fn preferences(conn: &Connection, customer: &str) -> Result<Preferences, Problem> {
     let found = rows(
         conn,
-        "SELECT in_app, webhook_url, webhook_secret FROM notifications.preferences WHERE customer_id = $1",
+        "SELECT in_app, webhook_url, webhook_secret, email FROM notifications.preferences WHERE customer_id = $1",
         vec![text(customer)],
     )
     .await?;
@@ -76,11 +78,13 @@ pub async fn preferences(conn: &Connection, customer: &str) -> Result<Preference
             in_app: col(r, "in_app")?,
             webhook_url: r.get::<Option<String>>("webhook_url").flatten(),
             webhook_secret: r.get::<Option<String>>("webhook_secret").flatten(),
+            email: r.get::<Option<String>>("email").flatten(),
         },
         None => Preferences {
             in_app: true,
             webhook_url: None,
             webhook_secret: None,
+            email: None,
         },
     })
 }
@@ -125,7 +129,7 @@ pub fn notification(row: &Row) -> Result<Notification, Problem> {
     })
 }
 
-/// A webhook delivery and its log.
+/// A webhook or email delivery and its log.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
@@ -137,7 +141,9 @@ pub struct Delivery {
     pub event_id: String,
     /// E.g. `order.paid`.
     pub kind: String,
-    /// Where it goes.
+    /// `webhook` or `email`.
+    pub channel: String,
+    /// Where it goes: the webhook's URL or the email address.
     pub url: String,
     /// `pending`, `delivered` or `failed`.
     pub status: String,
@@ -161,7 +167,7 @@ pub struct Delivery {
 /// The columns [`delivery`] reads.
 pub fn delivery_columns() -> String {
     format!(
-        "id::text AS id, customer_id, event_id, kind, url, status, attempts, last_status, last_error, \
+        "id::text AS id, customer_id, event_id, kind, channel, url, status, attempts, last_status, last_error, \
          payload::text AS payload, {} AS created_at, {} AS last_attempt_at, {} AS delivered_at",
         rfc3339("created_at"),
         rfc3339("last_attempt_at"),
@@ -176,6 +182,7 @@ pub fn delivery(row: &Row) -> Result<Delivery, Problem> {
         customer_id: col(row, "customer_id")?,
         event_id: col(row, "event_id")?,
         kind: col(row, "kind")?,
+        channel: col(row, "channel")?,
         url: col(row, "url")?,
         status: col(row, "status")?,
         attempts: col(row, "attempts")?,

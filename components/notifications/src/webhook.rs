@@ -33,8 +33,10 @@ pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
 pub enum Attempt {
     /// A 2xx.
     Delivered(u16),
-    /// Another status, or no answer: why.
+    /// Another status, or no answer: why (worth another attempt).
     Failed(Option<u16>, String),
+    /// Never going to work as it is: why (no more attempts).
+    Refused(String),
 }
 
 fn now() -> u64 {

@@ -36,6 +36,7 @@ pub fn default_port(scheme: &str) -> Option<u16> {
         "rediss" => 6380,
         "mqtt" => 1883,
         "mqtts" => 8883,
+        "smtp" => 25,
         _ => return None,
     })
 }

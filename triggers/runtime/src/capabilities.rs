@@ -89,6 +89,8 @@ capabilities! {
     redis: bv_factor_outbound_redis::OutboundRedisCapability,
     /// `spin:mqtt` (outbound).
     mqtt: bv_factor_outbound_mqtt::OutboundMqttCapability,
+    /// `bitvelocity:smtp` (outbound email; beyond Spin).
+    smtp: bv_factor_outbound_smtp::OutboundSmtpCapability,
     /// `spin:sqlite`.
     sqlite: bv_factor_sqlite::SqliteCapability,
 }

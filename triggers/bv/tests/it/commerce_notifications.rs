@@ -3,7 +3,8 @@
 //! notifications and pushes them to the customer's live WebSocket, and
 //! calls each customer's webhook, a real HTTP server here, signed with
 //! HMAC-SHA256, retried with backoff while it fails, logged, replayable,
-//! and never twice for one event, even when the events are replayed.
+//! and emails through a real SMTP server (aiosmtpd, from PyPI); never
+//! twice for one event, even when the events are replayed.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -106,6 +107,81 @@ impl Receiver {
     }
 }
 
+/// The aiosmtpd release the tests run (PyPI), in a virtual environment
+/// under `~/.cache/bitvelocity`, installed on first use.
+const AIOSMTPD: &str = "aiosmtpd==1.4.6";
+
+/// A real SMTP server (aiosmtpd) that keeps what it receives in a Maildir.
+struct MailServer {
+    port: u16,
+    maildir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl MailServer {
+    fn start() -> Self {
+        let home = std::env::var("HOME").unwrap();
+        let venv = std::path::Path::new(&home).join(".cache/bitvelocity/venv-aiosmtpd");
+        let python = venv.join("bin/python");
+        let installed = std::process::Command::new(&python)
+            .args(["-m", "aiosmtpd", "--version"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("1.4.6"));
+        if !installed {
+            let ok = std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .unwrap()
+                .success()
+                && std::process::Command::new(venv.join("bin/pip"))
+                    .args(["install", "-q", AIOSMTPD])
+                    .status()
+                    .unwrap()
+                    .success();
+            assert!(ok, "installing {AIOSMTPD} from PyPI failed");
+        }
+        let port = bv_test_servers::free_port();
+        let maildir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new(&python)
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            // A path that does not exist yet: the handler makes the Maildir.
+            .arg(maildir.path().join("mail"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        bv_test_servers::wait_for_port(port, "aiosmtpd");
+        Self {
+            port,
+            maildir,
+            child,
+        }
+    }
+
+    /// Every mail received so far, as text.
+    fn mails(&self) -> Vec<String> {
+        let dir = self.maildir.path().join("mail/new");
+        let mut mails: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        mails.sort();
+        mails
+    }
+}
+
+impl Drop for MailServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// HMAC-SHA256, written out (RFC 2104) as a check on the service's own.
 fn hmac_sha256(key: &[u8], message: &[u8]) -> String {
     let mut block = [0u8; 64];
@@ -163,12 +239,17 @@ async fn deliveries(shop: &Shop, user: &str) -> Vec<Value> {
 }
 
 async fn set_webhook(shop: &Shop, user: &str, url: &str) -> String {
+    set_preferences(shop, user, json!({"inApp": true, "webhookUrl": url})).await
+}
+
+/// Sets `user`'s preferences; the webhook secret it answers.
+async fn set_preferences(shop: &Shop, user: &str, preferences: Value) -> String {
     let r = shop
         .call(
             "PUT",
             "/api/notifications/preferences",
             &[customer(user), JSON],
-            &json!({"inApp": true, "webhookUrl": url}).to_string(),
+            &preferences.to_string(),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -184,8 +265,12 @@ async fn set_webhook(shop: &Shop, user: &str, url: &str) -> String {
 async fn orders_notify_in_app_and_by_signed_webhooks_once_each() {
     let receiver = Receiver::default();
     let hooks = receiver.start().await;
+    let mail = MailServer::start();
+    let smtp = format!("smtp://127.0.0.1:{}", mail.port);
     let shop = Shop::start_edited("notify", &["notifications", "live"], |m| {
         m.variable("webhook_allowed_hosts", "http://127.0.0.1:*")
+            .variable("smtp_url", &smtp)
+            .variable("notification_email_from", "shop@bitvelocity.example")
             .component_variable("notifications", "webhook_max_attempts", "3")
             .trigger_field("postgres", "notifications", "retry_initial_ms", 100)
             .trigger_field("postgres", "notifications", "retry_max_ms", 300)
@@ -210,8 +295,25 @@ async fn orders_notify_in_app_and_by_signed_webhooks_once_each() {
             .await;
         assert_problem(&r, 422, "invalid-field");
     }
+    for email in ["erin", "erin@", "erin @example.com", "<erin@example.com>"] {
+        let r = shop
+            .call(
+                "PUT",
+                "/api/notifications/preferences",
+                &[customer("erin"), JSON],
+                &json!({"inApp": true, "email": email}).to_string(),
+            )
+            .await;
+        assert_problem(&r, 422, "invalid-field");
+    }
     let erin_hook = "/hooks/erin";
-    let secret = set_webhook(&shop, "erin", &format!("http://{hooks}{erin_hook}")).await;
+    let erin_url = format!("http://{hooks}{erin_hook}");
+    let secret = set_preferences(
+        &shop,
+        "erin",
+        json!({"inApp": true, "webhookUrl": erin_url, "email": "erin@example.com"}),
+    )
+    .await;
     let r = shop
         .call(
             "GET",
@@ -222,7 +324,7 @@ async fn orders_notify_in_app_and_by_signed_webhooks_once_each() {
         .await;
     assert_eq!(
         r.json(),
-        json!({"inApp": true, "webhookUrl": format!("http://{hooks}{erin_hook}")})
+        json!({"inApp": true, "webhookUrl": erin_url, "email": "erin@example.com"})
     );
 
     // Erin follows her notifications live; her webhook fails twice first.
@@ -268,11 +370,32 @@ async fn orders_notify_in_app_and_by_signed_webhooks_once_each() {
 
     // Webhooks: order.placed took three attempts (two 500s), order.paid
     // one; same delivery id on every attempt, each signed with the secret.
-    let log = wait_until("erin's webhooks delivered", &shop, async || {
+    let log = wait_until("erin's webhooks and emails delivered", &shop, async || {
         let log = deliveries(&shop, "erin").await;
-        (log.len() == 2 && log.iter().all(|d| d["status"] == "delivered")).then_some(log)
+        (log.len() == 4 && log.iter().all(|d| d["status"] == "delivered")).then_some(log)
     })
     .await;
+    // Two emails, through the real SMTP server, one per event.
+    let mails = mail.mails();
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    let mut subjects: Vec<&str> = mails
+        .iter()
+        .map(|m| {
+            assert!(m.contains("X-RcptTo: erin@example.com"), "{m}");
+            assert!(m.contains("X-MailFrom: shop@bitvelocity.example"), "{m}");
+            assert!(m.contains(&order), "{m}");
+            m.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap()
+        })
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        ["Order received: 12.99 EUR", "Payment received: 12.99 EUR"]
+    );
+    let log: Vec<Value> = log
+        .into_iter()
+        .filter(|d| d["channel"] == "webhook")
+        .collect();
     let by_kind: HashMap<&str, &Value> = log
         .iter()
         .map(|d| (d["kind"].as_str().unwrap(), d))
@@ -365,6 +488,7 @@ async fn orders_notify_in_app_and_by_signed_webhooks_once_each() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.calls(erin_hook).len(), 4, "a webhook went twice");
+    assert_eq!(mail.mails().len(), 2, "an email went twice");
     let inbox = shop
         .call("GET", "/api/notifications", &[customer("erin")], "")
         .await
@@ -426,9 +550,14 @@ async fn orders_notify_in_app_and_by_signed_webhooks_once_each() {
         "{}",
         r.text()
     );
-    let last = receiver.calls(frank_hook).pop().unwrap();
-    assert!(signed_with(&last, &frank_secret));
-    assert_eq!(last.headers["bv-delivery-id"], id);
+    // (Frank's order.paid, still being retried, may arrive meanwhile.)
+    let replayed: Vec<Call> = receiver
+        .calls(frank_hook)
+        .into_iter()
+        .filter(|c| c.headers["bv-delivery-id"] == id)
+        .collect();
+    assert_eq!(replayed.len(), 4, "{replayed:?}");
+    assert!(replayed.iter().all(|c| signed_with(c, &frank_secret)));
 
     // Gus turned in-app notifications off: his order leaves none.
     let r = shop
