@@ -27,6 +27,9 @@ SHIPPED_DB_URL = "postgres://postgres@127.0.0.1:5432/bitvelocity?sslmode=disable
 
 # Trigger types `spin up` has built in (others need a plugin or do not exist).
 SPIN_TRIGGERS = {"http", "redis"}
+# Components that import bv's own interfaces (bitvelocity:smtp): Spin cannot
+# link them, and it refuses the whole application when one does not link.
+BV_ONLY_COMPONENTS = {"notifications"}
 
 HEADER = re.compile(r"^\[\[?([^\]]+)\]\]?\s*$")
 
@@ -54,12 +57,19 @@ def spin_manifest(text, base_dir):
             return parts[2]
         return None
 
+    def named_component(lines):
+        for line in lines:
+            m = re.match(r'\s*component\s*=\s*"([^"]+)"', line)
+            if m:
+                return m.group(1)
+        return None
+
     kept_components = set()
     for name, lines in sections:
         if name and name.startswith("trigger.") and trigger_kind(name) in SPIN_TRIGGERS:
             for line in lines:
                 m = re.match(r'\s*component\s*=\s*"([^"]+)"', line)
-                if m:
+                if m and m.group(1) not in BV_ONLY_COMPONENTS:
                     kept_components.add(m.group(1))
     out = []
     for name, lines in sections:
@@ -68,6 +78,8 @@ def spin_manifest(text, base_dir):
             continue
         kind = trigger_kind(name)
         if kind is not None and kind not in SPIN_TRIGGERS:
+            continue
+        if kind is not None and named_component(lines) in BV_ONLY_COMPONENTS:
             continue
         if name.startswith("component."):
             component = name.split(".")[1]
