@@ -1,7 +1,7 @@
 //! The HTTP API, `/api/chat/...`: rooms, members, messages, receipts.
 
 use bv_auth::Principal;
-use bv_service::{json, read_json, Problem, ProblemKind, Reply, Trace};
+use bv_service::{json, read_json, Problem, Reply, Trace};
 use serde::Deserialize;
 use serde_json::json;
 use spin_sdk::http::Request;
@@ -18,20 +18,6 @@ const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 100;
 /// The longest mute, in minutes: a week.
 const MAX_MUTE_MINUTES: i64 = 7 * 24 * 60;
-
-fn invalid(parameter: &str, detail: impl Into<String>) -> Problem {
-    Problem::new(
-        422,
-        ProblemKind::InvalidParameter,
-        "A query parameter has an invalid value",
-        format!("{parameter}: {}", detail.into()),
-    )
-    .with("parameter", parameter)
-}
-
-fn forbidden(detail: impl Into<String>) -> Problem {
-    Problem::new(403, ProblemKind::Forbidden, "Forbidden", detail)
-}
 
 /// A path segment naming a room.
 pub fn room_id(raw: &str) -> Result<RoomId, Problem> {
@@ -189,7 +175,7 @@ pub async fn put_member(
     let touches_moderators = role == MemberRole::Moderator
         || current.as_ref().map(|m| m.role()) == Some(MemberRole::Moderator);
     if power < Some(MemberRole::Moderator) || (touches_moderators && !owner_like) {
-        return Err(forbidden(if touches_moderators {
+        return Err(bv_auth::guest::forbidden(if touches_moderators {
             "only the room's owner names or demotes moderators"
         } else {
             "only the room's moderators and owner add members"
@@ -231,7 +217,7 @@ pub async fn remove_member(room: &RoomId, user: &str, who: &Principal) -> Result
             .power(who)
             .is_some_and(|p| p >= MemberRole::Moderator && p > target.role());
     if !allowed {
-        return Err(forbidden(
+        return Err(bv_auth::guest::forbidden(
             "moderators remove members; only the owner removes moderators",
         ));
     }
@@ -287,7 +273,7 @@ pub async fn mute(
                 .power(who)
                 .is_some_and(|p| p >= MemberRole::Moderator && p > target.role()));
     if !allowed {
-        return Err(forbidden(
+        return Err(bv_auth::guest::forbidden(
             "moderators mute members of a group; the owner mutes moderators",
         ));
     }
@@ -340,31 +326,41 @@ pub async fn history(room: &RoomId, query: &str, who: &Principal) -> Result<Repl
             "after" => &mut after,
             "limit" => &mut limit,
             other => {
-                return Err(invalid(
+                return Err(Problem::invalid_parameter(
                     other,
                     "unknown parameter (known: before, after, limit)",
                 ))
             }
         };
         if slot.is_some() {
-            return Err(invalid(&name, "given more than once"));
+            return Err(Problem::invalid_parameter(&name, "given more than once"));
         }
         let n = value
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)
-            .ok_or_else(|| invalid(&name, format!("must be a whole number, got {value:?}")))?;
+            .ok_or_else(|| {
+                Problem::invalid_parameter(&name, format!("must be a whole number, got {value:?}"))
+            })?;
         *slot = Some(n);
     }
     let cursor = match (before, after) {
-        (Some(_), Some(_)) => return Err(invalid("after", "give `before` or `after`, not both")),
+        (Some(_), Some(_)) => {
+            return Err(Problem::invalid_parameter(
+                "after",
+                "give `before` or `after`, not both",
+            ))
+        }
         (Some(b), None) => Cursor::Before(b),
         (None, Some(a)) => Cursor::After(a),
         (None, None) => Cursor::Before(i64::MAX),
     };
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(invalid("limit", format!("from 1 to {MAX_PAGE}")));
+        return Err(Problem::invalid_parameter(
+            "limit",
+            format!("from 1 to {MAX_PAGE}"),
+        ));
     }
     let store = Store::open().await?;
     service::access(&store, room, who).await?;

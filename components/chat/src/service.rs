@@ -3,7 +3,7 @@
 //! pushes the change to the room's live members.
 
 use bv_auth::Principal;
-use bv_service::{Problem, ProblemKind, Trace};
+use bv_service::{Problem, Trace};
 use serde_json::{json, Value};
 
 use crate::ephemeral::Ephemeral;
@@ -37,10 +37,6 @@ impl Access {
     }
 }
 
-fn forbidden(detail: impl Into<String>) -> Problem {
-    Problem::new(403, ProblemKind::Forbidden, "Forbidden", detail)
-}
-
 /// The room, if the caller may see it: its members and administrators.
 /// Anyone else gets 404, as if it did not exist.
 pub async fn access(store: &Store, room: &RoomId, who: &Principal) -> Result<Access, Problem> {
@@ -65,11 +61,11 @@ pub async fn send(
 ) -> Result<(Message, bool), Problem> {
     let access = access(store, room, who).await?;
     let Some(me) = &access.me else {
-        return Err(forbidden("only members write in a room"));
+        return Err(bv_auth::guest::forbidden("only members write in a room"));
     };
     if let Some(until) = &me.muted_until {
         return Err(
-            forbidden(format!("you are muted in this room until {until}"))
+            bv_auth::guest::forbidden(format!("you are muted in this room until {until}"))
                 .with("mutedUntil", until.clone()),
         );
     }
@@ -164,7 +160,7 @@ pub async fn delete(
         .ok_or_else(|| Problem::not_found(format!("no message {seq} in room {room}")))?;
     let moderator = access.power(who) >= Some(MemberRole::Moderator) && !access.direct();
     if message.sender != who.subject.as_str() && !moderator && !who.is_admin() {
-        return Err(forbidden(
+        return Err(bv_auth::guest::forbidden(
             "only its sender, the room's moderators and owner delete a message",
         ));
     }

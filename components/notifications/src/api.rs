@@ -1,7 +1,7 @@
 //! The HTTP API: `/api/notifications/...`.
 
 use bv_auth::Principal;
-use bv_service::{json, read_json, Problem, ProblemKind, Reply};
+use bv_service::{json, read_json, Problem, Reply};
 use serde::Deserialize;
 use serde_json::json;
 use spin_sdk::http::Request;
@@ -11,16 +11,6 @@ use crate::store::{self, delivery_columns, notification, notification_columns, r
 
 const MAX_BODY_BYTES: usize = 8 * 1024;
 const MAX_URL_CHARS: usize = 2_000;
-
-fn invalid(parameter: &str, detail: impl Into<String>) -> Problem {
-    Problem::new(
-        422,
-        ProblemKind::InvalidParameter,
-        "A query parameter has an invalid value",
-        format!("{parameter}: {}", detail.into()),
-    )
-    .with("parameter", parameter)
-}
 
 /// `limit` (1-100, default 20), and for administrators `customer`.
 fn params(query: &str, who: &Principal) -> Result<(i64, String), Problem> {
@@ -34,25 +24,31 @@ fn params(query: &str, who: &Principal) -> Result<(i64, String), Problem> {
                         .parse::<i64>()
                         .ok()
                         .filter(|n| (1..=100).contains(n))
-                        .ok_or_else(|| invalid("limit", "a whole number from 1 to 100"))?,
+                        .ok_or_else(|| {
+                            Problem::invalid_parameter("limit", "a whole number from 1 to 100")
+                        })?,
                 )
             }
             "customer" if customer.is_none() => {
                 if bv_auth::Subject::parse(&value).is_none() {
-                    return Err(invalid("customer", "not a user id"));
+                    return Err(Problem::invalid_parameter("customer", "not a user id"));
                 }
                 if !who.is_admin() && value != who.subject.as_str() {
-                    return Err(Problem::new(
-                        403,
-                        ProblemKind::Forbidden,
-                        "Forbidden",
+                    return Err(bv_auth::guest::forbidden(
                         "only administrators read another customer's notifications",
                     ));
                 }
                 customer = Some(value.into_owned());
             }
-            "limit" | "customer" => return Err(invalid(&name, "given more than once")),
-            other => return Err(invalid(other, "unknown parameter (known: limit, customer)")),
+            "limit" | "customer" => {
+                return Err(Problem::invalid_parameter(&name, "given more than once"))
+            }
+            other => {
+                return Err(Problem::invalid_parameter(
+                    other,
+                    "unknown parameter (known: limit, customer)",
+                ))
+            }
         }
     }
     Ok((

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
 use bv_auth::{Role, Subject};
-use bv_service::{json, migrate, Problem, ProblemKind, Reply};
+use bv_service::{json, migrate, Problem, Reply};
 use serde_json::{json, Value};
 use spin_sdk::http::Request;
 use spin_sdk::pg::{Connection, ParameterValue, Row};
@@ -26,30 +26,19 @@ fn rfc3339(column: &str) -> String {
     format!("to_char(({column}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
 }
 
-/// A problem naming the query parameter at fault.
-fn invalid(parameter: &str, detail: impl Into<String>) -> Problem {
-    Problem::new(
-        422,
-        ProblemKind::InvalidParameter,
-        "A query parameter has an invalid value",
-        format!("{parameter}: {}", detail.into()),
-    )
-    .with("parameter", parameter)
-}
-
 /// The query's parameters; unknown and repeated ones are refused (a typo
 /// must not silently change the answer).
 fn params(query: &str, known: &[&str]) -> Result<BTreeMap<String, String>, Problem> {
     let mut out = BTreeMap::new();
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         if !known.contains(&name.as_ref()) {
-            return Err(invalid(
+            return Err(Problem::invalid_parameter(
                 &name,
                 format!("unknown parameter (known: {})", known.join(", ")),
             ));
         }
         if out.insert(name.to_string(), value.to_string()).is_some() {
-            return Err(invalid(&name, "given more than once"));
+            return Err(Problem::invalid_parameter(&name, "given more than once"));
         }
     }
     Ok(out)
@@ -58,13 +47,13 @@ fn params(query: &str, known: &[&str]) -> Result<BTreeMap<String, String>, Probl
 /// An instant parameter: RFC 3339, between 1970 and 9999.
 fn instant(parameter: &str, value: &str) -> Result<i64, Problem> {
     let ms = time::parse(value).ok_or_else(|| {
-        invalid(
+        Problem::invalid_parameter(
             parameter,
             format!("must be an RFC 3339 timestamp (e.g. 2026-01-02T03:04:05Z), got {value:?}"),
         )
     })?;
     if !(EARLIEST_MS..=LATEST_MS).contains(&ms) {
-        return Err(invalid(
+        return Err(Problem::invalid_parameter(
             parameter,
             "must be between 1970-01-01T00:00:00Z and 9999-01-01T00:00:00Z",
         ));
@@ -87,7 +76,7 @@ fn count(
         .ok()
         .filter(|n| range.contains(n))
         .ok_or_else(|| {
-            invalid(
+            Problem::invalid_parameter(
                 parameter,
                 format!(
                     "must be an integer from {} to {}, got {value:?}",
@@ -178,10 +167,13 @@ pub async fn revenue(req: &Request, query: &str) -> Result<Reply, Problem> {
         None => to - DEFAULT_RANGE_MS,
     };
     if from >= to {
-        return Err(invalid("from", "must be before `to`"));
+        return Err(Problem::invalid_parameter("from", "must be before `to`"));
     }
     if to - from > MAX_RANGE_MS {
-        return Err(invalid("from", "the range may span at most 24 hours"));
+        return Err(Problem::invalid_parameter(
+            "from",
+            "the range may span at most 24 hours",
+        ));
     }
     let conn = open().await?;
     let found = rows(

@@ -233,6 +233,17 @@ impl Problem {
         .with("field", field)
     }
 
+    /// 422 `invalid-parameter`, naming the query parameter at fault.
+    pub fn invalid_parameter(parameter: &str, detail: impl Into<String>) -> Self {
+        Self::new(
+            422,
+            ProblemKind::InvalidParameter,
+            "A query parameter has an invalid value",
+            format!("{parameter}: {}", detail.into()),
+        )
+        .with("parameter", parameter)
+    }
+
     /// 404 `not-found`.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(404, ProblemKind::NotFound, "Not found", detail)
