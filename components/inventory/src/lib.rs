@@ -41,6 +41,7 @@
 
 mod events;
 mod flash;
+mod grpc;
 mod live;
 mod model;
 mod problems;
@@ -54,7 +55,7 @@ use spin_sdk::http::{box_body, BoxBody, Method, Request, Response};
 use spin_sdk::http_service;
 use spin_sdk::pg::Connection;
 
-use model::{NewReservation, ProductId, ReservationId, Restock, Status};
+use model::{NewReservation, ProductId, Reservation, ReservationId, Restock, Status};
 use store::{atomically, Reserved};
 
 /// Where `spin.toml` mounts this component (`route = "/api/inventory/..."`); callers
@@ -73,6 +74,9 @@ static MIGRATED: AtomicBool = AtomicBool::new(false);
 
 #[http_service]
 async fn handle(req: Request) -> Response<BoxBody> {
+    if bv_grpc::is_grpc(req.headers()) {
+        return grpc::serve(req).await;
+    }
     let streamed = match stream_path(&req) {
         Some(Stream::Stock(product)) => match product_id(&product) {
             Ok(product) => live::stock(product).await,
@@ -196,11 +200,15 @@ async fn get_stock(product: ProductId) -> Result<Reply, Problem> {
 
 /// `product`'s stock record as JSON; 404 without one.
 async fn stock_json(product: &ProductId) -> Result<serde_json::Value, Problem> {
+    Ok(stock(product).await?.to_json())
+}
+
+/// `product`'s stock record; 404 without one.
+async fn stock(product: &ProductId) -> Result<model::Stock, Problem> {
     let conn = connect().await?;
-    let stock = atomically(&conn, async |tx| store::stock(tx, product).await)
+    atomically(&conn, async |tx| store::stock(tx, product).await)
         .await?
-        .ok_or_else(|| Problem::not_found(format!("no stock record for product `{product}`")))?;
-    Ok(stock.to_json())
+        .ok_or_else(|| Problem::not_found(format!("no stock record for product `{product}`")))
 }
 
 async fn restock(product: ProductId, req: Request, trace: &Trace) -> Result<Reply, Problem> {
@@ -216,8 +224,17 @@ async fn restock(product: ProductId, req: Request, trace: &Trace) -> Result<Repl
 
 async fn create_reservation(req: Request, trace: &Trace) -> Result<Reply, Problem> {
     let body: NewReservation = read_json(req, MAX_RESERVATION_BODY).await?;
+    match reserve(&body, trace).await? {
+        Reserved::Created(r) => Ok(json(201, &r.to_json())),
+        Reserved::Replayed(r) => Ok(json(200, &r.to_json())),
+    }
+}
+
+/// Holds `body`'s lines (or answers the reservation it repeats), counted
+/// by outcome.
+async fn reserve(body: &NewReservation, trace: &Trace) -> Result<Reserved, Problem> {
     let conn = connect().await?;
-    let reserved = atomically(&conn, async |tx| store::reserve(tx, &body, trace).await).await;
+    let reserved = atomically(&conn, async |tx| store::reserve(tx, body, trace).await).await;
     // Reservations by outcome (`bv_app_stock_reservations_total`): a fixed
     // set of label values, whatever the problem.
     let outcome = match &reserved {
@@ -231,25 +248,28 @@ async fn create_reservation(req: Request, trace: &Trace) -> Result<Reply, Proble
         },
     };
     bv_service::telemetry::counter("stock_reservations", &[("outcome", outcome)], 1);
-    match reserved? {
-        Reserved::Created(r) => Ok(json(201, &r.to_json())),
-        Reserved::Replayed(r) => Ok(json(200, &r.to_json())),
-    }
+    reserved
 }
 
 async fn get_reservation(id: ReservationId) -> Result<Reply, Problem> {
+    Ok(json(200, &reservation(&id).await?.to_json()))
+}
+
+/// Reservation `id`; 404 without one.
+async fn reservation(id: &ReservationId) -> Result<Reservation, Problem> {
     let conn = connect().await?;
-    let r = atomically(&conn, async |tx| store::reservation(tx, &id, false).await)
+    atomically(&conn, async |tx| store::reservation(tx, id, false).await)
         .await?
-        .ok_or_else(|| Problem::not_found(format!("no reservation `{id}`")))?;
-    Ok(json(200, &r.to_json()))
+        .ok_or_else(|| Problem::not_found(format!("no reservation `{id}`")))
 }
 
 async fn transition(id: ReservationId, to: Status, trace: &Trace) -> Result<Reply, Problem> {
+    Ok(json(200, &moved(&id, to, trace).await?.to_json()))
+}
+
+/// Moves reservation `id` to `to` (idempotent); 409 when it already went
+/// the other way.
+async fn moved(id: &ReservationId, to: Status, trace: &Trace) -> Result<Reservation, Problem> {
     let conn = connect().await?;
-    let r = atomically(&conn, async |tx| {
-        store::transition(tx, &id, to, trace).await
-    })
-    .await?;
-    Ok(json(200, &r.to_json()))
+    atomically(&conn, async |tx| store::transition(tx, id, to, trace).await).await
 }

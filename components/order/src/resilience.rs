@@ -77,7 +77,7 @@ impl Calls {
         let called = guard
             .call(
                 &Policy::idempotent(timeout),
-                |_| services::send(trace, method, url, None, &[], body),
+                |_| services::send(trace, method, url, None, &[], body, timeout),
                 classify,
             )
             .await;
@@ -152,13 +152,25 @@ impl Calls {
 }
 
 /// A failed call, a 5xx or a 429 is the dependency failing; any other
-/// answer (a decline, a shortage, a 404) is the dependency working.
+/// answer (a decline, a shortage, a 404) is the dependency working. Over
+/// gRPC the code decides: only `UNAVAILABLE` and `DEADLINE_EXCEEDED` are
+/// worth another attempt; `INTERNAL`, `UNIMPLEMENTED` and the like are
+/// the dependency failing, but would fail again.
 fn classify(result: &Result<Answer, String>) -> Verdict {
+    use bv_grpc::status::{is_failure, is_retryable};
     match result {
+        Ok(Answer {
+            grpc: Some(code), ..
+        }) => match *code {
+            code if is_retryable(code) => Verdict::Failure,
+            code if is_failure(code) => Verdict::Fault,
+            _ => Verdict::Success,
+        },
         Ok(a) if a.status < 500 && a.status != 429 => Verdict::Success,
         _ => Verdict::Failure,
     }
 }
+
 
 /// A variable the manifest may leave out.
 async fn optional(name: &str) -> Result<Option<String>, Problem> {
@@ -181,5 +193,42 @@ async fn millis(name: &str, default: u64) -> Result<Duration, Problem> {
                 "variable `{name}`: `{raw}` is not a positive number of milliseconds"
             ))),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bv_grpc::Code;
+    use serde_json::Value;
+
+    fn over_grpc(code: Code) -> Result<Answer, String> {
+        Ok(Answer {
+            status: bv_grpc::status::http_status_for(code),
+            body: Value::Null,
+            grpc: Some(code),
+        })
+    }
+
+    #[test]
+    fn grpc_answers_are_retried_only_when_another_attempt_can_help() {
+        assert_eq!(classify(&over_grpc(Code::Unavailable)), Verdict::Failure);
+        assert_eq!(
+            classify(&over_grpc(Code::DeadlineExceeded)),
+            Verdict::Failure
+        );
+        assert_eq!(classify(&over_grpc(Code::Internal)), Verdict::Fault);
+        assert_eq!(classify(&over_grpc(Code::Unimplemented)), Verdict::Fault);
+        assert_eq!(
+            classify(&over_grpc(Code::FailedPrecondition)),
+            Verdict::Success
+        );
+        assert_eq!(classify(&over_grpc(Code::Ok)), Verdict::Success);
+        // Over HTTP a 500 is retried, as before.
+        assert_eq!(
+            classify(&Ok(Answer::http(500, Value::Null))),
+            Verdict::Failure
+        );
+        assert_eq!(classify(&Err("refused".into())), Verdict::Failure);
     }
 }

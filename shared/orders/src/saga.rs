@@ -439,7 +439,7 @@ mod tests {
     use super::*;
 
     fn answer(status: u16, body: Value) -> Called {
-        Ok(Answer { status, body })
+        Ok(Answer::http(status, body))
     }
 
     fn problem(kind: &str, detail: &str) -> Value {
@@ -614,19 +614,9 @@ mod tests {
 
     #[test]
     fn clear_cart_fails_with_the_answer_or_the_error() {
+        assert_eq!(clear_cart(Ok(Answer::http(204, Value::Null))), None);
         assert_eq!(
-            clear_cart(Ok(Answer {
-                status: 204,
-                body: Value::Null
-            })),
-            None
-        );
-        assert_eq!(
-            clear_cart(Ok(Answer {
-                status: 500,
-                body: json!({"a": 1})
-            }))
-            .as_deref(),
+            clear_cart(Ok(Answer::http(500, json!({"a": 1})))).as_deref(),
             Some(r#"500 {"a":1}"#)
         );
         assert_eq!(clear_cart(Err("gone".into())).as_deref(), Some("gone"));

@@ -22,16 +22,28 @@ pub const PAYMENT: &str = "http://payment.spin.internal/api/payments";
 pub const CART: &str = "http://cart.spin.internal/api/carts/me";
 
 /// A callee's answer: its status and its body as JSON (`null` when empty
-/// or not JSON).
+/// or not JSON). Over gRPC, the HTTP status and problem body the HTTP API
+/// would have answered (`bv_grpc::status::to_problem`), and the code.
 #[derive(Debug)]
 pub struct Answer {
     /// The HTTP status.
     pub status: u16,
     /// The body.
     pub body: Value,
+    /// The gRPC status code when the call went over gRPC.
+    pub grpc: Option<bv_grpc::Code>,
 }
 
 impl Answer {
+    /// An answer over HTTP.
+    pub fn http(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            body,
+            grpc: None,
+        }
+    }
+
     /// The problem kind of an error answer (`urn:bitvelocity:problem:<kind>`).
     pub fn kind(&self) -> Option<&str> {
         self.body
@@ -67,7 +79,15 @@ pub async fn call_with(
     headers: &[(&str, &str)],
     body: Option<&Value>,
 ) -> Result<Answer, String> {
-    let sent = send(trace, method, url, authorization, headers, body);
+    let sent = send(
+        trace,
+        method,
+        url,
+        authorization,
+        headers,
+        body,
+        CALL_TIMEOUT,
+    );
     bv_resilience::within(sent, spin_sdk::time::sleep(CALL_TIMEOUT))
         .await
         .unwrap_or_else(|_| {
@@ -80,9 +100,12 @@ pub async fn call_with(
 
 /// Sends `method url` with a JSON `body` (if any) and the caller's
 /// `authorization` header (if any: the cart is asked for the customer with
-/// the customer's own token; inventory and payment take internal calls), in `trace` (its `traceparent` forwarded, so the
-/// callee's work joins the caller's trace). `Err` when the call itself
-/// failed (no answer). No deadline of its own: see [`call`].
+/// the customer's own token; inventory and payment take internal calls),
+/// in `trace` (its `traceparent` forwarded, so the callee's work joins the
+/// caller's trace). `Err` when the call itself failed (no answer). No
+/// deadline of its own (see [`call`]): `deadline` is what the callee is
+/// told (`grpc-timeout`) when the call goes over gRPC, as the inventory's
+/// do when `inventory_protocol` is `grpc` ([`crate::inventory_grpc`]).
 pub async fn send(
     trace: &Trace,
     method: &str,
@@ -90,7 +113,11 @@ pub async fn send(
     authorization: Option<&str>,
     headers: &[(&str, &str)],
     body: Option<&Value>,
+    deadline: std::time::Duration,
 ) -> Result<Answer, String> {
+    if url.starts_with(INVENTORY) && crate::inventory_grpc::chosen().await {
+        return crate::inventory_grpc::send(trace, method, url, body, deadline).await;
+    }
     let mut builder = trace.forward(http::Request::builder().method(method).uri(url));
     if let Some(authorization) = authorization {
         builder = builder.header("authorization", authorization);
@@ -118,7 +145,7 @@ pub async fn send(
         .await
         .map_err(|e| format!("{method} {url}: reading the answer: {e:?}"))?;
     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    Ok(Answer { status, body })
+    Ok(Answer::http(status, body))
 }
 
 /// Gives back everything a checkout of `order_id` may hold: the stock

@@ -67,6 +67,9 @@ pub enum Verdict {
     /// It failed: a transport error, a 5xx, a 429. Counted by the breaker;
     /// retried when the call is idempotent.
     Failure,
+    /// It failed in a way another attempt would meet again (gRPC's
+    /// `INTERNAL` or `UNIMPLEMENTED`): counted by the breaker, not retried.
+    Fault,
 }
 
 /// How a guarded call ended.
@@ -179,7 +182,8 @@ impl<S: BreakerStore, R: Runtime> Guard<'_, S, R> {
                 Ok(answer) => Outcome::Answered(answer),
                 Err(_) => Outcome::TimedOut,
             };
-            if success || made >= attempts || !self.spend(|b| b.try_retry(&self.budget, now)) {
+            let retry = verdict == Verdict::Failure;
+            if !retry || made >= attempts || !self.spend(|b| b.try_retry(&self.budget, now)) {
                 return Called {
                     outcome,
                     attempts: made,
@@ -290,8 +294,19 @@ mod tests {
     fn classify(r: &Result<u16, ()>) -> Verdict {
         match r {
             Ok(s) if *s < 500 => Verdict::Success,
+            Ok(501) => Verdict::Fault,
             _ => Verdict::Failure,
         }
+    }
+
+    #[test]
+    fn a_fault_is_not_retried() {
+        let w = World::new(MemoryStore::new());
+        assert_eq!(
+            w.call(Policy::idempotent(T), &[Some(501), Some(200)]),
+            (Outcome::Answered(Ok(501)), 1)
+        );
+        assert!(w.runtime.sleeps.borrow().is_empty());
     }
 
     const T: Duration = Duration::from_millis(500);

@@ -12,6 +12,7 @@
 mod body;
 mod client_addr;
 mod cors;
+mod grpc;
 mod hardening;
 pub mod headers;
 mod instance;
@@ -243,10 +244,19 @@ impl HttpTrigger {
                 .as_ref()
                 .map(|m| (&*m.target.component, m.target.route.as_str())),
         );
-        let response = self
+        let call = grpc::GrpcCall::of(&req);
+        let component = call
+            .as_ref()
+            .and(matched.as_ref())
+            .map(|m| m.target.component.clone());
+        let mut response = self
             .route_and_dispatch(req, client, full_url, &path, matched)
             .instrument(span.clone())
             .await;
+        if let Some(call) = call {
+            call.record_on(&span);
+            response = grpc::answer(&call, component.as_deref(), &self.metrics, response).await;
+        }
         trace::finish(&span, &response);
         response
     }
@@ -380,7 +390,13 @@ impl HttpTrigger {
             return Err(wasmtime_wasi_http::Error::DestinationNotFound);
         };
         let span = trace::server_span(&req, Some((&handler.id, CHAINED_ROUTE)));
-        let result = self.chained(handler, req).instrument(span.clone()).await;
+        let call = grpc::GrpcCall::of(&req);
+        let mut result = self.chained(handler, req).instrument(span.clone()).await;
+        if let (Some(call), Ok(response)) = (call, &mut result) {
+            call.record_on(&span);
+            let answered = std::mem::replace(response, Response::new(WasiBody::default()));
+            *response = grpc::answer(&call, Some(&handler.id), &self.metrics, answered).await;
+        }
         if let Ok(response) = &result {
             trace::finish(&span, response);
         }
@@ -422,8 +438,11 @@ impl HttpTrigger {
 
         let body_limit = limits::BodyLimitHit::of(&req);
         let activity = body::ActivityLink::default();
+        // A gRPC caller's deadline bounds the call too.
+        let timeout = grpc::GrpcCall::deadline(req.headers())
+            .map_or(handler.timeout, |deadline| deadline.min(handler.timeout));
         let outcome = tokio::time::timeout(
-            handler.timeout,
+            timeout,
             handler
                 .proxy
                 .handle((tracing::Span::current(), activity.clone()), req),
@@ -444,8 +463,8 @@ impl HttpTrigger {
                     .boxed_unsync()
                 })
             }
-            Ok(Err(e)) if e.is::<ExpirationError>() => self.timed_out(component, handler),
-            Err(_) => self.timed_out(component, handler),
+            Ok(Err(e)) if e.is::<ExpirationError>() => self.timed_out(component, handler.timeout),
+            Err(_) => self.timed_out(component, timeout),
             Ok(Err(e)) if pool_exhausted(&e) => {
                 // Every instance slot of the runtime is taken (more requests
                 // at once than the pool holds): capacity, not a fault.
@@ -474,16 +493,13 @@ impl HttpTrigger {
         response
     }
 
-    fn timed_out(&self, component: &str, handler: &ComponentHandler) -> Response<WasiBody> {
+    fn timed_out(&self, component: &str, timeout: Duration) -> Response<WasiBody> {
         self.reject(component, "timeout");
         problem::response(
             StatusCode::GATEWAY_TIMEOUT,
             "request-timeout",
             "Gateway Timeout",
-            &format!(
-                "component `{component}` did not answer within {} ms",
-                handler.timeout.as_millis()
-            ),
+            &format!("component `{component}` did not answer within {timeout:?}"),
         )
     }
 

@@ -47,6 +47,15 @@ pub(crate) struct RejectionLabels {
     pub limit: &'static str,
 }
 
+/// A gRPC call's labels: its component, method (`/package.Service/Method`;
+/// `unknown` for a method the component does not have) and status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct GrpcLabels {
+    pub component: String,
+    pub method: String,
+    pub code: &'static str,
+}
+
 /// Every metric the HTTP trigger exports on the admin listener's `/metrics`.
 pub struct Metrics {
     pub(crate) requests: Family<RequestLabels, Counter>,
@@ -55,6 +64,7 @@ pub struct Metrics {
     pub(crate) traps: Family<ComponentLabels, Counter>,
     pub(crate) rejections: Family<RejectionLabels, Counter>,
     pub(crate) in_flight: Family<ComponentLabels, Gauge>,
+    pub(crate) grpc_handled: Family<GrpcLabels, Counter>,
 }
 
 fn latency_histogram() -> HistogramWithExemplars<TraceLabels> {
@@ -91,6 +101,7 @@ impl Metrics {
         let traps = Family::<ComponentLabels, Counter>::default();
         let rejections = Family::<RejectionLabels, Counter>::default();
         let in_flight = Family::<ComponentLabels, Gauge>::default();
+        let grpc_handled = Family::<GrpcLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by component, route and status",
@@ -121,6 +132,11 @@ impl Metrics {
             "Requests being handled, by component",
             in_flight.clone(),
         );
+        registry.register(
+            "grpc_server_handled",
+            "gRPC calls finished, by component, method and status code",
+            grpc_handled.clone(),
+        );
         Self {
             requests,
             duration,
@@ -128,6 +144,7 @@ impl Metrics {
             traps,
             rejections,
             in_flight,
+            grpc_handled,
         }
     }
 }

@@ -1,5 +1,8 @@
 //! The listeners: the application's HTTP port and the admin port
 //! (`/healthz`, `/readyz`, `/metrics`), and the graceful drain on shutdown.
+//! The application's port speaks HTTP/1.1 and cleartext HTTP/2 with prior
+//! knowledge (gRPC's h2c); the `Upgrade: h2c` dance, which RFC 9113
+//! deprecates, is not offered: such a request is answered over HTTP/1.1.
 //!
 //! The drain has a deadline: connections still busy when it passes are
 //! closed, so a request that never ends (a guest in a loop, a stream that
@@ -24,7 +27,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -138,6 +142,17 @@ pub async fn serve(
     let open = Arc::new(AtomicUsize::new(0));
     let admin_task = admin.map(|admin| tokio::spawn(serve_admin(trigger.clone(), admin)));
     trigger.set_ready(true);
+    // HTTP/1.1, or HTTP/2 with prior knowledge (what gRPC clients speak),
+    // told apart by the connection preface.
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        .max_buf_size(options.max_header_bytes.max(8192));
+    builder.http2().max_header_list_size(
+        u32::try_from(options.max_header_bytes.max(8192)).unwrap_or(u32::MAX),
+    );
+    let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
         let (stream, client) = tokio::select! {
@@ -163,16 +178,14 @@ pub async fn serve(
                 Ok::<_, Infallible>(trigger.handle(req, Some(client), full_url).await)
             }
         });
-        // With upgrades: a WebSocket handshake hands the socket over.
-        let connection = http1::Builder::new()
-            .keep_alive(true)
-            .max_buf_size(options.max_header_bytes.max(8192))
-            .serve_connection(TokioIo::new(Lingering::new(stream)), service)
-            .with_upgrades();
         let (mut drain, mut cut) = (drain_rx.clone(), cut_rx.clone());
         let guard = OpenConnection::new(&open);
+        let builder = builder.clone();
         tokio::spawn(async move {
             let _guard = guard;
+            // With upgrades: a WebSocket handshake hands the socket over.
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(Lingering::new(stream)), service);
             tokio::pin!(connection);
             let mut draining = false;
             loop {
@@ -358,10 +371,12 @@ fn full_url(req: &Request<Incoming>, local: SocketAddr) -> String {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
+    // HTTP/2 names the host in the `:authority`, not a `Host` header.
     let host = req
         .headers()
         .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok());
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
     // One allocation, sized for the usual host.
     let mut url = String::with_capacity("http://".len() + host.map_or(21, str::len) + path.len());
     url.push_str("http://");

@@ -45,6 +45,9 @@ pub(crate) fn server_span(req: &Request<WasiBody>, routed: Option<(&str, &str)>)
         url.path = req.uri().path(),
         http.response.status_code = Empty,
         bv.component = component,
+        rpc.system = Empty,
+        rpc.service = Empty,
+        rpc.method = Empty,
     );
     let inbound = req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok());
     bv_telemetry::set_remote_parent(&span, inbound);

@@ -176,7 +176,7 @@ impl Shop {
         id
     }
 
-    async fn stock(&self, id: &str) -> Value {
+    pub(crate) async fn stock(&self, id: &str) -> Value {
         let r = self.app.get(&format!("/api/inventory/{id}")).await;
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()
@@ -208,7 +208,7 @@ impl Shop {
         .await
     }
 
-    async fn order(&self, customer: &str, id: &str) -> Reply {
+    pub(crate) async fn order(&self, customer: &str, id: &str) -> Reply {
         self.call(
             "GET",
             &format!("/api/orders/{id}"),

@@ -14,6 +14,7 @@ mod chaos;
 mod chaos_support;
 mod commerce_cart;
 mod commerce_chat;
+mod commerce_grpc;
 mod commerce_inventory;
 mod commerce_live;
 mod commerce_notifications;
