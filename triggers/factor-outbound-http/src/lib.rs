@@ -160,7 +160,15 @@ impl OutboundHttp {
             url.full = %uri,
             http.response.status_code = tracing::field::Empty,
             bv.component = &*self.component,
+            rpc.system = tracing::field::Empty,
+            rpc.service = tracing::field::Empty,
+            rpc.method = tracing::field::Empty,
         );
+        if let Some((service, method)) = grpc_method(&request) {
+            span.record("rpc.system", "grpc");
+            span.record("rpc.service", service);
+            span.record("rpc.method", method);
+        }
         if guest_parent.is_some() {
             bv_telemetry::set_remote_parent(&span, guest_parent.as_deref());
         }
@@ -174,6 +182,17 @@ impl OutboundHttp {
 }
 
 const TRACEPARENT: &str = "traceparent";
+
+/// The service and method of a gRPC call (`content-type:
+/// application/grpc`, path `/package.Service/Method`).
+fn grpc_method<B>(request: &http::Request<B>) -> Option<(&str, &str)> {
+    let content_type = request.headers().get(http::header::CONTENT_TYPE)?;
+    if !content_type.as_bytes().starts_with(b"application/grpc") {
+        return None;
+    }
+    let (service, method) = request.uri().path().strip_prefix('/')?.split_once('/')?;
+    (!service.is_empty() && !method.is_empty()).then_some((service, method))
+}
 
 /// Records the outcome of a request on its client span.
 fn record_outcome<T>(

@@ -26,6 +26,8 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 use crate::auth_support::{self, admin};
 use crate::commerce_order::{assert_problem, Shop};
+use crate::harness::{probe_app, spawn_app};
+use crate::otlp_support::{describe, tracing_env, OtlpReceiver, KIND_CLIENT, KIND_SERVER};
 
 const RESERVE: &str = "/bitvelocity.inventory.v1.Inventory/Reserve";
 
@@ -269,23 +271,23 @@ async fn stock_is_watched_live_and_reflection_describes_the_service() {
     assert_eq!(error.error_code, Code::NotFound as i32);
 }
 
-/// A unary gRPC request, sent raw over HTTP/2 so the test reads what the
-/// server answered (a tonic client enforces deadlines itself too).
+/// A unary gRPC request to `addr`, sent raw over HTTP/2 so the test reads
+/// what the server answered (a tonic client enforces deadlines itself too).
 async fn raw_call(
-    shop: &Shop,
+    addr: std::net::SocketAddr,
     path: &str,
     timeout: Option<&str>,
 ) -> http::Response<hyper::body::Incoming> {
     let client = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<bytes::Bytes>>();
-    let mut request = http::Request::post(format!("http://{}{path}", shop.app.addr))
+    let mut request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
     if let Some(timeout) = timeout {
         request = request.header("grpc-timeout", timeout);
     }
-    // One empty message: a GetStockRequest with no product id.
+    // One empty message (a GetStockRequest with no product id).
     let request = request
         .body(Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0])))
         .unwrap();
@@ -293,25 +295,37 @@ async fn raw_call(
 }
 
 #[tokio::test]
-async fn the_callers_deadline_bounds_the_call_and_runtime_refusals_are_statuses() {
-    let shop = Shop::start("grpc_deadline").await;
-    // Past its deadline at once: the runtime answers DEADLINE_EXCEEDED.
-    let late = raw_call(
-        &shop,
-        "/bitvelocity.inventory.v1.Inventory/GetStock",
-        Some("1n"),
-    )
-    .await;
+async fn the_callers_deadline_bounds_a_call() {
+    // The probe sleeps as long as it is asked: the deadline, not the
+    // component's timeout (30 s), ends the call.
+    let app = spawn_app(&probe_app("/p/...", "")).await;
+    let started = std::time::Instant::now();
+    let late = raw_call(app.addr, "/p/sleep?ms=5000", Some("200m")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(late.status(), 200);
+    assert_eq!(late.headers()["content-type"], "application/grpc");
     assert_eq!(late.headers()["grpc-status"], "4", "{:?}", late.headers());
     assert_eq!(
         late.headers()["grpc-message"],
-        "component `inventory` did not answer within 1ns"
+        "component `probe` did not answer within 200ms"
     );
-    // With time to spare, the component answers: NOT_FOUND (trailers-only,
-    // as tonic answers an error before any message).
+    // With time to spare the component answers.
+    let answered = raw_call(app.addr, "/p/sleep?ms=10", Some("10S")).await;
+    assert!(answered.headers().get("grpc-status").is_none());
+    assert_eq!(answered.status(), 200);
+}
+
+#[tokio::test]
+async fn runtime_refusals_of_grpc_calls_are_statuses() {
+    let shop = Shop::start("grpc_refusals").await;
+    // The component's own answer: NOT_FOUND (trailers-only, as tonic
+    // answers an error before any message), counted.
     let answered = raw_call(
-        &shop,
+        shop.app.addr,
         "/bitvelocity.inventory.v1.Inventory/GetStock",
         Some("10S"),
     )
@@ -322,18 +336,31 @@ async fn the_callers_deadline_bounds_the_call_and_runtime_refusals_are_statuses(
         "{:?}",
         answered.headers()
     );
+    let get_stock = "/bitvelocity.inventory.v1.Inventory/GetStock";
     assert_eq!(
-        grpc_count(
-            &shop,
-            "inventory",
-            "/bitvelocity.inventory.v1.Inventory/GetStock",
-            "NOT_FOUND"
-        )
-        .await,
+        grpc_count(&shop, "inventory", get_stock, "NOT_FOUND").await,
         Some(1)
     );
-    // No route: UNIMPLEMENTED, not a problem+json 404.
-    let unrouted = raw_call(&shop, "/no.such.Service/Call", None).await;
+    // A method the service does not have: UNIMPLEMENTED, counted under
+    // `unknown` (the caller names it, not the service).
+    let missing = raw_call(
+        shop.app.addr,
+        "/bitvelocity.inventory.v1.Inventory/Nope",
+        None,
+    )
+    .await;
+    assert_eq!(
+        missing.headers()["grpc-status"],
+        "12",
+        "{:?}",
+        missing.headers()
+    );
+    assert_eq!(
+        grpc_count(&shop, "inventory", "unknown", "UNIMPLEMENTED").await,
+        Some(1)
+    );
+    // No route: UNIMPLEMENTED from the runtime, not a problem+json 404.
+    let unrouted = raw_call(shop.app.addr, "/no.such.Service/Call", None).await;
     assert_eq!(unrouted.headers()["grpc-status"], "12");
     assert_eq!(unrouted.headers()["content-type"], "application/grpc");
 }
@@ -414,4 +441,46 @@ async fn the_checkout_saga_runs_the_same_over_grpc_and_http() {
         };
         assert_eq!(counts, expected, "{protocol}");
     }
+}
+
+#[tokio::test]
+async fn a_saga_call_over_grpc_is_a_client_and_a_server_span_of_its_method() {
+    let otlp = OtlpReceiver::start().await;
+    let shop = Shop::start_edited_with_env(
+        "grpc_traced",
+        &[],
+        |m| m.variable("inventory_protocol", "grpc"),
+        tracing_env(&otlp.endpoint()),
+    )
+    .await;
+    let mug = shop.product("MUG", 1000, 3).await;
+    shop.add_to_cart("alice", &mug, 1).await;
+    let r = shop.checkout("alice", "k-1", "tok_visa").await;
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    let is_reserve = |s: &&crate::otlp_support::SpanRecord| {
+        s.kind == KIND_SERVER && s.attr_str("rpc.method") == Some("Reserve")
+    };
+    let spans = otlp
+        .wait_for_spans(Duration::from_secs(30), |spans| {
+            spans.iter().any(|s| is_reserve(&s))
+        })
+        .await;
+    let server = spans.iter().find(is_reserve).unwrap();
+    assert_eq!(server.attr_str("rpc.system"), Some("grpc"));
+    assert_eq!(
+        server.attr_str("rpc.service"),
+        Some("bitvelocity.inventory.v1.Inventory")
+    );
+    assert_eq!(server.attr_str("bv.component"), Some("inventory"));
+    // Its parent: the order's client span of the same call, same trace.
+    let client = spans
+        .iter()
+        .find(|s| s.span_id == server.parent_span_id)
+        .unwrap_or_else(|| panic!("no parent of {server:?}:\n{}", describe(&spans)));
+    assert_eq!(client.kind, KIND_CLIENT, "{client:?}");
+    assert_eq!(client.trace_id, server.trace_id);
+    assert_eq!(client.attr_str("bv.component"), Some("order"));
+    assert_eq!(client.attr_str("rpc.method"), Some("Reserve"));
+    assert_eq!(client.attr_str("rpc.system"), Some("grpc"));
 }

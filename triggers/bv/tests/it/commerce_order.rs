@@ -89,6 +89,16 @@ impl Shop {
         more: &[&str],
         edit: impl FnOnce(RepoManifest) -> RepoManifest,
     ) -> Self {
+        Self::start_edited_with_env(tag, more, edit, Vec::new()).await
+    }
+
+    /// [`Shop::start_edited`] with `bv` given `env` too.
+    pub(crate) async fn start_edited_with_env(
+        tag: &str,
+        more: &[&str],
+        edit: impl FnOnce(RepoManifest) -> RepoManifest,
+        env: Vec<(String, String)>,
+    ) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let lock = redis_shared_lock();
         let prefix = format!(
@@ -98,7 +108,7 @@ impl Shop {
         );
         let db = TestDb::new(&format!("order_{tag}")).await;
         let manifest = edit(shop_manifest(&prefix, 0, 30, more)).render();
-        let app = Self::spawn_manifest(&db, &manifest).await;
+        let app = Self::spawn_manifest_with_env(&db, &manifest, env).await;
         Self {
             app,
             db,
@@ -118,12 +128,21 @@ impl Shop {
     }
 
     async fn spawn_manifest(db: &TestDb, manifest: &str) -> TestApp {
+        Self::spawn_manifest_with_env(db, manifest, Vec::new()).await
+    }
+
+    async fn spawn_manifest_with_env(
+        db: &TestDb,
+        manifest: &str,
+        env: Vec<(String, String)>,
+    ) -> TestApp {
         spawn_app_with(
             manifest,
             Spawn {
                 env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
                     .into_iter()
                     .chain(auth_support::env())
+                    .chain(env)
                     .collect(),
                 ..Default::default()
             },

@@ -247,3 +247,14 @@ fn a_cut_down_manifest_keeps_what_users_run_of_the_chosen_components() {
         .unwrap()
         .contains_key("auth_public_keys"));
 }
+
+/// Whether an HTTP route serves a gRPC service (`/package.Service/...`):
+/// its contract is its `.proto` and server reflection, not OpenAPI, and it
+/// routes by the full gRPC path, not under a mount.
+pub fn is_grpc_route(route: &str) -> bool {
+    route
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .is_some_and(|service| service.contains('.'))
+}
