@@ -164,7 +164,7 @@ impl OutboundHttp {
             rpc.service = tracing::field::Empty,
             rpc.method = tracing::field::Empty,
         );
-        if let Some((service, method)) = grpc_method(&request) {
+        if let Some((service, method)) = grpc_method(request) {
             span.record("rpc.system", "grpc");
             span.record("rpc.service", service);
             span.record("rpc.method", method);
