@@ -171,7 +171,6 @@ fn classify(result: &Result<Answer, String>) -> Verdict {
     }
 }
 
-
 /// A variable the manifest may leave out.
 async fn optional(name: &str) -> Result<Option<String>, Problem> {
     match spin_sdk::variables::get(name).await {
