@@ -12,11 +12,15 @@
 //!   the headers), since a gRPC client reads only those: a passed deadline
 //!   is `DEADLINE_EXCEEDED`, capacity `UNAVAILABLE`, no route
 //!   `UNIMPLEMENTED`;
+//! - the deadline also ends a response still streaming when it passes
+//!   (trailers with `DEADLINE_EXCEEDED`), as gRPC's deadline covers the
+//!   whole call;
 //! - every call is counted by component, method and code
 //!   (`bv_grpc_server_handled_total`) when its status is known (the
 //!   response's trailers, or its headers for a trailers-only answer), and
 //!   the server span carries `rpc.system`, `rpc.service`, `rpc.method`.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,10 +34,12 @@ use wasmtime_wasi_http::WasiBody;
 
 use crate::metrics::{GrpcLabels, Metrics};
 
-/// A gRPC call: its method (the request path, `/package.Service/Method`).
+/// A gRPC call: its method (the request path, `/package.Service/Method`)
+/// and when its caller's deadline passes.
 #[derive(Debug, Clone)]
 pub(crate) struct GrpcCall {
     pub method: String,
+    expires: Option<tokio::time::Instant>,
 }
 
 impl GrpcCall {
@@ -49,6 +55,7 @@ impl GrpcCall {
         }
         Some(Self {
             method: req.uri().path().to_string(),
+            expires: Self::deadline(req.headers()).map(|d| tokio::time::Instant::now() + d),
         })
     }
 
@@ -218,22 +225,26 @@ pub(crate) async fn answer(
     } else {
         response
     };
-    let Some(component) = component else {
-        return response;
-    };
-    let counter = CallCounter {
+    let counter = component.map(|component| CallCounter {
         metrics: metrics.grpc_handled.clone(),
         component: component.to_string(),
         method: call.method.clone(),
-    };
+    });
     if let Some(code) = response.headers().get("grpc-status") {
-        counter.count(code);
+        // Trailers-only: the call is over.
+        if let Some(counter) = counter {
+            counter.count(code);
+        }
         return response;
     }
+    let expiry = call
+        .expires
+        .map(|at| Box::pin(tokio::time::sleep_until(at)));
     response.map(|body| {
-        Counted {
+        CallBody {
             body,
-            counter: Some(counter),
+            counter,
+            expiry,
         }
         .boxed_unsync()
     })
@@ -273,14 +284,27 @@ impl CallCounter {
     }
 }
 
-/// A response body that counts the call when its trailers pass (or as
-/// `UNKNOWN` when the body ends without them: the call broke off).
-struct Counted {
+/// A call's response body: it counts the call when its trailers pass (or
+/// as `UNKNOWN` when the body ends without them: the call broke off), and
+/// ends it with `DEADLINE_EXCEEDED` when the caller's deadline passes first
+/// (a server stream that would go on), dropping the component's body so
+/// its work stops.
+struct CallBody {
     body: WasiBody,
     counter: Option<CallCounter>,
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl Body for Counted {
+impl CallBody {
+    fn finish(&mut self, trailers: &HeaderMap) {
+        self.expiry = None;
+        if let Some(counter) = self.counter.take() {
+            counter.count_trailers(trailers);
+        }
+    }
+}
+
+impl Body for CallBody {
     type Data = Bytes;
     type Error = wasmtime_wasi_http::Error;
 
@@ -288,20 +312,30 @@ impl Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(expiry) = &mut self.expiry {
+            if expiry.as_mut().poll(cx).is_ready() {
+                let mut trailers = HeaderMap::new();
+                trailers.insert(
+                    "grpc-status",
+                    HeaderValue::from((Code::DeadlineExceeded as u8) as u16),
+                );
+                trailers.insert(
+                    "grpc-message",
+                    HeaderValue::from_static("the caller's deadline passed"),
+                );
+                self.finish(&trailers);
+                self.body = WasiBody::default();
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
+        }
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    if let Some(counter) = self.counter.take() {
-                        counter.count_trailers(trailers);
-                    }
+                    self.finish(trailers);
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
-                if let Some(counter) = self.counter.take() {
-                    counter.count_trailers(&HeaderMap::new());
-                }
-            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(&HeaderMap::new()),
             Poll::Pending => {}
         }
         polled
@@ -360,6 +394,7 @@ mod tests {
     fn the_method_names_its_service() {
         let call = GrpcCall {
             method: "/bitvelocity.inventory.v1.Inventory/Reserve".into(),
+            expires: None,
         };
         assert_eq!(
             call.names(),
@@ -367,6 +402,7 @@ mod tests {
         );
         let odd = GrpcCall {
             method: "/api/x/y".into(),
+            expires: None,
         };
         assert_eq!(odd.names(), None);
     }

@@ -13,7 +13,7 @@ use bv_grpc::inventory::{
     GetStockRequest, Line, ReservationRef, ReservationStatus, ReserveRequest,
 };
 use futures::StreamExt;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
@@ -278,6 +278,16 @@ async fn raw_call(
     path: &str,
     timeout: Option<&str>,
 ) -> http::Response<hyper::body::Incoming> {
+    raw_call_with(addr, path, timeout, &[]).await
+}
+
+/// [`raw_call`] with one message, `message` (protobuf-encoded).
+async fn raw_call_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    timeout: Option<&str>,
+    message: &[u8],
+) -> http::Response<hyper::body::Incoming> {
     let client = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<bytes::Bytes>>();
@@ -287,10 +297,11 @@ async fn raw_call(
     if let Some(timeout) = timeout {
         request = request.header("grpc-timeout", timeout);
     }
-    // One empty message (a GetStockRequest with no product id).
-    let request = request
-        .body(Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0])))
-        .unwrap();
+    // gRPC's framing: uncompressed, the length, the message.
+    let mut framed = vec![0];
+    framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(message);
+    let request = request.body(Full::new(bytes::Bytes::from(framed))).unwrap();
     client.request(request).await.unwrap()
 }
 
@@ -317,6 +328,49 @@ async fn the_callers_deadline_bounds_a_call() {
     let answered = raw_call(app.addr, "/p/sleep?ms=10", Some("10S")).await;
     assert!(answered.headers().get("grpc-status").is_none());
     assert_eq!(answered.status(), 200);
+}
+
+#[tokio::test]
+async fn the_callers_deadline_ends_a_stream_still_running() {
+    let shop = Shop::start("grpc_stream_deadline").await;
+    let mug = shop.product("MUG", 1299, 5).await;
+    // A GetStockRequest: field 1, the product id.
+    let mut message = vec![0x0a, u8::try_from(mug.len()).unwrap()];
+    message.extend_from_slice(mug.as_bytes());
+    let started = std::time::Instant::now();
+    let watched = raw_call_with(
+        shop.app.addr,
+        "/bitvelocity.inventory.v1.Inventory/WatchStock",
+        Some("1S"),
+        &message,
+    )
+    .await;
+    assert_eq!(watched.status(), 200);
+    assert!(watched.headers().get("grpc-status").is_none());
+    let body = tokio::time::timeout(Duration::from_secs(10), watched.into_body().collect())
+        .await
+        .expect("the stream ends at its deadline")
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    let trailers = body.trailers().cloned().expect("trailers");
+    assert_eq!(trailers["grpc-status"], "4", "{trailers:?}");
+    // The stock was sent before: one message at least.
+    let data = body.to_bytes();
+    assert!(data.len() > 5 && data[0] == 0, "{data:?}");
+    assert_eq!(
+        grpc_count(
+            &shop,
+            "inventory",
+            "/bitvelocity.inventory.v1.Inventory/WatchStock",
+            "DEADLINE_EXCEEDED"
+        )
+        .await,
+        Some(1)
+    );
 }
 
 #[tokio::test]
