@@ -538,3 +538,25 @@ async fn a_saga_call_over_grpc_is_a_client_and_a_server_span_of_its_method() {
     assert_eq!(client.attr_str("rpc.method"), Some("Reserve"));
     assert_eq!(client.attr_str("rpc.system"), Some("grpc"));
 }
+
+/// RFC 9113 deprecates the `Upgrade: h2c` handshake (clients speak HTTP/2
+/// with prior knowledge, as gRPC's do): such a request is answered over
+/// HTTP/1.1, not refused and not upgraded.
+#[tokio::test]
+async fn an_h2c_upgrade_request_is_answered_over_http1() {
+    let app = spawn_app(&probe_app("/p/...", "")).await;
+    let r = crate::harness::request(
+        app.addr,
+        "GET",
+        "/p/sleep?ms=1",
+        &[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "slept");
+}
