@@ -221,17 +221,14 @@ fn status(problem: Problem) -> Status {
     bv_grpc::status::from_problem(&problem.body())
 }
 
+/// The HTTP API's parsing of a product id (a bad one names no stock record).
 fn product_id(raw: String) -> Result<ProductId, Status> {
-    ProductId::try_from(raw.clone()).map_err(|_| {
-        status(Problem::not_found(format!(
-            "no stock record for product `{raw}`"
-        )))
-    })
+    crate::product_id(&raw).map_err(status)
 }
 
+/// The HTTP API's parsing of a reservation id.
 fn reservation_id(raw: String) -> Result<ReservationId, Status> {
-    ReservationId::try_from(raw.clone())
-        .map_err(|_| status(Problem::not_found(format!("no reservation `{raw}`"))))
+    crate::reservation_id(&raw).map_err(status)
 }
 
 fn stock(s: model::Stock) -> pb::Stock {
