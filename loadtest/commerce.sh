@@ -109,7 +109,7 @@ trap 'log "interrupted"; exit 130' INT TERM
 if ! command -v wrk >/dev/null; then
     log "wrk is missing: installing it with apt-get"
     SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq && $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq wrk
 fi
 for tool in curl psql wrk redis-cli openssl; do
     command -v "$tool" >/dev/null || { log "$tool is required"; exit 1; }

@@ -71,8 +71,8 @@ if ! command -v wrk >/dev/null; then
     log "wrk is missing: installing it with apt-get"
     SUDO=""
     [[ "$(id -u)" != 0 ]] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq wrk
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq wrk
 fi
 command -v curl >/dev/null || { log "curl is required"; exit 1; }
 

@@ -64,8 +64,8 @@ if ((${#need_apt[@]})); then
     log "installing ${need_apt[*]} with apt-get"
     SUDO=""
     [[ "$(id -u)" != 0 ]] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq "${need_apt[@]}"
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need_apt[@]}"
 fi
 WASMTIME="$(bash "$ROOT/loadtest/wasmtime.sh")"
 log "== building (release, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"

@@ -39,8 +39,8 @@ done
 for tool in umoci skopeo; do
   if ! command -v "$tool" >/dev/null; then
     say "installing $tool (Debian package)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$tool" >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$tool" >/dev/null
   fi
 done
 

