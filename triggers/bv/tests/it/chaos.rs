@@ -40,7 +40,14 @@ impl Sample {
             worker: worker.to_string(),
             what,
             status: t.reply.status,
-            kind: t.kind(),
+            kind: match t.kind().as_str() {
+                // Which dependency, and why (`inventory-circuit-open`…).
+                "dependency-unavailable" => match t.json()["reason"].as_str() {
+                    Some(reason) => format!("dependency-unavailable ({reason})"),
+                    None => t.kind(),
+                },
+                _ => t.kind(),
+            },
             started,
             ended: Instant::now(),
             order,
@@ -365,6 +372,12 @@ async fn postgres_stopped_and_restarted_during_checkouts() {
     let redis = PrivateRedis::start();
     let mut knobs = Knobs::new(pg.url(), redis.url());
     knobs.payment_latency_ms = 100;
+    // Sagas cut by the crash fail their inventory and payment calls, which
+    // may open those breakers just as Postgres goes down; open, a breaker
+    // refuses checkouts (503 dependency-unavailable) for `breaker_open_ms`
+    // whether Postgres is back or not. The default 10 s would outlast the
+    // 4 s this test watches after the restart.
+    knobs.breaker_open_ms = 1_000;
     let shop = Arc::new(Shop::start(knobs).await);
     let mug = shop.product("MUG", 500, 100_000).await;
 
