@@ -109,6 +109,20 @@ struct UpArgs {
     /// (default: text when stderr is a terminal, JSON otherwise).
     #[arg(long, env = "BV_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormatArg>,
+    /// Faults to switch on at start-up: a TOML file of `[[fault]]` tables
+    /// (component, capability, effect, delay_ms, share, duration_s); see
+    /// docs/RESILIENCE.md. Beyond Spin.
+    #[arg(long, env = "BV_CHAOS_FILE", value_name = "FILE")]
+    chaos_file: Option<PathBuf>,
+    /// Bearer token of the admin API's /faults endpoints (at least 16
+    /// characters); without it they are off. Beyond Spin.
+    #[arg(
+        long,
+        env = "BV_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    admin_token: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -267,6 +281,23 @@ fn up(args: UpArgs) -> anyhow::Result<i32> {
         runtime.app().components.len(),
         started.elapsed()
     );
+    if let Some(token) = &args.admin_token {
+        anyhow::ensure!(
+            token.chars().count() >= MIN_ADMIN_TOKEN_CHARS,
+            "the admin token (BV_ADMIN_TOKEN) must be at least {MIN_ADMIN_TOKEN_CHARS} characters"
+        );
+    }
+    if let Some(path) = &args.chaos_file {
+        let ids = runtime
+            .faults()
+            .load_file(path)
+            .with_context(|| format!("--chaos-file {}", path.display()))?;
+        println!(
+            "Fault injection: {} fault(s) switched on from {}",
+            ids.len(),
+            path.display()
+        );
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -342,6 +373,7 @@ async fn run_triggers(
     let drain_timeout = Duration::from_secs(args.drain_timeout);
     let serve_options = bv_trigger_http::ServeOptions {
         drain_timeout,
+        admin_token: args.admin_token.clone(),
         ..Default::default()
     };
     built.insert(
@@ -467,6 +499,10 @@ async fn bind_admin(explicit: Option<SocketAddr>) -> anyhow::Result<tokio::net::
         Err(e) => Err(e).with_context(|| format!("cannot listen on {default} (admin)")),
     }
 }
+
+/// Shortest admin token accepted: a guessable one would hand the fault
+/// switches to anyone who reaches the admin port.
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 /// Where the admin endpoints listen unless told otherwise.
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9400";

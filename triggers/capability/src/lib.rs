@@ -21,6 +21,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+pub use bv_faults::{self, ComponentFaults};
 use bv_manifest::{App, Component, RuntimeConfig};
 use bv_outbound_networking::AllowedHosts;
 use bv_telemetry::CurrentSpan;
@@ -57,6 +58,9 @@ pub struct InstanceContext<'a> {
     /// The span the instance will work under (the trigger sets it); client
     /// spans of outbound calls are its children.
     pub span: &'a CurrentSpan,
+    /// The faults switched on for this component: a capability asks before
+    /// each call's real I/O (see [`bv_faults`]).
+    pub faults: &'a ComponentFaults,
 }
 
 /// One host capability's lifecycle. The value is the capability's

@@ -132,6 +132,7 @@ impl<C: Capability> Prepared<C> {
                 id: &self.id,
                 allowed_hosts: &self.allowed_hosts,
                 span: &CurrentSpan::default(),
+                faults: &crate::ComponentFaults::none(),
             },
         )
     }

@@ -15,7 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bv_capability::{bv_faults, ComponentFaults};
 use bv_manifest::{App, KeyValueStoreConfig, RuntimeConfig};
+use bv_telemetry::CurrentSpan;
 use wasmtime::component::{Accessor, HasData, Linker, Resource, ResourceTable};
 
 pub use redis_store::RedisStore;
@@ -99,6 +101,8 @@ impl KeyValueApp {
             allowed,
             table: ResourceTable::new(),
             open: 0,
+            faults: ComponentFaults::none(),
+            span: CurrentSpan::default(),
         }
     }
 }
@@ -112,6 +116,9 @@ pub struct KeyValueInstance {
     allowed: Arc<HashSet<String>>,
     table: ResourceTable,
     open: usize,
+    faults: ComponentFaults,
+    /// The span the instance works under (injected faults are marked on it).
+    span: CurrentSpan,
 }
 
 /// Most stores a single instance may hold open at once.
@@ -134,6 +141,15 @@ impl KeyValueInstance {
         Ok(Ok(handle))
     }
 
+    /// The same instance, its calls subject to `faults` (marked on `span`).
+    pub fn with_faults(self, faults: ComponentFaults, span: CurrentSpan) -> Self {
+        Self {
+            faults,
+            span,
+            ..self
+        }
+    }
+
     fn store(&self, handle: &Resource<OpenStore>) -> wasmtime::Result<Arc<dyn Store>> {
         Ok(self.table.get(handle)?.0.clone())
     }
@@ -152,11 +168,25 @@ impl HasData for HasKeyValue {
 
 type Acc<'a, T> = &'a Accessor<T, HasKeyValue>;
 
-fn with_store<T>(
+/// The store behind `handle`, once the component's faults let the call
+/// through (an injected failure is an `other` error).
+async fn with_store<T>(
     accessor: Acc<'_, T>,
     handle: &Resource<OpenStore>,
-) -> wasmtime::Result<Arc<dyn Store>> {
-    accessor.with(|mut access| access.get().store(handle))
+) -> wasmtime::Result<Result<Arc<dyn Store>, WitError>> {
+    let (store, faults, span) = accessor.with(|mut access| -> wasmtime::Result<_> {
+        let state = access.get();
+        Ok((
+            state.store(handle)?,
+            state.faults.clone(),
+            state.span.clone(),
+        ))
+    })?;
+    Ok(faults
+        .inject(bv_faults::Capability::KeyValue, &span)
+        .await
+        .map(|()| store)
+        .map_err(|e| WitError::Other(e.to_string())))
 }
 
 impl<T: Send> key_value::HostStoreWithStore<T> for HasKeyValue {
@@ -172,7 +202,10 @@ impl<T: Send> key_value::HostStoreWithStore<T> for HasKeyValue {
         this: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, WitError>> {
-        let store = with_store(accessor, &this)?;
+        let store = match with_store(accessor, &this).await? {
+            Ok(store) => store,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(store.get(&key).await.map_err(other))
     }
 
@@ -182,7 +215,10 @@ impl<T: Send> key_value::HostStoreWithStore<T> for HasKeyValue {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), WitError>> {
-        let store = with_store(accessor, &this)?;
+        let store = match with_store(accessor, &this).await? {
+            Ok(store) => store,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(store.set(&key, &value).await.map_err(other))
     }
 
@@ -191,7 +227,10 @@ impl<T: Send> key_value::HostStoreWithStore<T> for HasKeyValue {
         this: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<(), WitError>> {
-        let store = with_store(accessor, &this)?;
+        let store = match with_store(accessor, &this).await? {
+            Ok(store) => store,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(store.delete(&key).await.map_err(other))
     }
 
@@ -200,7 +239,10 @@ impl<T: Send> key_value::HostStoreWithStore<T> for HasKeyValue {
         this: Resource<OpenStore>,
         key: String,
     ) -> wasmtime::Result<Result<bool, WitError>> {
-        let store = with_store(accessor, &this)?;
+        let store = match with_store(accessor, &this).await? {
+            Ok(store) => store,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(store.exists(&key).await.map_err(other))
     }
 
@@ -211,10 +253,12 @@ impl<T: Send> key_value::HostStoreWithStore<T> for HasKeyValue {
         wasmtime::component::StreamReader<String>,
         wasmtime::component::FutureReader<Result<(), WitError>>,
     )> {
-        let store = with_store(accessor, &this)?;
-        let (keys, result) = match store.keys().await {
-            Ok(keys) => (keys, Ok(())),
-            Err(e) => (Vec::new(), Err(other(e))),
+        let (keys, result) = match with_store(accessor, &this).await? {
+            Ok(store) => match store.keys().await {
+                Ok(keys) => (keys, Ok(())),
+                Err(e) => (Vec::new(), Err(other(e))),
+            },
+            Err(e) => (Vec::new(), Err(e)),
         };
         accessor.with(|mut access| {
             let stream = wasmtime::component::StreamReader::new(&mut access, keys)?;
@@ -271,9 +315,10 @@ impl bv_capability::Capability for KeyValueCapability {
         &self,
         app: &Self::AppState,
         component: &Self::ComponentState,
-        _: &bv_capability::InstanceContext<'_>,
+        ctx: &bv_capability::InstanceContext<'_>,
     ) -> Self::InstanceState {
         app.instance(component.clone())
+            .with_faults(ctx.faults.clone(), ctx.span.clone())
     }
 
     fn add_to_linker<T: Send + 'static>(

@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bv_capability::{bv_faults, ComponentFaults};
 use bv_outbound_networking::{AllowedHosts, OutboundUrl};
 use bv_telemetry::CurrentSpan;
 use http_body_util::BodyExt;
@@ -108,6 +109,7 @@ impl bv_capability::Capability for OutboundHttpCapability {
             allowed: ctx.allowed_hosts.clone(),
             app: app.clone(),
             span: ctx.span.clone(),
+            faults: ctx.faults.clone(),
         }
     }
 
@@ -125,6 +127,7 @@ pub struct OutboundHttp {
     allowed: Arc<AllowedHosts>,
     app: Arc<OutboundHttpApp>,
     span: CurrentSpan,
+    faults: ComponentFaults,
 }
 
 impl OutboundHttp {
@@ -229,6 +232,19 @@ async fn traced<B, D>(
     }
 }
 
+/// Applies the component's faults to one outbound request; an injected
+/// failure is a refused connection.
+async fn injected(
+    faults: &ComponentFaults,
+    capability: bv_faults::Capability,
+    span: &CurrentSpan,
+) -> Result<(), Error> {
+    faults
+        .inject(capability, span)
+        .await
+        .map_err(|_| Error::ConnectionRefused)
+}
+
 fn denied(component: &str, target: &str, why: &str) -> Error {
     tracing::warn!(component, target, "outbound request denied: {why}");
     Error::HttpRequestDenied
@@ -269,7 +285,9 @@ impl WasiHttpHooks for OutboundHttp {
                 return Box::new(async { Err(Error::DestinationNotFound) });
             };
             let span = self.client_span(&mut request);
+            let (faults, instance_span) = (self.faults.clone(), self.span.clone());
             return Box::new(traced(span, async move {
+                injected(&faults, bv_faults::Capability::Chained, &instance_span).await?;
                 let response = local.handle(&target, request).await?;
                 let done: Box<dyn Future<Output = Result<(), Error>> + Send> =
                     Box::new(async { Ok(()) });
@@ -304,7 +322,9 @@ impl WasiHttpHooks for OutboundHttp {
         options
             .first_byte_timeout
             .get_or_insert(self.app.settings.first_byte_timeout);
+        let (faults, instance_span) = (self.faults.clone(), self.span.clone());
         Box::new(traced(span, async move {
+            injected(&faults, bv_faults::Capability::Http, &instance_span).await?;
             let (response, io) =
                 wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(io);

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bv_capability::{bv_faults, ComponentFaults};
 use bv_outbound_networking::{AllowedHosts, OutboundUrl};
 use bv_telemetry::CurrentSpan;
 use tracing::Instrument as _;
@@ -221,6 +222,7 @@ impl MqttApp {
             table: ResourceTable::new(),
             open: 0,
             span: ctx.span.clone(),
+            faults: ctx.faults.clone(),
         }
     }
 }
@@ -237,6 +239,7 @@ pub struct MqttInstance {
     open: usize,
     /// Parent of the publishes' client spans.
     span: CurrentSpan,
+    faults: ComponentFaults,
 }
 
 impl MqttInstance {
@@ -398,11 +401,23 @@ impl<T: Send> mqtt::HostConnectionWithStore<T> for HasMqtt {
             WitQos::AtLeastOnce => Qos::AtLeastOnce,
             WitQos::ExactlyOnce => Qos::ExactlyOnce,
         };
-        let (conn, span) = accessor.with(|mut access| -> wasmtime::Result<_> {
-            let state = access.get();
-            let open = state.table.get(&this)?;
-            Ok((open.0.clone(), state.publish_span(&open.1, &topic, qos)))
-        })?;
+        let (conn, span, faults, instance_span) =
+            accessor.with(|mut access| -> wasmtime::Result<_> {
+                let state = access.get();
+                let open = state.table.get(&this)?;
+                Ok((
+                    open.0.clone(),
+                    state.publish_span(&open.1, &topic, qos),
+                    state.faults.clone(),
+                    state.span.clone(),
+                ))
+            })?;
+        if let Err(e) = faults
+            .inject(bv_faults::Capability::Mqtt, &instance_span)
+            .await
+        {
+            return Ok(Err(WitError::ConnectionFailed(e.to_string())));
+        }
         let publish = conn.publish(&topic, payload, qos);
         let result = match &span {
             Some(span) => publish.instrument(span.clone()).await,

@@ -27,6 +27,7 @@ mod trace;
 
 use std::sync::Arc;
 
+use bv_capability::{bv_faults, ComponentFaults};
 use bv_outbound_networking::AllowedHosts;
 use bv_telemetry::CurrentSpan;
 use wasmtime::component::{
@@ -195,6 +196,7 @@ pub struct PostgresInstance {
     open: usize,
     /// Parent of the statements' client spans.
     span: CurrentSpan,
+    faults: ComponentFaults,
 }
 
 impl PostgresApp {
@@ -212,6 +214,7 @@ impl PostgresApp {
             table: ResourceTable::new(),
             open: 0,
             span: ctx.span.clone(),
+            faults: ctx.faults.clone(),
         }
     }
 }
@@ -230,19 +233,33 @@ impl HasData for HasPg {
 
 type Acc<'a, T> = &'a Accessor<T, HasPg>;
 
-/// The session behind `handle`, and a client span for `statement`.
-fn session<T>(
+/// Applies the faults switched on for the instance's component to one
+/// Postgres call; an injected failure is a `connection-failed`.
+async fn faults(faults: &ComponentFaults, span: &CurrentSpan) -> Result<(), PgError> {
+    faults
+        .inject(bv_faults::Capability::Postgres, span)
+        .await
+        .map_err(|e| PgError::ConnectionFailed(e.to_string()))
+}
+
+/// The session behind `handle` and a client span for `statement`, once the
+/// component's faults let the call through.
+async fn session<T>(
     accessor: Acc<'_, T>,
     handle: &Resource<PgConnection>,
     statement: &str,
-) -> wasmtime::Result<(Arc<dyn Client>, Option<tracing::Span>)> {
-    accessor.with(|mut access| {
-        let state = access.get();
-        Ok((
-            state.table.get(handle)?.0.clone(),
-            state.statement_span(statement),
-        ))
-    })
+) -> wasmtime::Result<Result<(Arc<dyn Client>, Option<tracing::Span>), PgError>> {
+    let (session, span, injected, current) =
+        accessor.with(|mut access| -> wasmtime::Result<_> {
+            let state = access.get();
+            Ok((
+                state.table.get(handle)?.0.clone(),
+                state.statement_span(statement),
+                state.faults.clone(),
+                state.span.clone(),
+            ))
+        })?;
+    Ok(faults(&injected, &current).await.map(|()| (session, span)))
 }
 
 /// Opens a pooled session for `address` on behalf of the accessor's instance
@@ -251,17 +268,22 @@ async fn open<T>(
     accessor: Acc<'_, T>,
     address: String,
 ) -> wasmtime::Result<Result<Resource<PgConnection>, PgError>> {
-    let (app, component, allowed, full) = accessor.with(|mut access| {
+    let (app, component, allowed, full, injected, span) = accessor.with(|mut access| {
         let state = access.get();
         (
             state.app.clone(),
             state.component.clone(),
             state.allowed.clone(),
             state.open >= MAX_OPEN,
+            state.faults.clone(),
+            state.span.clone(),
         )
     });
     if full {
         return Ok(Err(too_many()));
+    }
+    if let Err(e) = faults(&injected, &span).await {
+        return Ok(Err(e));
     }
     let session = match app.open(&component, &address, &allowed).await {
         Ok(s) => s,
@@ -283,6 +305,9 @@ impl PostgresInstance {
     ) -> wasmtime::Result<Result<Resource<PgConnection>, PgError>> {
         if self.open >= MAX_OPEN {
             return Ok(Err(too_many()));
+        }
+        if let Err(e) = faults(&self.faults, &self.span).await {
+            return Ok(Err(e));
         }
         let session = match self
             .app
@@ -323,6 +348,9 @@ impl pg::HostConnection for PostgresInstance {
         params: Vec<pg::ParameterValue>,
     ) -> wasmtime::Result<Result<RowSet, PgError>> {
         let session = self.session(&this)?;
+        if let Err(e) = faults(&self.faults, &self.span).await {
+            return Ok(Err(e));
+        }
         let span = self.statement_span(&statement);
         Ok(trace::traced(span, session.query(&statement, &params))
             .await
@@ -336,6 +364,9 @@ impl pg::HostConnection for PostgresInstance {
         params: Vec<pg::ParameterValue>,
     ) -> wasmtime::Result<Result<u64, PgError>> {
         let session = self.session(&this)?;
+        if let Err(e) = faults(&self.faults, &self.span).await {
+            return Ok(Err(e));
+        }
         let span = self.statement_span(&statement);
         Ok(trace::traced(span, session.execute(&statement, &params)).await)
     }
@@ -372,7 +403,10 @@ impl<T: Send> pg::HostConnectionWithStore<T> for HasPg {
             PgError,
         >,
     > {
-        let (session, span) = session(accessor, &this, &statement)?;
+        let (session, span) = match session(accessor, &this, &statement).await? {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
         // Rows are read in full before the stream opens: errors that happen
         // while reading (a conversion, a server error mid-result) then reach
         // the guest as the immediate error rather than a truncated stream.
@@ -393,7 +427,10 @@ impl<T: Send> pg::HostConnectionWithStore<T> for HasPg {
         statement: String,
         params: Vec<pg::ParameterValue>,
     ) -> wasmtime::Result<Result<u64, PgError>> {
-        let (session, span) = session(accessor, &this, &statement)?;
+        let (session, span) = match session(accessor, &this, &statement).await? {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(trace::traced(span, session.execute(&statement, &params)).await)
     }
 }

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bv_capability::{bv_faults, ComponentFaults};
 use bv_outbound_networking::{AllowedHosts, OutboundUrl};
 use bv_telemetry::CurrentSpan;
 use redis::aio::ConnectionManager;
@@ -93,6 +94,7 @@ impl RedisApp {
             table: ResourceTable::new(),
             open: 0,
             span: ctx.span.clone(),
+            faults: ctx.faults.clone(),
         }
     }
 
@@ -227,6 +229,7 @@ pub struct RedisInstance {
     open: usize,
     /// Parent of the commands' client spans.
     span: CurrentSpan,
+    faults: ComponentFaults,
 }
 
 impl RedisInstance {
@@ -286,19 +289,39 @@ impl HasData for HasRedis {
 
 type Acc<'a, T> = &'a Accessor<T, HasRedis>;
 
-/// The shared connection behind `this`, and a client span for `command`.
+/// Where one command goes: the shared connection, the command's client
+/// span, and the faults switched on for the instance's component.
+struct Target {
+    conn: Arc<dyn Commands>,
+    span: Option<tracing::Span>,
+    faults: ComponentFaults,
+    instance_span: CurrentSpan,
+}
+
+/// The [`Target`] of `command` on the connection behind `this`.
 fn conn<T>(
     accessor: Acc<'_, T>,
     this: &Resource<Connection>,
     command: &str,
-) -> wasmtime::Result<(Arc<dyn Commands>, Option<tracing::Span>)> {
+) -> wasmtime::Result<Target> {
     accessor.with(|mut access| {
         let state = access.get();
-        Ok((
-            state.table.get(this)?.conn.clone(),
-            state.command_span(command),
-        ))
+        Ok(Target {
+            conn: state.table.get(this)?.conn.clone(),
+            span: state.command_span(command),
+            faults: state.faults.clone(),
+            instance_span: state.span.clone(),
+        })
     })
+}
+
+/// Applies the component's faults to one Redis call; an injected failure
+/// is an `other` error.
+async fn faults(faults: &ComponentFaults, span: &CurrentSpan) -> Result<(), WitError> {
+    faults
+        .inject(bv_faults::Capability::Redis, span)
+        .await
+        .map_err(|e| WitError::Other(e.to_string()))
 }
 
 /// Runs the command `name` with the arguments `args` adds on the connection
@@ -309,20 +332,18 @@ async fn run<T, R: redis::FromRedisValue>(
     name: &str,
     args: impl FnOnce(&mut redis::Cmd),
 ) -> wasmtime::Result<Result<R, WitError>> {
-    let (conn, span) = conn(accessor, this, name)?;
+    let target = conn(accessor, this, name)?;
     let mut cmd = redis::cmd(name);
     args(&mut cmd);
-    Ok(query(conn, span, cmd).await)
+    Ok(query(target, cmd).await)
 }
 
 /// Runs one command on the shared connection and converts its reply.
 ///
 /// Inside `span` when tracing is on; a failed command marks it as an error.
-async fn query<R: redis::FromRedisValue>(
-    conn: Arc<dyn Commands>,
-    span: Option<tracing::Span>,
-    cmd: redis::Cmd,
-) -> Result<R, WitError> {
+async fn query<R: redis::FromRedisValue>(target: Target, cmd: redis::Cmd) -> Result<R, WitError> {
+    faults(&target.faults, &target.instance_span).await?;
+    let (conn, span) = (target.conn, target.span);
     let run = async move {
         conn.run(&cmd)
             .await
@@ -344,11 +365,19 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         accessor: Acc<'_, T>,
         address: String,
     ) -> wasmtime::Result<Result<Resource<Connection>, WitError>> {
-        let (app, checked) = accessor.with(|mut access| {
+        let (app, checked, injected, span) = accessor.with(|mut access| {
             let state = access.get();
-            (state.app.clone(), state.check_allowed(&address))
+            (
+                state.app.clone(),
+                state.check_allowed(&address),
+                state.faults.clone(),
+                state.span.clone(),
+            )
         });
         if let Err(e) = checked {
+            return Ok(Err(e));
+        }
+        if let Err(e) = faults(&injected, &span).await {
             return Ok(Err(e));
         }
         let conn = match app.connection(&address).await {
@@ -481,7 +510,7 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
         command: String,
         arguments: Vec<RedisParameter>,
     ) -> wasmtime::Result<Result<Vec<RedisResult>, WitError>> {
-        let (conn, span) = conn(accessor, &this, &command)?;
+        let target = conn(accessor, &this, &command)?;
         let mut cmd = redis::cmd(&command);
         for argument in arguments {
             match argument {
@@ -489,7 +518,7 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasRedis {
                 RedisParameter::Binary(b) => cmd.arg(b),
             };
         }
-        let value: redis::Value = match query(conn, span, cmd).await {
+        let value: redis::Value = match query(target, cmd).await {
             Ok(value) => value,
             Err(e) => return Ok(Err(e)),
         };
@@ -562,6 +591,7 @@ mod tests {
             id: &Arc::from("test"),
             allowed_hosts: &Arc::new(hosts),
             span: &CurrentSpan::default(),
+            faults: &ComponentFaults::none(),
         })
     }
 
@@ -667,18 +697,26 @@ mod tests {
             .unwrap();
         let mut get = redis::cmd("GET");
         get.arg("cart:1");
-        let value: Option<Vec<u8>> = query(conn.clone(), None, get).await.unwrap();
+        let target = |conn: &Arc<dyn Commands>| Target {
+            conn: conn.clone(),
+            span: None,
+            faults: ComponentFaults::none(),
+            instance_span: CurrentSpan::default(),
+        };
+        let value: Option<Vec<u8>> = query(target(&conn), get).await.unwrap();
         assert_eq!(value.as_deref(), Some(&b"3 items"[..]));
         let mut incr = redis::cmd("INCR");
         incr.arg("name");
         assert!(matches!(
-            query::<i64>(conn.clone(), None, incr).await,
+            query::<i64>(target(&conn), incr).await,
             Err(WitError::TypeError)
         ));
         let mut missing = redis::cmd("GET");
         missing.arg("nothing");
         assert_eq!(
-            query::<Option<Vec<u8>>>(conn, None, missing).await.unwrap(),
+            query::<Option<Vec<u8>>>(target(&conn), missing)
+                .await
+                .unwrap(),
             None
         );
         assert_eq!(

@@ -23,7 +23,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use bv_capability::{bv_faults, ComponentFaults};
 use bv_manifest::{App, RuntimeConfig, SqliteDatabaseConfig};
+use bv_telemetry::CurrentSpan;
 use wasmtime::component::{
     Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
 };
@@ -136,6 +138,8 @@ impl SqliteApp {
             allowed,
             table: ResourceTable::new(),
             open: 0,
+            faults: ComponentFaults::none(),
+            span: CurrentSpan::default(),
         }
     }
 }
@@ -154,9 +158,22 @@ pub struct SqliteInstance {
     allowed: Arc<HashSet<String>>,
     table: ResourceTable,
     open: usize,
+    faults: ComponentFaults,
+    /// The span the instance works under (injected faults are marked on it).
+    span: CurrentSpan,
 }
 
 impl SqliteInstance {
+    /// The same instance, its statements subject to `faults` (marked on
+    /// `span`).
+    pub fn with_faults(self, faults: ComponentFaults, span: CurrentSpan) -> Self {
+        Self {
+            faults,
+            span,
+            ..self
+        }
+    }
+
     /// Checks access to `database` and returns where it lives.
     fn location(&self, database: &str) -> Result<Arc<dyn Database>, WitError> {
         if !self.allowed.contains(database) {
@@ -240,6 +257,9 @@ impl wit::HostConnection for SqliteInstance {
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, WitError>> {
         let conn = self.conn(&this)?;
+        if let Err(e) = injected(&self.faults, &self.span).await {
+            return Ok(Err(e));
+        }
         let outcome = blocking(conn, move |c| c.execute(&statement, parameters)).await?;
         Ok(outcome.and_then(|o| match o.error {
             Some(e) => Err(e),
@@ -273,8 +293,25 @@ impl HasData for HasSqlite {
 
 type Acc<'a, T> = &'a Accessor<T, HasSqlite>;
 
-fn conn_of<T>(accessor: Acc<'_, T>, this: &Resource<Connection>) -> wasmtime::Result<Shared> {
-    accessor.with(|mut access| access.get().conn(this))
+/// The connection behind `this`, and the faults its statements are subject
+/// to.
+fn conn_of<T>(
+    accessor: Acc<'_, T>,
+    this: &Resource<Connection>,
+) -> wasmtime::Result<(Shared, ComponentFaults, CurrentSpan)> {
+    accessor.with(|mut access| {
+        let state = access.get();
+        Ok((state.conn(this)?, state.faults.clone(), state.span.clone()))
+    })
+}
+
+/// Applies the component's faults to one statement; an injected failure is
+/// an I/O error.
+async fn injected(faults: &ComponentFaults, span: &CurrentSpan) -> Result<(), WitError> {
+    faults
+        .inject(bv_faults::Capability::Sqlite, span)
+        .await
+        .map_err(|e| WitError::Io(e.to_string()))
 }
 
 type ExecuteAsync = (
@@ -304,7 +341,10 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasSqlite {
         statement: String,
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<ExecuteAsync, WitError>> {
-        let conn = conn_of(accessor, &this)?;
+        let (conn, faults, span) = conn_of(accessor, &this)?;
+        if let Err(e) = injected(&faults, &span).await {
+            return Ok(Err(e));
+        }
         // The statement runs to completion here; its rows are then streamed
         // to the guest from memory, and a failure part-way through arrives on
         // the future after the rows that preceded it.
@@ -328,7 +368,7 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasSqlite {
         accessor: Acc<'_, T>,
         this: Resource<Connection>,
     ) -> wasmtime::Result<i64> {
-        let conn = conn_of(accessor, &this)?;
+        let (conn, ..) = conn_of(accessor, &this)?;
         blocking(conn, last_insert_rowid).await
     }
 
@@ -336,7 +376,7 @@ impl<T: Send> wit::HostConnectionWithStore<T> for HasSqlite {
         accessor: Acc<'_, T>,
         this: Resource<Connection>,
     ) -> wasmtime::Result<u64> {
-        let conn = conn_of(accessor, &this)?;
+        let (conn, ..) = conn_of(accessor, &this)?;
         blocking(conn, changes).await
     }
 
@@ -385,9 +425,10 @@ impl bv_capability::Capability for SqliteCapability {
         &self,
         app: &Self::AppState,
         component: &Self::ComponentState,
-        _: &bv_capability::InstanceContext<'_>,
+        ctx: &bv_capability::InstanceContext<'_>,
     ) -> SqliteInstance {
         app.instance(component.clone())
+            .with_faults(ctx.faults.clone(), ctx.span.clone())
     }
 
     fn add_to_linker<T: Send + 'static>(

@@ -68,6 +68,7 @@ pub struct ComponentRuntime {
     capabilities: capabilities::ComponentStates,
     environment: Vec<(String, String)>,
     mounts: files::Mounts,
+    faults: bv_faults::ComponentFaults,
 }
 
 /// A loaded application.
@@ -81,6 +82,8 @@ pub struct AppRuntime {
     metrics: std::sync::Mutex<prometheus_client::registry::Registry>,
     /// What components report with metric lines (see [`guest_output`]).
     app_metrics: Arc<guest_output::AppMetrics>,
+    /// The faults switched on (a chaos file, the admin API).
+    faults: Arc<bv_faults::Faults>,
 }
 
 impl AppRuntime {
@@ -141,6 +144,7 @@ impl AppRuntime {
         );
 
         let mut components = HashMap::new();
+        let faults = bv_faults::Faults::new(app.components.keys().cloned());
         for (id, component) in &app.components {
             let (compiled, outcome) = cache
                 .load_with_outcome(&engine, &component.source)
@@ -187,6 +191,7 @@ impl AppRuntime {
             components.insert(
                 id.clone(),
                 Arc::new(ComponentRuntime {
+                    faults: faults.for_component(&component_id),
                     id: component_id,
                     pre,
                     settings: settings[id.as_str()].clone(),
@@ -205,6 +210,7 @@ impl AppRuntime {
         let app_metrics = Arc::new(guest_output::AppMetrics::default());
         let mut registry = prometheus_client::registry::Registry::with_prefix("bv");
         registry.register_collector(Box::new(app_metrics.clone()));
+        faults.register(&mut registry);
         Ok(Self {
             engine,
             app,
@@ -214,6 +220,7 @@ impl AppRuntime {
             state_dir,
             metrics: std::sync::Mutex::new(registry),
             app_metrics,
+            faults,
         })
     }
 
@@ -233,6 +240,12 @@ impl AppRuntime {
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// The faults switched on: a chaos file loads into it at start-up, the
+    /// admin API changes it live.
+    pub fn faults(&self) -> &Arc<bv_faults::Faults> {
+        &self.faults
     }
 
     /// The engine every component runs on.
@@ -311,6 +324,7 @@ impl AppRuntime {
                 id: &component.id,
                 allowed_hosts: &component.allowed_hosts,
                 span: &span,
+                faults: &component.faults,
             },
         );
         let state = InstanceState {

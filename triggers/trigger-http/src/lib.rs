@@ -198,6 +198,11 @@ impl HttpTrigger {
             .collect()
     }
 
+    /// The application this trigger serves.
+    pub fn runtime(&self) -> &Arc<AppRuntime> {
+        &self.runtime
+    }
+
     /// Every metric of the application (all triggers), in the OpenMetrics
     /// text format.
     pub fn encode_metrics(&self) -> String {

@@ -51,7 +51,7 @@ pub(crate) fn at_capacity(detail: &str) -> Response<WasiBody> {
     response
 }
 
-fn problem_json(kind: &str, title: &str, status: u16, detail: &str) -> String {
+pub(crate) fn problem_json(kind: &str, title: &str, status: u16, detail: &str) -> String {
     serde_json::json!({
         "type": format!("{PROBLEM_TYPE_PREFIX}{kind}"),
         "title": title,

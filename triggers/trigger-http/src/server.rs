@@ -48,6 +48,9 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// Most bytes of request line and headers a client may send.
     pub max_header_bytes: usize,
+    /// The bearer token of the admin API's `/faults` endpoints; `None`
+    /// leaves them off (see [`bv_faults::admin`]).
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -55,6 +58,7 @@ impl Default for ServeOptions {
         Self {
             drain_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
+            admin_token: None,
         }
     }
 }
@@ -140,7 +144,9 @@ pub async fn serve(
     // Closes the connections the drain did not finish.
     let (cut, cut_rx) = tokio::sync::watch::channel(false);
     let open = Arc::new(AtomicUsize::new(0));
-    let admin_task = admin.map(|admin| tokio::spawn(serve_admin(trigger.clone(), admin)));
+    let admin_token: Option<Arc<str>> = options.admin_token.as_deref().map(Arc::from);
+    let admin_task =
+        admin.map(|admin| tokio::spawn(serve_admin(trigger.clone(), admin, admin_token)));
     trigger.set_ready(true);
     // HTTP/1.1, or HTTP/2 with prior knowledge (what gRPC clients speak),
     // told apart by the connection preface.
@@ -391,15 +397,21 @@ fn full_url(req: &Request<Incoming>, local: SocketAddr) -> String {
     url
 }
 
-async fn serve_admin(trigger: Arc<HttpTrigger>, listener: TcpListener) {
+async fn serve_admin(trigger: Arc<HttpTrigger>, listener: TcpListener, token: Option<Arc<str>>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let trigger = trigger.clone();
+        let (trigger, token) = (trigger.clone(), token.clone());
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let trigger = trigger.clone();
-            async move { Ok::<_, Infallible>(admin_response(&trigger, req.uri().path())) }
+            let (trigger, token) = (trigger.clone(), token.clone());
+            async move {
+                Ok::<_, Infallible>(if bv_faults::admin::is_faults_path(req.uri().path()) {
+                    faults_response(&trigger, token.as_deref(), req).await
+                } else {
+                    admin_response(&trigger, req.uri().path())
+                })
+            }
         });
         tokio::spawn(async move {
             let _ = http1::Builder::new()
@@ -407,6 +419,53 @@ async fn serve_admin(trigger: Arc<HttpTrigger>, listener: TcpListener) {
                 .await;
         });
     }
+}
+
+/// The admin API's `/faults` endpoints (see [`bv_faults::admin`]).
+async fn faults_response(
+    trigger: &HttpTrigger,
+    token: Option<&str>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    use bv_faults::admin::{self, Answer};
+    let (parts, body) = req.into_parts();
+    let answer = match http_body_util::Limited::new(body, admin::MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => admin::handle(
+            trigger.runtime().faults(),
+            token,
+            &admin::Request {
+                method: &parts.method,
+                path: parts.uri.path(),
+                authorization: parts
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+                body: &body.to_bytes(),
+            },
+        ),
+        Err(_) => Answer::Problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Content Too Large",
+            format!(
+                "the body is larger than {} bytes, or was cut off",
+                admin::MAX_BODY
+            ),
+        ),
+    };
+    let (status, content_type, body) = match answer {
+        Answer::Json(status, value) => (status, "application/json", value.to_string()),
+        Answer::Empty(status) => (status, "text/plain", String::new()),
+        Answer::Problem(status, kind, title, detail) => (
+            status,
+            "application/problem+json",
+            crate::problem::problem_json(kind, title, status.as_u16(), &detail),
+        ),
+    };
+    admin_reply(status, content_type, body)
 }
 
 fn admin_response(trigger: &HttpTrigger, path: &str) -> Response<Full<Bytes>> {
@@ -429,21 +488,33 @@ fn admin_response(trigger: &HttpTrigger, path: &str) -> Response<Full<Bytes>> {
             "not found\n".to_string(),
         ),
     };
+    admin_reply(status, content_type, body)
+}
+
+/// An answer of the admin listener.
+fn admin_reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, content_type)
         .body(Full::new(Bytes::from(body)))
         .expect("static response parts are valid");
+    let headers = response.headers_mut();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         // As every 503: when to ask again (a load balancer polling readiness
         // during a drain or before start-up may honour it).
-        response.headers_mut().insert(
+        headers.insert(
             http::header::RETRY_AFTER,
             http::HeaderValue::from_static("1"),
         );
     }
+    if status == StatusCode::UNAUTHORIZED {
+        headers.insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+    }
     // The admin listener may be reached from a browser too (a dashboard
     // proxy, an operator): the same headers as the application's answers.
-    crate::security_headers::apply(response.headers_mut());
+    crate::security_headers::apply(headers);
     response
 }

@@ -26,6 +26,7 @@ mod contracts;
 mod cron;
 mod events;
 mod events_cli;
+mod fault_injection;
 mod faults;
 mod hardening;
 mod host_interfaces;

@@ -36,6 +36,8 @@ pub struct SpanRecord {
     pub service_name: String,
     /// OTLP `StatusCode`: 0 unset, 1 ok, 2 error.
     pub status_code: i64,
+    /// The names of its events (a log line in the span is one).
+    pub events: Vec<String>,
 }
 
 /// Span kinds as OTLP numbers them.
@@ -252,6 +254,10 @@ fn parse_traces(body: &[u8]) -> Result<Vec<SpanRecord>, String> {
                     attributes: attributes(span),
                     service_name: service_name.clone(),
                     status_code: span["status"]["code"].as_i64().unwrap_or(0),
+                    events: array(span, "events")
+                        .iter()
+                        .filter_map(|e| e["name"].as_str().map(str::to_string))
+                        .collect(),
                 });
             }
         }

@@ -82,7 +82,7 @@ pub fn used(secret: &str) {
 pub fn used_in_env(env: &[(String, String)]) {
     for (name, value) in env {
         let name = name.to_ascii_uppercase();
-        let secret = ["SIGNING_KEYS", "API_KEY", "PASSWORD", "SECRET"]
+        let secret = ["SIGNING_KEYS", "API_KEY", "PASSWORD", "SECRET", "TOKEN"]
             .iter()
             .any(|word| name.contains(word));
         if !secret {

@@ -1,0 +1,412 @@
+//! Fault injection at the component boundary: capability calls of a chosen
+//! component fail, slow down or hang, switched by a chaos file or live
+//! through the admin API, with no change to the components.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::otlp_support::{tracing_env, OtlpReceiver, KIND_SERVER};
+use crate::pg_support::TestDb;
+
+const TOKEN: &str = "a-long-enough-admin-token";
+
+/// Two probes with a key-value store (one chaining to the other) and the
+/// Postgres probe.
+fn manifest() -> String {
+    r#"spin_manifest_version = 2
+[application]
+name = "faults"
+[variables]
+db_url = { required = true }
+[[trigger.http]]
+route = "/a/..."
+component = "a"
+[[trigger.http]]
+route = "/b/..."
+component = "b"
+[[trigger.http]]
+route = "/pg/..."
+component = "pg"
+[component.a]
+source = "{probe}"
+key_value_stores = ["default"]
+allowed_outbound_hosts = ["http://b.spin.internal"]
+[component.b]
+source = "{probe}"
+environment = { PROBE_NAME = "b" }
+key_value_stores = ["default"]
+[component.pg]
+source = "{wasm:pg-probe}"
+allowed_outbound_hosts = ["postgres://127.0.0.1:5432"]
+[component.pg.variables]
+db_url = "{{ db_url }}"
+[component.pg.tool.bv]
+request_timeout_ms = 1500
+"#
+    .to_string()
+}
+
+async fn start(db: &TestDb, extra_env: &[(&str, &str)], spawn: Spawn) -> TestApp {
+    let mut env = spawn.env.clone();
+    env.push(("SPIN_VARIABLE_DB_URL".to_string(), db.url()));
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    spawn_app_with(&manifest(), Spawn { env, ..spawn }).await
+}
+
+async fn admin(app: &TestApp, method: &str, path: &str, auth: Option<&str>, body: Value) -> Reply {
+    let bearer = auth.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| vec![("authorization", b), ("content-type", "application/json")])
+        .unwrap_or_default();
+    let body = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    request(app.admin, method, path, &headers, body).await
+}
+
+async fn switch_on(app: &TestApp, faults: Value) -> Vec<u64> {
+    let r = admin(
+        app,
+        "POST",
+        "/faults",
+        Some(TOKEN),
+        json!({ "faults": faults }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
+fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+async fn query(app: &TestApp, sql: &str) -> Reply {
+    app.send(
+        "POST",
+        "/pg/query",
+        json!({ "sql": sql, "params": [] }).to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_fault_switched_live_hits_only_its_component_and_capability_and_is_counted() {
+    let db = TestDb::new("faults_live").await;
+    let otlp = OtlpReceiver::start().await;
+    let app = start(
+        &db,
+        &[("BV_ADMIN_TOKEN", TOKEN)],
+        Spawn {
+            env: tracing_env(&otlp.endpoint()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(app.send("PUT", "/a/kv/default/k", "kept").await.status, 204);
+
+    let ids = switch_on(
+        &app,
+        json!([{ "component": "a", "capability": "key-value", "effect": "fail" }]),
+    )
+    .await;
+    let failed = app.get("/a/kv/default/k").await;
+    assert_eq!(failed.status, 500, "{}", failed.text());
+    assert!(
+        failed.text().contains("injected fault"),
+        "the component sees the capability's own error: {}",
+        failed.text()
+    );
+    let refused_write = app.send("PUT", "/a/kv/default/k", "lost").await;
+    assert_eq!(refused_write.status, 500);
+    // The other component, the same capability: untouched.
+    assert_eq!(app.get("/b/kv/default/k").await.text(), "kept");
+    // The same component, another capability: untouched.
+    let chained = app
+        .get("/a/fetch?url=http%3A%2F%2Fb.spin.internal%2Fheaders")
+        .await;
+    assert_eq!(chained.status, 200, "{}", chained.text());
+    assert_eq!(query(&app, "SELECT 1 AS one").await.status, 200);
+
+    let listed = admin(&app, "GET", "/faults", Some(TOKEN), Value::Null).await;
+    assert_eq!(listed.status, 200);
+    let listed = listed.json();
+    assert_eq!(listed["faults"][0]["id"], ids[0]);
+    assert_eq!(listed["faults"][0]["injected"], 2);
+    let metrics = app.admin_get("/metrics").await.text();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"bv_faults_injected_total{component="a",capability="key-value",effect="fail"}"#
+        ),
+        2.0,
+        "{metrics}"
+    );
+    wait_for_log(&app, "fault injected").await;
+    // Marked on the trace: an event of the request's server span.
+    otlp.wait_for_spans(Duration::from_secs(10), |spans| {
+        spans.iter().any(|s| {
+            s.kind == KIND_SERVER
+                && s.attr_str("bv.component") == Some("a")
+                && s.events.iter().any(|e| e == "fault injected")
+        })
+    })
+    .await;
+
+    let cleared = admin(
+        &app,
+        "DELETE",
+        &format!("/faults/{}", ids[0]),
+        Some(TOKEN),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(cleared.status, 204);
+    // Nothing the failed calls touched changed.
+    assert_eq!(app.get("/a/kv/default/k").await.text(), "kept");
+}
+
+#[tokio::test]
+async fn the_fault_api_refuses_strangers_and_bad_faults_and_changes_nothing() {
+    let db = TestDb::new("faults_refusals").await;
+    let app = start(&db, &[("BV_ADMIN_TOKEN", TOKEN)], Spawn::default()).await;
+    let one = json!({ "faults": [{ "component": "a", "capability": "redis", "effect": "fail" }] });
+    for auth in [None, Some("wrong-token-of-some-length")] {
+        let r = admin(&app, "POST", "/faults", auth, one.clone()).await;
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert_eq!(r.headers["content-type"], "application/problem+json");
+        assert_eq!(r.headers["www-authenticate"], "Bearer");
+        assert_eq!(r.json()["type"], "urn:bitvelocity:problem:unauthorized");
+    }
+    for (faults, detail) in [
+        (
+            json!([{ "component": "nope", "capability": "redis", "effect": "fail" }]),
+            "faults[0]: no component `nope`",
+        ),
+        (
+            json!([{ "component": "a", "capability": "redis", "effect": "delay" }]),
+            "faults[0]: effect `delay` needs `delay_ms`",
+        ),
+        (
+            json!([
+                { "component": "a", "capability": "redis", "effect": "fail" },
+                { "component": "a", "capability": "redis", "effect": "fail", "share": 2 }
+            ]),
+            "faults[1]: `share` must be more than 0 and at most 1",
+        ),
+        (
+            json!([{ "component": "a", "capability": "pg", "effect": "fail" }]),
+            "faults[0].capability: unknown variant `pg`",
+        ),
+    ] {
+        let r = admin(
+            &app,
+            "PUT",
+            "/faults",
+            Some(TOKEN),
+            json!({ "faults": faults }),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        let problem = r.json();
+        assert_eq!(problem["type"], "urn:bitvelocity:problem:invalid-fault");
+        assert!(
+            problem["detail"].as_str().unwrap().starts_with(detail),
+            "{problem}"
+        );
+    }
+    let listed = admin(&app, "GET", "/faults", Some(TOKEN), Value::Null).await;
+    assert_eq!(
+        listed.json()["faults"],
+        json!([]),
+        "refused changes changed nothing"
+    );
+    let missing = admin(&app, "DELETE", "/faults/999", Some(TOKEN), Value::Null).await;
+    assert_eq!(missing.status, 404);
+
+    // Without a token the API is off; a short token stops start-up.
+    let off = start(&db, &[], Spawn::default()).await;
+    let r = admin(&off, "GET", "/faults", Some(TOKEN), Value::Null).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let (code, log) = try_spawn(
+        &manifest(),
+        Spawn {
+            env: vec![
+                ("SPIN_VARIABLE_DB_URL".into(), db.url()),
+                ("BV_ADMIN_TOKEN".into(), "short".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+    .err()
+    .expect("a short admin token stops start-up");
+    assert_ne!(code, Some(0));
+    assert!(log.contains("at least 16 characters"), "{log}");
+}
+
+#[tokio::test]
+async fn a_slow_then_hanging_database_for_one_component_while_another_serves() {
+    let db = TestDb::new("faults_pg").await;
+    let app = start(&db, &[("BV_ADMIN_TOKEN", TOKEN)], Spawn::default()).await;
+    let before = Instant::now();
+    assert_eq!(query(&app, "SELECT 1 AS one").await.status, 200);
+    let baseline = before.elapsed();
+
+    // Slow: every statement waits 400 ms first.
+    switch_on(
+        &app,
+        json!([{ "component": "pg", "capability": "postgres", "effect": "delay", "delay_ms": 400 }]),
+    )
+    .await;
+    let started = Instant::now();
+    let slow = query(&app, "SELECT 1 AS one").await;
+    assert_eq!(slow.status, 200, "{}", slow.text());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "delayed: {:?} (baseline {baseline:?})",
+        started.elapsed()
+    );
+
+    // Hanging, for 3 seconds: calls end with the component's request
+    // timeout (1.5 s) while the other components go on serving.
+    let replaced = admin(
+        &app,
+        "PUT",
+        "/faults",
+        Some(TOKEN),
+        json!({ "faults": [{ "component": "pg", "capability": "postgres", "effect": "hang", "duration_s": 3 }] }),
+    )
+    .await;
+    assert_eq!(replaced.status, 200, "{}", replaced.text());
+    let switched = Instant::now();
+    let hung = tokio::spawn({
+        let addr = app.addr;
+        async move {
+            let started = Instant::now();
+            let r = request(
+                addr,
+                "POST",
+                "/pg/query",
+                &[],
+                json!({ "sql": "SELECT 1", "params": [] }).to_string(),
+            )
+            .await;
+            (r.status, started.elapsed())
+        }
+    });
+    for _ in 0..20 {
+        assert_eq!(app.get("/b/headers").await.status, 200);
+        assert_eq!(app.send("PUT", "/b/kv/default/x", "y").await.status, 204);
+    }
+    let (status, took) = hung.await.unwrap();
+    assert_eq!(status, 504);
+    assert!(
+        took < Duration::from_secs(3),
+        "ended by the timeout: {took:?}"
+    );
+
+    // The fault ends by itself.
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(switched.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = query(&app, "SELECT 1 AS one").await;
+    assert_eq!(after.status, 200, "{}", after.text());
+    let listed = admin(&app, "GET", "/faults", Some(TOKEN), Value::Null).await;
+    assert_eq!(listed.json()["faults"], json!([]));
+    let metrics = app.admin_get("/metrics").await.text();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"bv_faults_injected_total{component="pg",capability="postgres",effect="hang"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_chaos_file_switches_a_share_of_chained_calls_off_at_start_up() {
+    let db = TestDb::new("faults_file").await;
+    let chaos = r#"
+[[fault]]
+component = "a"
+capability = "chained"
+effect = "fail"
+share = 0.5
+"#;
+    let app = start(
+        &db,
+        &[],
+        Spawn {
+            args: vec!["--chaos-file".into(), "{dir}/chaos.toml".into()],
+            files: vec![("chaos.toml".into(), chaos.into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        app.log().contains("1 fault(s) switched on"),
+        "{}",
+        app.log()
+    );
+    let mut refused = 0;
+    for _ in 0..200 {
+        let r = app
+            .get("/a/fetch?url=http%3A%2F%2Fb.spin.internal%2Fheaders")
+            .await;
+        match r.status {
+            200 => {}
+            502 => {
+                assert!(r.text().contains("ConnectionRefused"), "{}", r.text());
+                refused += 1;
+            }
+            other => panic!("{other}: {}", r.text()),
+        }
+    }
+    assert!(
+        (60..140).contains(&refused),
+        "about half refused: {refused} of 200"
+    );
+
+    // A bad chaos file stops start-up and says where.
+    let (code, log) = try_spawn(
+        &manifest(),
+        Spawn {
+            env: vec![("SPIN_VARIABLE_DB_URL".into(), db.url())],
+            args: vec!["--chaos-file".into(), "{dir}/chaos.toml".into()],
+            files: vec![(
+                "chaos.toml".into(),
+                "[[fault]]\ncomponent = \"a\"\ncapability = \"http\"\neffect = \"delay\"\ndelay_ms = 0\n"
+                    .into(),
+            )],
+            ..Default::default()
+        },
+    )
+    .await
+    .err()
+    .expect("a bad chaos file stops start-up");
+    assert_ne!(code, Some(0));
+    assert!(
+        log.contains("fault 1 of the chaos file: `delay_ms` must be between 1 and 600000, not 0"),
+        "{log}"
+    );
+}
