@@ -4,8 +4,8 @@
 //! Clients connect to [`FaultProxy::addr`]; each connection is forwarded to
 //! the upstream address through two pumps (one per direction) that apply
 //! the [`NetFault`] in force when each chunk passes: added latency, a
-//! bandwidth cap, or a blackhole (bytes read and dropped, nothing answered,
-//! connections left open: what a dead route looks like). [`FaultProxy::reset`]
+//! bandwidth cap, or a blackhole (bytes held, nothing answered, connections
+//! left open: what a dead route looks like until it comes back). [`FaultProxy::reset`]
 //! cuts every open connection with a TCP reset, and
 //! [`FaultProxy::refuse`] closes new connections at once, as a stopped
 //! server's port does.
@@ -42,7 +42,9 @@ pub struct NetFault {
     /// Most bytes per second per direction of each connection (`None`: no
     /// cap).
     pub bytes_per_second: Option<u64>,
-    /// Bytes are read and dropped; nothing reaches the other side.
+    /// Nothing reaches the other side while it lasts: bytes are held (and
+    /// no more read), as TCP retransmits over a dead route, and delivered
+    /// in order once it ends; connections stay open.
     pub blackhole: bool,
 }
 
@@ -177,7 +179,7 @@ async fn relay(client: TcpStream, server: TcpStream, shared: &Shared) {
 async fn pump(
     from: &mut tokio::net::tcp::OwnedReadHalf,
     to: &mut tokio::net::tcp::OwnedWriteHalf,
-    fault: watch::Receiver<NetFault>,
+    mut fault: watch::Receiver<NetFault>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -185,10 +187,12 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let now = *fault.borrow();
-        if now.blackhole {
-            continue;
+        // A dead route: TCP would retransmit until it came back, so the
+        // bytes are held (and nothing more is read), not lost.
+        if fault.wait_for(|f| !f.blackhole).await.is_err() {
+            break;
         }
+        let now = *fault.borrow();
         if !now.latency.is_zero() {
             tokio::time::sleep(now.latency).await;
         }
@@ -266,6 +270,13 @@ mod tests {
                 .await;
         assert!(lost.is_err(), "nothing comes back from a blackhole");
         assert_eq!(proxy.open_connections(), 1, "and the connection stays open");
+        proxy.set(NetFault::default());
+        let mut held = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(2), client.read_exact(&mut held))
+            .await
+            .expect("held bytes arrive once the route is back")
+            .unwrap();
+        assert_eq!(&held, b"gone");
     }
 
     #[tokio::test]
