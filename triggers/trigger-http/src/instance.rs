@@ -80,6 +80,7 @@ impl HandlerState for ComponentInstances {
         // span gets the instantiation when it starts (`on_request_start`).
         let instantiated = bv_telemetry::tracing_enabled().then(|| (started_at, SystemTime::now()));
         let expired = Arc::new(AtomicBool::new(false));
+        let request_expired = Arc::new(AtomicBool::new(false));
         let activity = Arc::new(Activity::new());
         Ok(Instance {
             store,
@@ -92,9 +93,11 @@ impl HandlerState for ComponentInstances {
                 activity: activity.clone(),
                 sleep: Box::pin(tokio::time::sleep(Duration::from_secs(86400 * 365))),
                 expired: expired.clone(),
+                request_expired: request_expired.clone(),
             },
             state: Worker {
                 expired,
+                request_expired,
                 activity,
                 policy: self.policy,
                 timeout: self.timeout,
@@ -122,6 +125,9 @@ pub(crate) struct Expiration {
     sleep: Pin<Box<tokio::time::Sleep>>,
     /// Set when a busy instance is expired, so its drop is not taken for a trap.
     expired: Arc<AtomicBool>,
+    /// Set when one of its requests ran past the request timeout: from then
+    /// on it takes no request, and it goes as soon as the others are done.
+    request_expired: Arc<AtomicBool>,
 }
 
 impl WorkerExpiration for Expiration {
@@ -133,6 +139,12 @@ impl WorkerExpiration for Expiration {
     ) -> Poll<()> {
         let deadline = match status {
             WorkerStatus::Idle => start.checked_add(self.idle_timeout),
+            // An instance winding down after a timeout goes now, not after
+            // its guest's abandoned work: wasmtime-wasi-http's request
+            // queue may hand the next request's wake-up to this instance,
+            // which no longer takes requests, and the request would wait
+            // for as long as the instance lives.
+            WorkerStatus::PostReturn if self.request_expired.load(Ordering::SeqCst) => Some(start),
             // The per-request expiration (see `on_request_start`) answers the
             // request first; the instance goes a little later, unless one
             // of its response bodies is still sending.
@@ -162,6 +174,8 @@ impl WorkerExpiration for Expiration {
 
 pub(crate) struct Worker {
     expired: Arc<AtomicBool>,
+    /// Shared with its [`Expiration`].
+    request_expired: Arc<AtomicBool>,
     /// When this instance's response bodies last sent something.
     activity: Arc<Activity>,
     policy: ReusePolicy,
@@ -215,7 +229,11 @@ impl WorkerState for Worker {
         // Host calls of the guest (outbound HTTP, Postgres, ...) and its
         // log lines belong to this request from now on.
         store.data().span.set(span);
-        Box::pin(tokio::time::sleep(self.timeout))
+        let (timeout, request_expired) = (self.timeout, self.request_expired.clone());
+        Box::pin(async move {
+            tokio::time::sleep(timeout).await;
+            request_expired.store(true, Ordering::SeqCst);
+        })
     }
 
     fn drop(&self, store: Store<InstanceState>, result: wasmtime::Result<()>) {

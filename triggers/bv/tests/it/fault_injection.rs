@@ -536,11 +536,9 @@ async fn a_blackholed_then_reset_network_to_redis_mixes_up_no_replies_and_recove
     redis_behind_a_blackhole("strict").await;
 }
 
-/// Known issue: under `reuse`, the request after a few that timed out can
-/// land on an instance still busy with one of them and wait out its own
-/// timeout (504) before the instance is dropped.
+/// Under `reuse`, the requests right after a few that timed out are answered
+/// at once, not after the instance that timed out has gone.
 #[tokio::test]
-#[ignore = "known issue: a reused instance busy past its timeout still takes requests"]
 async fn after_timeouts_a_reused_instance_answers_at_once() {
     redis_behind_a_blackhole("reuse").await;
 }
