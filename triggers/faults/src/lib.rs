@@ -177,11 +177,7 @@ impl Faults {
         let parsed = specs
             .into_iter()
             .enumerate()
-            .map(|(i, spec)| {
-                Fault::parse(0, spec, &self.components, now)
-                    .map(Arc::new)
-                    .map_err(|e| (i, e))
-            })
+            .map(|(i, spec)| Fault::parse(0, spec, &self.components, now).map_err(|e| (i, e)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut current = self.faults.write().unwrap_or_else(|p| p.into_inner());
         let mut next: Vec<Arc<Fault>> = if replace {
@@ -190,8 +186,7 @@ impl Faults {
             current.iter().filter(|f| !f.ended(now)).cloned().collect()
         };
         let mut ids = Vec::with_capacity(parsed.len());
-        for fault in parsed {
-            let mut fault = Arc::into_inner(fault).expect("not shared yet");
+        for mut fault in parsed {
             fault.id = self.next_id.fetch_add(1, Ordering::Relaxed);
             ids.push(fault.id);
             tracing::warn!(

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::faults::metric;
 use crate::harness::*;
 use crate::otlp_support::{tracing_env, OtlpReceiver, KIND_SERVER};
 use crate::pg_support::TestDb;
@@ -90,14 +91,6 @@ async fn switch_on(app: &TestApp, faults: Value) -> Vec<u64> {
         .iter()
         .map(|v| v.as_u64().unwrap())
         .collect()
-}
-
-fn metric(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0.0, |v| v.parse().unwrap())
 }
 
 async fn query(app: &TestApp, sql: &str) -> Reply {

@@ -2,7 +2,9 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-fn metric(metrics: &str, name_and_labels: &str) -> f64 {
+/// The value of the first series of `metrics` that starts with
+/// `name_and_labels`; 0 when there is none.
+pub(crate) fn metric(metrics: &str, name_and_labels: &str) -> f64 {
     metrics
         .lines()
         .find(|l| l.starts_with(name_and_labels))
