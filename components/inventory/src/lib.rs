@@ -37,7 +37,11 @@
 //! `application/problem+json` (RFC 9457).
 //!
 //! `expiresAt` says until when a reservation is meant to hold its stock;
-//! nothing releases it automatically yet.
+//! nothing releases it automatically yet. A release of an id nothing was
+//! reserved under still answers 404, and bars the id (a `RELEASED` row
+//! with no lines, invisible to reads): a reserve under it that arrives
+//! later, because its caller gave up waiting and released, is refused 409
+//! `illegal-transition` and holds nothing.
 
 mod events;
 mod flash;
@@ -260,6 +264,7 @@ async fn reservation(id: &ReservationId) -> Result<Reservation, Problem> {
     let conn = connect().await?;
     atomically(&conn, async |tx| store::reservation(tx, id, false).await)
         .await?
+        .filter(|r| !r.is_bar())
         .ok_or_else(|| Problem::not_found(format!("no reservation `{id}`")))
 }
 
@@ -271,5 +276,7 @@ async fn transition(id: ReservationId, to: Status, trace: &Trace) -> Result<Repl
 /// the other way.
 async fn moved(id: &ReservationId, to: Status, trace: &Trace) -> Result<Reservation, Problem> {
     let conn = connect().await?;
-    atomically(&conn, async |tx| store::transition(tx, id, to, trace).await).await
+    atomically(&conn, async |tx| store::transition(tx, id, to, trace).await)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no reservation `{id}`")))
 }

@@ -256,6 +256,13 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// Whether this is a bar: what a release leaves under an id nothing
+    /// was reserved under (`RELEASED`, no lines), so that a late reserve
+    /// holds nothing.
+    pub fn is_bar(&self) -> bool {
+        self.status == Status::Released && self.items.is_empty()
+    }
+
     /// Whether `request` asks for exactly this reservation (same order,
     /// same lines in any order): a replay rather than a reuse of the id.
     pub fn matches(&self, request: &NewReservation) -> bool {

@@ -203,6 +203,14 @@ pub async fn reserve(
         let existing = reservation(tx, id, false)
             .await?
             .ok_or_else(|| Problem::internal(format!("reservation `{id}` vanished")))?;
+        if existing.is_bar() {
+            // Barred by a release that came first: its caller gave up.
+            return Err(problems::illegal_transition(
+                id.as_str(),
+                Status::Released.as_str(),
+                Status::Reserved.as_str(),
+            ));
+        }
         if !existing.matches(request) {
             return Err(problems::idempotency_mismatch(id.as_str()));
         }
@@ -287,21 +295,52 @@ pub async fn reserve(
     Ok(Reserved::Created(created))
 }
 
+/// Records reservation `id` as `RELEASED` with no lines (a bar) when no
+/// reservation has it; `None` then. When a reserve under the same id is
+/// still running, the insert waits for it and finds its reservation,
+/// returned locked.
+async fn bar(tx: &Transaction<'_>, id: &ReservationId) -> Result<Option<Reservation>, Problem> {
+    let barred = rows(
+        tx,
+        "INSERT INTO inventory.reservations (reservation_id, order_id, status, expires_at)
+         VALUES ($1, $1, 'RELEASED', now())
+         ON CONFLICT (reservation_id) DO NOTHING
+         RETURNING reservation_id",
+        vec![text(id.as_str())],
+    )
+    .await?;
+    if !barred.is_empty() {
+        return Ok(None);
+    }
+    reservation(tx, id, true).await
+}
+
 /// Moves reservation `id` from `RESERVED` to `to` (`RELEASED`: its stock
 /// is free again; `COMMITTED`: its stock leaves on-hand for good) and
 /// publishes the matching event. Asking for the status it already has
-/// changes nothing; any other move is 409 `illegal-transition`.
+/// changes nothing; any other move is 409 `illegal-transition`. `Ok(None)`:
+/// a release of an id nothing was reserved under, which barred it.
 pub async fn transition(
     tx: &Transaction<'_>,
     id: &ReservationId,
     to: Status,
     trace: &Trace,
-) -> Result<Reservation, Problem> {
-    let mut r = reservation(tx, id, true)
-        .await?
+) -> Result<Option<Reservation>, Problem> {
+    let found = match reservation(tx, id, true).await? {
+        // Nothing was reserved under this id: bar it (committed with this
+        // transaction: `Ok(None)`), so that a reserve arriving late (its
+        // caller gave up and released) holds nothing.
+        None if to == Status::Released => match bar(tx, id).await? {
+            None => return Ok(None),
+            found => found,
+        },
+        found => found,
+    };
+    let mut r = found
+        .filter(|r| !r.is_bar())
         .ok_or_else(|| Problem::not_found(format!("no reservation `{id}`")))?;
     if r.status == to {
-        return Ok(r);
+        return Ok(Some(r));
     }
     if r.status != Status::Reserved || to == Status::Reserved {
         return Err(problems::illegal_transition(
@@ -339,5 +378,5 @@ pub async fn transition(
     tx.publish(&events::reservation(&r).traced(trace.traceparent()))
         .await
         .map_err(db)?;
-    Ok(r)
+    Ok(Some(r))
 }
