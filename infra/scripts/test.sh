@@ -31,6 +31,8 @@ command -v promtool >/dev/null || missing+=(prometheus)
 for tool in docker-registry umoci skopeo; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
+# The load reports' plots draw their text with DejaVu Sans.
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   install_debian_packages "${missing[@]}"
 fi

@@ -47,6 +47,20 @@ if [ -z "${SPIN_VARIABLE_AUTH_SIGNING_KEYS:-}${SPIN_VARIABLE_AUTH_PUBLIC_KEYS:-}
   # shellcheck source=/dev/null
   source "$keys"
 fi
+# bv's admin token: it switches on the fault-injection endpoints (/faults on
+# the admin address, 127.0.0.1 only) that the game days use
+# (`bv chaos run`, loadtest/gameday.sh). Made once, readable by its owner
+# only, in .spin/dev-admin-token; a deployment passes its own secret.
+if [ -z "${BV_ADMIN_TOKEN:-}" ]; then
+  token_file=.spin/dev-admin-token
+  if [ ! -f "$token_file" ]; then
+    mkdir -p .spin
+    (umask 077; openssl rand -hex 24 >"$token_file.tmp")
+    mv "$token_file.tmp" "$token_file"
+  fi
+  BV_ADMIN_TOKEN="$(cat "$token_file")"
+  export BV_ADMIN_TOKEN
+fi
 say "building bv (release)"
 cargo build --release -p bv
 say "building components"

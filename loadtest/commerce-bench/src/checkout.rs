@@ -29,10 +29,10 @@ use anyhow::{bail, Context as _};
 use serde_json::json;
 use tokio_postgres::{Client, NoTls};
 
-use crate::client::Connection;
 use crate::measure;
 use crate::setup::{self, Product};
 use crate::token::Minter;
+use bv_load::client::Connection;
 
 /// `checkout` options.
 #[derive(clap::Args)]
@@ -460,7 +460,7 @@ struct Cpu {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let customers = Arc::new(Customers {
         tag: args.tag.clone(),
-        minter: Minter::from_seed(&args.auth_seed)?,
+        minter: crate::token::minter(&args.auth_seed)?,
     });
     let tag = args.tag.clone();
     let db = connect(&args.db).await?;

@@ -14,7 +14,6 @@
 //!   benchmark's collector).
 
 mod checkout;
-mod client;
 mod measure;
 mod native;
 mod otlp_sink;

@@ -113,7 +113,7 @@ fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
 
 /// Scrapes bv's `/metrics` (`admin` is `http://host:port`).
 pub async fn scrape(admin: &str) -> anyhow::Result<BTreeMap<String, ComponentTimes>> {
-    let mut conn = crate::client::Connection::open(admin).await?;
+    let mut conn = bv_load::client::Connection::open(admin).await?;
     let answer = conn.send("GET", "/metrics", &[], None).await?;
     anyhow::ensure!(
         answer.status == 200,

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
-use crate::client::Connection;
-use crate::token::Minter;
+use bv_load::client::Connection;
 
 /// `setup` options.
 #[derive(clap::Args)]
@@ -75,7 +74,7 @@ pub async fn products(conn: &mut Connection) -> anyhow::Result<Vec<Product>> {
 
 /// Waits for the catalogue and its stock records, then restocks.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let admin = Minter::from_seed(&args.auth_seed)?.bearer("bench-admin", "admin");
+    let admin = crate::token::minter(&args.auth_seed)?.bearer("bench-admin", "admin");
     let mut conn = Connection::open(&args.url).await?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
     // The first request migrates the catalogue and adds the demo products.

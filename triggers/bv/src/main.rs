@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use bv_runtime::Drained;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod chaos;
 mod compat;
 mod events;
 mod registry;
@@ -43,6 +44,12 @@ enum Command {
     Registry(registry::RegistryArgs),
     /// Talk to a WebSocket endpoint: stdin lines out, messages in.
     Ws(ws::WsArgs),
+    /// Game days: `bv chaos run loadtest/experiments/<name>.toml` (runs
+    /// `bv-load chaos …`).
+    Chaos(chaos::ForwardArgs),
+    /// Load scenarios with an SLO gate: `bv load run
+    /// loadtest/scenarios/<name>.toml` (runs `bv-load …`).
+    Load(chaos::ForwardArgs),
 }
 
 #[derive(Parser)]
@@ -173,6 +180,8 @@ fn main() {
         Command::Events(args) => events::run(args).map(|()| 0),
         Command::Registry(args) => registry::run(args).map(|()| 0),
         Command::Ws(args) => ws::run(args),
+        Command::Chaos(args) => chaos::forward(&["chaos"], args),
+        Command::Load(args) => chaos::forward(&[], args),
     };
     // Spans still queued reach the collector before the process ends.
     telemetry.shutdown();

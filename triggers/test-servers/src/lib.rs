@@ -164,12 +164,7 @@ impl PrivatePostgres {
     /// Starts it again on the same port and data (crash recovery first
     /// when it was stopped with `immediate`).
     pub fn restart(&mut self) {
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200{}",
-            self.port,
-            self.dir.path().display(),
-            self.settings
-        );
+        let options = self.start_options();
         let data = self.data();
         let log = self.dir.path().join("server.log");
         self.run(
@@ -203,6 +198,39 @@ impl PrivatePostgres {
             ],
         );
         self.running = false;
+    }
+
+    /// Shell command lines that stop it like [`PrivatePostgres::stop`] and
+    /// start it like [`PrivatePostgres::restart`], for tools that run
+    /// commands (game days); the caller keeps it running in the end.
+    pub fn shell_commands(&self) -> (String, String) {
+        let pg_ctl = format!(
+            "{}{}",
+            if self.as_postgres {
+                "runuser -u postgres -- "
+            } else {
+                ""
+            },
+            self.bin.join("pg_ctl").display()
+        );
+        let data = self.data();
+        let stop = format!("{pg_ctl} -D {} -m immediate -w stop", data.display());
+        let start = format!(
+            "{pg_ctl} -D {} -l {} -o '{}' -w start",
+            data.display(),
+            self.dir.path().join("server.log").display(),
+            self.start_options()
+        );
+        (stop, start)
+    }
+
+    fn start_options(&self) -> String {
+        format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200{}",
+            self.port,
+            self.dir.path().display(),
+            self.settings
+        )
     }
 
     /// Its `postgres` database.

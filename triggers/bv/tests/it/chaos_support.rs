@@ -107,6 +107,12 @@ pub struct Knobs {
     pub breaker_open_ms: u32,
     pub product_cache_ttl_seconds: u32,
     pub saga_timeout_seconds: u32,
+    /// The order sweeper's longest retry delay.
+    pub sweeper_retry_max_ms: u32,
+    /// Components besides the checkout's (e.g. `auth`, `order-analytics`).
+    pub more_components: Vec<&'static str>,
+    /// Environment for `bv` besides the servers' URLs and the auth keys.
+    pub env: Vec<(String, String)>,
 }
 
 impl Knobs {
@@ -119,6 +125,9 @@ impl Knobs {
             breaker_open_ms: 10_000,
             product_cache_ttl_seconds: 30,
             saga_timeout_seconds: 2,
+            sweeper_retry_max_ms: 1_000,
+            more_components: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -138,15 +147,21 @@ fn manifest(k: &Knobs) -> String {
         k.product_cache_ttl_seconds.to_string(),
         k.breaker_open_ms.to_string(),
     );
+    let components: Vec<&str> = CHECKOUT.iter().chain(&k.more_components).copied().collect();
     RepoManifest::load()
-        .only("chaos", &CHECKOUT)
+        .only("chaos", &components)
         .without_rate_limits()
         .required_variable("db_url")
         .required_variable("redis_url")
         .variable("db_host", &db_host)
         .trigger_setting("postgres", "poll_interval_ms", 100)
         .trigger_field("postgres", "order-sweeper", "retry_initial_ms", 100)
-        .trigger_field("postgres", "order-sweeper", "retry_max_ms", 1000)
+        .trigger_field(
+            "postgres",
+            "order-sweeper",
+            "retry_max_ms",
+            i64::from(k.sweeper_retry_max_ms),
+        )
         .trigger_field("cron", "order-sweeper", "cron_expression", "*/1 * * * * *")
         .component_variable("cart", "cart_ttl_seconds", "3600")
         .component_variable("cart", "product_cache_ttl_seconds", &cache_ttl)
@@ -215,9 +230,10 @@ impl Shop {
     }
 
     fn env(k: &Knobs) -> Vec<(String, String)> {
-        let mut env = auth_support::env();
+        let mut env = auth_support::env_with_signing_keys();
         env.push(("SPIN_VARIABLE_DB_URL".into(), k.db_url.clone()));
         env.push(("SPIN_VARIABLE_REDIS_URL".into(), k.redis_url.clone()));
+        env.extend(k.env.iter().cloned());
         env
     }
 

@@ -28,6 +28,7 @@ mod events;
 mod events_cli;
 mod fault_injection;
 mod faults;
+mod game_days;
 mod hardening;
 mod host_interfaces;
 mod image;
