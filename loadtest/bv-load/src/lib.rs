@@ -13,7 +13,8 @@
 //! steady-state hypothesis, switches faults on through `bv`'s admin API (or
 //! runs commands that kill and restart processes), holds, removes them,
 //! checks recovery, and reconciles the books with the invariant checker
-//! ([`invariants`]).
+//! ([`invariants`]). [`proxy`] is a TCP fault proxy switched live from
+//! standard input (latency, bandwidth, blackholes, resets, refusals).
 
 pub mod chaos;
 pub mod client;
@@ -22,6 +23,7 @@ pub mod invariants;
 pub mod journey;
 pub mod metrics;
 pub mod plot;
+pub mod proxy;
 pub mod record;
 pub mod report;
 pub mod scenario;

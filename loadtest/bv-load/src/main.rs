@@ -7,6 +7,8 @@
 //! - `bv-load chaos run loadtest/experiments/payment-outage.toml` (also
 //!   `bv chaos run …`): a game day; exits 1 when the steady state did not
 //!   hold, the platform did not recover, or an invariant broke.
+//! - `bv-load chaos proxy --listen A --upstream B` (also `bv chaos proxy`):
+//!   a TCP fault proxy, switched by commands on stdin.
 
 use std::path::PathBuf;
 
@@ -40,6 +42,18 @@ enum Command {
 enum ChaosCommand {
     /// Run an experiment: steady state, faults, recovery, invariants.
     Run(ChaosArgs),
+    /// A TCP fault proxy, switched live by commands on stdin.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    /// Where the proxy listens (point the platform's address there).
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// The server it forwards to.
+    #[arg(long)]
+    upstream: std::net::SocketAddr,
 }
 
 #[derive(Args)]
@@ -146,6 +160,12 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
                 eprintln!("bv-load: wrote {}", file.display());
             }
             Ok(result.report.pass)
+        }
+        Command::Chaos {
+            command: ChaosCommand::Proxy(args),
+        } => {
+            bv_load::proxy::run(args.listen, args.upstream).await?;
+            Ok(true)
         }
         Command::Chaos {
             command: ChaosCommand::Run(args),

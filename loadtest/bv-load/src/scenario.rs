@@ -402,7 +402,7 @@ kind = "browse"
             (OK.replace("weight = 3", "weight = 0"), "journey[0].weight"),
             (OK.replace("\"shop\"", "\"browse\""), "journey[1].kind"),
             (OK.replace("name = \"t\"", "name = \"T T\""), "name"),
-            (format!("{OK}max_in_flight = 0\n"), "max_in_flight"),
+            (format!("max_in_flight = 0\n{OK}"), "max_in_flight"),
         ];
         for (text, field) in cases {
             match Scenario::parse(&text) {
