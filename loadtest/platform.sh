@@ -33,6 +33,11 @@ ensure_platform() {
     exit 1
   fi
   mkdir -p .spin
+  # Load clients claim an address of their own each (x-forwarded-for), so
+  # the per-client rate limits apply per virtual user, as they do per
+  # person behind an ingress; that needs the platform to trust the local
+  # proxy hop.
+  export SPIN_VARIABLE_TRUSTED_PROXIES="${SPIN_VARIABLE_TRUSTED_PROXIES:-127.0.0.1}"
   say "starting the platform (bash infra/scripts/up.sh; log in .spin/up.log; the first build takes a while)"
   set -m
   bash infra/scripts/up.sh >.spin/up.log 2>&1 &

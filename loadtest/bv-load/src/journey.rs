@@ -103,14 +103,25 @@ struct User<'a> {
     ctx: &'a Ctx,
     conn: Option<Connection>,
     bearer: String,
+    /// The address it claims in `x-forwarded-for` (10.0.0.0/8, one per
+    /// user): behind a proxy the platform trusts, each user has its own
+    /// rate-limit buckets, as real users do; otherwise it is ignored.
+    forwarded_for: String,
 }
 
 impl<'a> User<'a> {
-    fn new(ctx: &'a Ctx, bearer: String) -> Self {
+    fn new(ctx: &'a Ctx, user: u64, bearer: String) -> Self {
+        let forwarded_for = format!(
+            "10.{}.{}.{}",
+            (user >> 16) & 255,
+            (user >> 8) & 255,
+            user & 255
+        );
         Self {
             ctx,
             conn: None,
             bearer,
+            forwarded_for,
         }
     }
 
@@ -143,6 +154,7 @@ impl<'a> User<'a> {
         }
         let conn = self.conn.as_mut()?;
         let mut headers: Vec<(&str, &str)> = extra.to_vec();
+        headers.push(("x-forwarded-for", self.forwarded_for.as_str()));
         if !self.bearer.is_empty() {
             headers.push(("authorization", self.bearer.as_str()));
         }
@@ -177,12 +189,16 @@ pub async fn run(ctx: &Ctx, kind: JourneyKind, user: u64) {
         JourneyKind::Shop => shop(ctx, user).await,
         JourneyKind::FlashSale => flash_sale(ctx, user).await,
         JourneyKind::Register => register(ctx, user).await,
-        JourneyKind::EventBurst => event_burst(ctx).await,
+        JourneyKind::EventBurst => event_burst(ctx, user).await,
     }
 }
 
 async fn browse(ctx: &Ctx, user: u64) {
-    let mut u = User::new(ctx, ctx.minter.bearer(&ctx.customer(user), "customer"));
+    let mut u = User::new(
+        ctx,
+        user,
+        ctx.minter.bearer(&ctx.customer(user), "customer"),
+    );
     let Some(page) = u
         .step("list", "GET", "/api/products?limit=20", &[], None)
         .await
@@ -221,7 +237,7 @@ async fn flash_sale(ctx: &Ctx, user: u64) {
 /// the order.
 async fn buy(ctx: &Ctx, user: u64, product: &str, look: bool) {
     let customer = ctx.customer(user);
-    let mut u = User::new(ctx, ctx.minter.bearer(&customer, "customer"));
+    let mut u = User::new(ctx, user, ctx.minter.bearer(&customer, "customer"));
     if look {
         if u.step(
             "product",
@@ -279,7 +295,7 @@ async fn buy(ctx: &Ctx, user: u64, product: &str, look: bool) {
 }
 
 async fn register(ctx: &Ctx, user: u64) {
-    let mut u = User::new(ctx, String::new());
+    let mut u = User::new(ctx, user, String::new());
     let email = format!("{}@load.example", ctx.customer(user));
     let password = format!("Lr{:016x}!q", ctx.random());
     let credentials = json!({ "email": email, "password": password });
@@ -301,8 +317,8 @@ async fn register(ctx: &Ctx, user: u64) {
         .await;
 }
 
-async fn event_burst(ctx: &Ctx) {
-    let mut u = User::new(ctx, ctx.admin());
+async fn event_burst(ctx: &Ctx, user: u64) {
+    let mut u = User::new(ctx, user, ctx.admin());
     for _ in 0..5 {
         let id = ctx.pick(&ctx.catalogue.products).clone();
         let path = format!("/api/inventory/{id}/restock");
