@@ -304,9 +304,8 @@ pub async fn run(path: &Path, options: &ChaosOptions) -> anyhow::Result<GameDay>
         true,
     );
     let accepted = ctx.accepted_orders.lock().unwrap().clone();
-    let mut products = ctx.catalogue.products.clone();
-    products.push(ctx.catalogue.flash.clone());
-    let prefix = format!("load-{}-", ctx.tag.to_ascii_lowercase());
+    let products = ctx.catalogue.all();
+    let prefix = ctx.customer_prefix();
     let checks = invariants::check(
         &options.db_url,
         &Scope {
@@ -367,12 +366,7 @@ fn phase(
             .slos
             .iter()
             .filter(|o| o.name.starts_with("api-"))
-            .map(|o| crate::slo::Objective {
-                name: o.name.clone(),
-                objective: o.objective,
-                threshold_seconds: o.threshold_seconds,
-                max_lag_events: o.max_lag_events,
-            })
+            .cloned()
             .collect(),
     };
     let slo = slo::verdict(&api_only, &window, Err("not measured per phase"));

@@ -54,7 +54,7 @@ pub fn run_tag() -> String {
 pub async fn prepare(scenario: &Scenario, options: &RunOptions) -> anyhow::Result<Arc<Ctx>> {
     let minter = Minter::from_environment(&options.dev_keys)?;
     let tag = run_tag();
-    let admin = minter.bearer(&format!("load-admin-{}", tag.to_ascii_lowercase()), "admin");
+    let admin = journey::admin_bearer(&minter, &tag);
     if options.progress {
         eprintln!(
             "bv-load: seeding {} products (+1 flash-sale) for run {tag} at {}",

@@ -65,14 +65,7 @@ pub async fn check(
     let like = format!("{}%", scope.customer_prefix);
     let deadline = Instant::now() + settle;
     loop {
-        let open: i64 = client
-            .query_one(
-                "SELECT count(*) FROM orders.sagas s JOIN orders.orders o USING (order_id)
-                 WHERE o.customer_id LIKE $1 AND s.state <> 'finished'",
-                &[&like],
-            )
-            .await?
-            .get(0);
+        let open = open_sagas(&client, &like).await?;
         let behind = undelivered(&client, &like, scope.products).await?;
         if (open == 0 && behind == 0) || Instant::now() >= deadline {
             break;
@@ -115,14 +108,19 @@ async fn count(
         .unwrap_or(0))
 }
 
-async fn sagas_finished(client: &Client, like: &str) -> anyhow::Result<Check> {
-    let open = count(
+/// The run's sagas not yet finished.
+async fn open_sagas(client: &Client, like: &str) -> anyhow::Result<i64> {
+    count(
         client,
         "SELECT count(*) FROM orders.sagas s JOIN orders.orders o USING (order_id)
          WHERE o.customer_id LIKE $1 AND s.state <> 'finished'",
         &[&like],
     )
-    .await?;
+    .await
+}
+
+async fn sagas_finished(client: &Client, like: &str) -> anyhow::Result<Check> {
+    let open = open_sagas(client, like).await?;
     Ok(verdict(
         "every saga finished",
         open,

@@ -13,6 +13,11 @@ use crate::scenario::JourneyKind;
 use crate::seed::{Catalogue, WORDS};
 use crate::token::Minter;
 
+/// The `authorization` value of run `tag`'s admin.
+pub fn admin_bearer(minter: &Minter, tag: &str) -> String {
+    minter.bearer(&format!("load-admin-{}", tag.to_ascii_lowercase()), "admin")
+}
+
 /// What every journey of a run shares.
 pub struct Ctx {
     /// `http://host:port` of the platform.
@@ -74,17 +79,19 @@ impl Ctx {
         &items[(self.random() % items.len() as u64) as usize]
     }
 
+    /// What every customer id of this run starts with (`load-<tag>-`).
+    pub fn customer_prefix(&self) -> String {
+        format!("load-{}-", self.tag.to_ascii_lowercase())
+    }
+
     /// The subject of virtual user `user` of this run.
     pub fn customer(&self, user: u64) -> String {
-        format!("load-{}-{user}", self.tag.to_ascii_lowercase())
+        format!("{}{user}", self.customer_prefix())
     }
 
     /// The admin's `authorization` value.
     pub fn admin(&self) -> String {
-        self.minter.bearer(
-            &format!("load-admin-{}", self.tag.to_ascii_lowercase()),
-            "admin",
-        )
+        admin_bearer(&self.minter, &self.tag)
     }
 
     async fn think(&self) {

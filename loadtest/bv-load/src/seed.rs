@@ -24,6 +24,15 @@ pub struct Catalogue {
     pub flash: String,
 }
 
+impl Catalogue {
+    /// Every product of the run, the flash-sale one last.
+    pub fn all(&self) -> Vec<String> {
+        let mut all = self.products.clone();
+        all.push(self.flash.clone());
+        all
+    }
+}
+
 /// Creates and stocks the run's products as `admin` (an `authorization`
 /// value) through the public API.
 pub async fn seed(base: &str, admin: &str, tag: &str, seed: &Seed) -> anyhow::Result<Catalogue> {

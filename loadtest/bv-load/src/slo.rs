@@ -17,7 +17,7 @@ pub struct Targets {
 }
 
 /// One objective.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct Objective {
     /// Its name (`api-availability`, `api-latency`, `events-delivery`).
     pub name: String,

@@ -149,9 +149,8 @@ async fn the_smoke_scenario_passes_its_slo_gate_and_writes_its_reports() {
     // Every checkout, the flash sale's included, reconciles.
     let accepted = result.ctx.accepted_orders.lock().unwrap().clone();
     assert!(!accepted.is_empty());
-    let mut products = result.ctx.catalogue.products.clone();
-    products.push(result.ctx.catalogue.flash.clone());
-    let prefix = format!("load-{}-", result.ctx.tag.to_ascii_lowercase());
+    let products = result.ctx.catalogue.all();
+    let prefix = result.ctx.customer_prefix();
     let scope = Scope {
         customer_prefix: &prefix,
         accepted: &accepted,
