@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings the whole platform up on local defaults: starts the services, builds
-# `bv` and every component, and runs `bv up` on spin.toml (Ctrl-C stops it).
+# `bv` and every component, and runs `bv up` on spin.toml (Ctrl-C stops it;
+# when bv dies of a signal, infra/scripts/supervise.sh starts it again).
 # Extra arguments go to `bv up` (e.g. --listen 0.0.0.0:3000).
 #
 # KAFKA=1 also runs the Kafka bridge (spin.toml's
@@ -65,8 +66,12 @@ say "building bv (release)"
 cargo build --release -p bv
 say "building components"
 "$BV" build
+# bv runs under a supervisor that starts it again when it is killed (kill
+# -9, the OOM killer), as Kubernetes would; .spin/bv.pid holds its pid.
+mkdir -p .spin
+supervised=(bash infra/scripts/supervise.sh .spin/bv.pid "$BV" up)
 if [ "${KAFKA:-0}" != 1 ]; then
-  exec "$BV" up "$@"
+  exec "${supervised[@]}" "$@"
 fi
 
 say "building the Kafka bridge (release)"
@@ -87,4 +92,4 @@ fi
 say "starting the Kafka bridge against $BV_KAFKA_BROKERS (metrics on http://127.0.0.1:9410/metrics)"
 "$CARGO_TARGET_DIR/release/bv-kafka-bridge" --from spin.toml &
 pids+=($!)
-"$BV" up "$@"
+"${supervised[@]}" "$@"

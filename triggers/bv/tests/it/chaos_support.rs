@@ -113,6 +113,9 @@ pub struct Knobs {
     pub more_components: Vec<&'static str>,
     /// Environment for `bv` besides the servers' URLs and the auth keys.
     pub env: Vec<(String, String)>,
+    /// Run `bv` under its supervisor with this pid file (restarted when
+    /// killed, on the same addresses).
+    pub supervised: Option<std::path::PathBuf>,
 }
 
 impl Knobs {
@@ -128,6 +131,7 @@ impl Knobs {
             sweeper_retry_max_ms: 1_000,
             more_components: Vec::new(),
             env: Vec::new(),
+            supervised: None,
         }
     }
 }
@@ -222,6 +226,7 @@ impl Shop {
             &manifest(&knobs),
             Spawn {
                 env: Self::env(&knobs),
+                supervised: knobs.supervised.clone(),
                 ..Default::default()
             },
         )

@@ -44,9 +44,11 @@ fn dev_keys(dir: &Path) -> PathBuf {
 }
 
 /// The checkout's components, the auth service and the order analytics,
-/// with bv's fault switches on.
-async fn shop(db_url: String, redis: &PrivateRedis) -> Shop {
+/// with bv's fault switches on; under its supervisor when `pid_file` is
+/// given.
+async fn shop(db_url: String, redis: &PrivateRedis, pid_file: Option<PathBuf>) -> Shop {
     let mut knobs = Knobs::new(db_url, redis.url());
+    knobs.supervised = pid_file;
     knobs.more_components = vec!["auth", "order-analytics"];
     knobs.env = vec![("BV_ADMIN_TOKEN".into(), ADMIN_TOKEN.into())];
     // A cut saga's breakers must not outlast the short form's recovery.
@@ -97,7 +99,7 @@ fn png_size(path: &Path) -> (u32, u32) {
 async fn the_smoke_scenario_passes_its_slo_gate_and_writes_its_reports() {
     let db = TestDb::new("load_smoke").await;
     let redis = PrivateRedis::start();
-    let shop = shop(db.url(), &redis).await;
+    let shop = shop(db.url(), &redis, None).await;
     let dir = tempfile::tempdir().unwrap();
     let options = run_options(&shop, dir.path(), suite_slo(dir.path()));
     let scenario = Scenario::load(&repo("loadtest/scenarios/smoke.toml")).unwrap();
@@ -183,7 +185,7 @@ async fn the_smoke_scenario_passes_its_slo_gate_and_writes_its_reports() {
 async fn the_slo_gate_fails_a_run_whose_product_service_fails() {
     let db = TestDb::new("load_gate").await;
     let redis = PrivateRedis::start();
-    let shop = shop(db.url(), &redis).await;
+    let shop = shop(db.url(), &redis, None).await;
     let dir = tempfile::tempdir().unwrap();
     let options = run_options(
         &shop,
@@ -240,10 +242,20 @@ kind = "browse"
     );
 }
 
+/// Where a game day's shop runs.
+#[derive(Default)]
+struct Setup<'a> {
+    /// A PostgreSQL cluster of its own (for experiments that stop it).
+    pg: Option<&'a PrivatePostgres>,
+    /// `bv` under its supervisor (for experiments that kill it).
+    supervised: bool,
+}
+
 /// Runs `experiment` (loadtest/experiments/<name>.toml) at a quarter of its
 /// durations against a shop of its own and asserts it passes: steady state
-/// held, recovered, every invariant held.
-async fn game_day(name: &str, pg: Option<&PrivatePostgres>) {
+/// held, recovered, every invariant held. Returns bv's log.
+async fn game_day(name: &str, setup: Setup<'_>) -> String {
+    let pg = setup.pg;
     let tag = format!("gameday_{}", name.replace('-', "_"));
     let (db, db_url) = match pg {
         Some(pg) => (None, pg.url()),
@@ -254,10 +266,16 @@ async fn game_day(name: &str, pg: Option<&PrivatePostgres>) {
         }
     };
     let redis = PrivateRedis::start();
-    let shop = shop(db_url.clone(), &redis).await;
     let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("bv.pid");
+    let shop = shop(
+        db_url.clone(),
+        &redis,
+        setup.supervised.then(|| pid_file.clone()),
+    )
+    .await;
     let slo = suite_slo(dir.path());
-    let command_env = pg
+    let mut command_env: Vec<(String, String)> = pg
         .map(|pg| {
             let (stop, start) = pg.shell_commands();
             vec![
@@ -266,6 +284,12 @@ async fn game_day(name: &str, pg: Option<&PrivatePostgres>) {
             ]
         })
         .unwrap_or_default();
+    if setup.supervised {
+        command_env.push((
+            "BV_CHAOS_BV_PIDFILE".into(),
+            pid_file.to_string_lossy().into_owned(),
+        ));
+    }
     let options = ChaosOptions {
         run: run_options(&shop, dir.path(), slo),
         admin_url: format!("http://{}", shop.app.admin),
@@ -301,37 +325,68 @@ async fn game_day(name: &str, pg: Option<&PrivatePostgres>) {
         .unwrap()
         .contains("invariants:"));
     drop(db);
+    shop.app.log()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn game_day_payment_outage() {
-    game_day("payment-outage", None).await;
+    game_day("payment-outage", Setup::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn game_day_slow_inventory() {
-    game_day("slow-inventory", None).await;
+    game_day("slow-inventory", Setup::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn game_day_redis_down() {
-    game_day("redis-down", None).await;
+    game_day("redis-down", Setup::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn game_day_postgres_restart() {
     let pg = PrivatePostgres::start();
-    game_day("postgres-restart", Some(&pg)).await;
+    game_day(
+        "postgres-restart",
+        Setup {
+            pg: Some(&pg),
+            ..Setup::default()
+        },
+    )
+    .await;
+}
+
+/// kill -9 of bv mid-load: its supervisor (infra/scripts/supervise.sh,
+/// what up.sh runs it under) starts it again, and nothing accepted is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn game_day_bv_crash() {
+    let log = game_day(
+        "bv-crash",
+        Setup {
+            supervised: true,
+            ..Setup::default()
+        },
+    )
+    .await;
+    assert!(
+        log.contains("died of SIGKILL; starting it again"),
+        "the supervisor did not see the kill:\n{log}"
+    );
+    assert_eq!(
+        log.matches("Serving http://").count(),
+        2,
+        "bv did not start exactly twice:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn game_day_consumer_crash() {
-    game_day("consumer-crash", None).await;
+    game_day("consumer-crash", Setup::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn game_day_traffic_spike() {
-    game_day("traffic-spike", None).await;
+    game_day("traffic-spike", Setup::default()).await;
 }
 
 #[test]

@@ -71,6 +71,8 @@ fn shared_cache_dir() -> PathBuf {
 /// A running `bv up`.
 pub struct TestApp {
     child: Option<Child>,
+    /// `child` is supervise.sh: SIGKILL would leave `bv` running.
+    supervised: bool,
     /// The HTTP trigger's address.
     pub addr: SocketAddr,
     /// The admin listener's address.
@@ -100,6 +102,10 @@ pub struct Spawn {
     /// Run this `--from` (an OCI reference, say) instead of the manifest
     /// written into the app directory.
     pub from: Option<String>,
+    /// Run `bv` under `infra/scripts/supervise.sh` with this pid file, as
+    /// up.sh does: killed, it is started again on the same addresses
+    /// (fixed free ports instead of port 0).
+    pub supervised: Option<PathBuf>,
 }
 
 /// Starts `bv up` on `manifest`, where `{probe}` stands for the probe
@@ -133,7 +139,23 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, content).unwrap();
     }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bv"));
+    let (listen, admin_listen) = match spawn.supervised {
+        Some(_) => (
+            format!("127.0.0.1:{}", bv_test_servers::free_port()),
+            format!("127.0.0.1:{}", bv_test_servers::free_port()),
+        ),
+        None => ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string()),
+    };
+    let mut cmd = match &spawn.supervised {
+        Some(pid_file) => {
+            let mut cmd = Command::new("bash");
+            cmd.arg(repo_root().join("infra/scripts/supervise.sh"))
+                .arg(pid_file)
+                .arg(env!("CARGO_BIN_EXE_bv"));
+            cmd
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_bv")),
+    };
     cmd.arg("up")
         .arg("--from")
         .arg(
@@ -143,11 +165,11 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
                 .map(PathBuf::from)
                 .unwrap_or_else(|| dir.join("spin.toml")),
         )
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", &listen])
         .args(if spawn.default_admin_listen {
-            &[][..]
+            vec![]
         } else {
-            &["--admin-listen", "127.0.0.1:0"][..]
+            vec!["--admin-listen", &admin_listen]
         })
         .arg("--cache-dir")
         .arg(if spawn.own_cache {
@@ -211,6 +233,7 @@ pub async fn try_spawn(manifest: &str, spawn: Spawn) -> Result<TestApp, (Option<
         if let Ok((addr, admin)) = rx.try_recv() {
             return Ok(TestApp {
                 child: Some(child),
+                supervised: spawn.supervised.is_some(),
                 addr,
                 admin,
                 log,
@@ -294,6 +317,10 @@ impl TestApp {
 
     /// Kills the process outright (SIGKILL): no draining, no clean-up.
     pub fn kill(&mut self) {
+        assert!(
+            !self.supervised,
+            "SIGKILL to supervise.sh would leave bv running"
+        );
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -365,6 +392,17 @@ fn unsafe_kill(pid: u32, signal: &str) {
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if self.supervised {
+                // The supervisor passes SIGTERM on to bv, then ends.
+                unsafe_kill(child.id(), "TERM");
+                let deadline = std::time::Instant::now() + Duration::from_secs(15);
+                while std::time::Instant::now() < deadline {
+                    if child.try_wait().ok().flatten().is_some() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
