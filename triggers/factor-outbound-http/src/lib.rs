@@ -132,7 +132,9 @@ pub struct OutboundHttp {
 
 impl OutboundHttp {
     /// A client span for `request` and its `traceparent` set on the request;
-    /// `None` (and the request untouched) when tracing is off.
+    /// `None` (and the request untouched) when tracing is off or the
+    /// request is not traced (the guest's `traceparent` says so, or the
+    /// request it serves was left out).
     fn client_span(&self, request: &mut http::Request<WasiBody>) -> Option<tracing::Span> {
         if !bv_telemetry::tracing_enabled() {
             return None;
@@ -143,10 +145,21 @@ impl OutboundHttp {
             .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let parent = match guest_parent {
+        let parent = match guest_parent.as_deref() {
+            Some(traceparent) if bv_telemetry::left_out(Some(traceparent)) => return None,
             Some(_) => tracing::Span::none(),
             None => self.span.get(),
         };
+        if !bv_telemetry::records(&parent) {
+            // A left-out request: the callee learns so from the trace's
+            // traceparent, as from a guest that forwarded it.
+            if let Some(value) = bv_telemetry::left_out_traceparent(&parent)
+                .and_then(|tp| http::HeaderValue::from_str(&tp).ok())
+            {
+                request.headers_mut().insert(TRACEPARENT, value);
+            }
+            return None;
+        }
         let method = request.method().as_str();
         let span = tracing::info_span!(
             parent: &parent,

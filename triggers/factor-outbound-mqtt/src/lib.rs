@@ -243,13 +243,15 @@ pub struct MqttInstance {
 }
 
 impl MqttInstance {
-    /// A producer span for one publish; `None` when tracing is off.
+    /// A producer span for one publish; `None` when tracing is off or the
+    /// request is not traced.
     fn publish_span(&self, broker: &Address, topic: &str, qos: Qos) -> Option<tracing::Span> {
-        if !bv_telemetry::tracing_enabled() {
+        let parent = self.span.get();
+        if !bv_telemetry::records(&parent) {
             return None;
         }
         Some(tracing::info_span!(
-            parent: &self.span.get(),
+            parent: &parent,
             "mqtt.publish",
             otel.name = format!("publish {topic}"),
             otel.kind = "producer",

@@ -10,18 +10,19 @@ use crate::session_state::leading_keyword;
 use crate::PgError;
 
 /// A client span for `statement`, child of the span the instance works
-/// under; `None` when tracing is off.
+/// under; `None` when tracing is off or the request is not traced.
 pub(crate) fn statement_span(
     current: &CurrentSpan,
     component: &str,
     statement: &str,
 ) -> Option<tracing::Span> {
-    if !bv_telemetry::tracing_enabled() {
+    let parent = current.get();
+    if !bv_telemetry::records(&parent) {
         return None;
     }
     let operation = leading_keyword(statement);
     Some(tracing::info_span!(
-        parent: &current.get(),
+        parent: &parent,
         "db.postgresql",
         otel.name = %operation,
         otel.kind = "client",

@@ -233,14 +233,16 @@ pub struct RedisInstance {
 }
 
 impl RedisInstance {
-    /// A client span for `command`; `None` when tracing is off.
+    /// A client span for `command`; `None` when tracing is off or the
+    /// request is not traced.
     fn command_span(&self, command: &str) -> Option<tracing::Span> {
-        if !bv_telemetry::tracing_enabled() {
+        let parent = self.span.get();
+        if !bv_telemetry::records(&parent) {
             return None;
         }
         let command = command.to_ascii_uppercase();
         Some(tracing::info_span!(
-            parent: &self.span.get(),
+            parent: &parent,
             "db.redis",
             otel.name = %command,
             otel.kind = "client",

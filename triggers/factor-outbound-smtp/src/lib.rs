@@ -139,13 +139,15 @@ impl SmtpInstance {
         Ok(url)
     }
 
-    /// A client span for one mail; `None` when tracing is off.
+    /// A client span for one mail; `None` when tracing is off or the
+    /// request is not traced.
     fn span(&self, url: &OutboundUrl) -> Option<tracing::Span> {
-        if !bv_telemetry::tracing_enabled() {
+        let parent = self.span.get();
+        if !bv_telemetry::records(&parent) {
             return None;
         }
         Some(tracing::info_span!(
-            parent: &self.span.get(),
+            parent: &parent,
             "smtp.send",
             otel.name = "smtp send",
             otel.kind = "client",

@@ -69,9 +69,10 @@ pub fn record_failure(span: &tracing::Span, outcome: &str, description: &str) {
 }
 
 /// The span of instantiating `component` for a delivery, a child of the
-/// delivery's `parent`; `Span::none()` when tracing is off.
+/// delivery's `parent`; `Span::none()` when tracing is off or the delivery
+/// is not traced.
 pub fn instantiate_span(parent: &tracing::Span, component: &str) -> tracing::Span {
-    if !bv_telemetry::tracing_enabled() {
+    if !bv_telemetry::records(parent) {
         return tracing::Span::none();
     }
     tracing::info_span!(

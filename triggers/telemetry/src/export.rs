@@ -35,10 +35,11 @@ impl HttpClient for OnRuntime {
     }
 }
 
-/// A tracer provider exporting in batches as `config` says, with its
-/// export runtime.
+/// A tracer provider exporting in batches as `config` says and sampling
+/// with `sampler`, with its export runtime.
 pub(crate) fn provider(
     config: &TraceConfig,
+    sampler: crate::sampling::EdgeDecided,
 ) -> anyhow::Result<(SdkTracerProvider, tokio::runtime::Runtime)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -65,6 +66,7 @@ pub(crate) fn provider(
         .context("creating the OTLP span exporter")?;
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
+        .with_sampler(sampler)
         .with_resource(resource())
         .build();
     Ok((provider, runtime))

@@ -14,6 +14,7 @@ pub mod config;
 mod export;
 mod logs;
 pub mod metrics_push;
+pub mod sampling;
 
 pub use logs::LogFormat;
 
@@ -33,6 +34,85 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 static TRACING: AtomicBool = AtomicBool::new(false);
+
+/// The sampler applied at the edge ([`decide_request`]).
+static SAMPLING: OnceLock<sampling::Sampling> = OnceLock::new();
+
+/// Whether a request that arrived with `traceparent` is traced, decided
+/// before its spans are made (see [`sampling`]). Only meaningful while
+/// [`tracing_enabled`].
+pub fn decide_request(traceparent: Option<&str>) -> sampling::Decision {
+    SAMPLING
+        .get()
+        .copied()
+        .unwrap_or_default()
+        .decide(traceparent)
+}
+
+/// Whether work that carries `traceparent` (a guest's outbound request, a
+/// delivered event) belongs to a trace that was left out, so it makes no
+/// spans either: the sampler follows callers (`parentbased_*`) and the
+/// `traceparent`'s sampled flag is off.
+pub fn left_out(traceparent: Option<&str>) -> bool {
+    tracing_enabled()
+        && SAMPLING
+            .get()
+            .copied()
+            .unwrap_or_default()
+            .follows_callers()
+        && traceparent.is_some_and(sampling::is_unsampled)
+}
+
+/// The `traceparent` a left-out request or delivery hands on, kept with its
+/// log-only span ([`remember_left_out`]).
+struct LeftOut(String);
+
+impl LeftOut {
+    /// `(trace id, span id)` of the kept `traceparent`, for log lines.
+    fn ids(&self) -> Option<(String, String)> {
+        let mut parts = self.0.split('-').skip(1);
+        Some((parts.next()?.to_string(), parts.next()?.to_string()))
+    }
+}
+
+/// Keeps `traceparent` (sampled flag off) with `span`, the log-only span of
+/// a left-out request or delivery, so that an outbound call the guest makes
+/// without a `traceparent` of its own still tells the callee the trace was
+/// left out ([`left_out_traceparent`]), as Spin's host does.
+pub fn remember_left_out(span: &tracing::Span, traceparent: String) {
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>() {
+            if let Some(span) = tracing_subscriber::registry::LookupSpan::span(registry, id) {
+                span.extensions_mut().insert(LeftOut(traceparent));
+            }
+        }
+    });
+}
+
+/// The `traceparent` kept with a left-out request's `span`, if it is one.
+pub fn left_out_traceparent(span: &tracing::Span) -> Option<String> {
+    if records(span) {
+        return None;
+    }
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let span = tracing_subscriber::registry::LookupSpan::span(registry, id)?;
+        let extensions = span.extensions();
+        extensions.get::<LeftOut>().map(|l| l.0.clone())
+    })
+    .flatten()
+}
+
+/// Whether spans are made under `parent`: tracing is on and `parent` is not
+/// an unsampled request's log-only span. Capabilities ask this before
+/// making a client span, so an unsampled request costs what it costs with
+/// tracing off.
+pub fn records(parent: &tracing::Span) -> bool {
+    tracing_enabled()
+        && parent
+            .metadata()
+            .is_none_or(|m| m.target() != sampling::UNSAMPLED_TARGET)
+}
 
 /// The tracer of spans recorded after the fact ([`record_finished_span`]).
 static TRACER: OnceLock<opentelemetry_sdk::trace::SdkTracer> = OnceLock::new();
@@ -137,7 +217,7 @@ pub fn record_finished_span(
     attributes: Vec<opentelemetry::KeyValue>,
 ) {
     use opentelemetry::trace::{Span as _, Tracer as _};
-    let (true, Some(tracer)) = (tracing_enabled(), TRACER.get()) else {
+    let (true, Some(tracer)) = (records(parent), TRACER.get()) else {
         return;
     };
     let context = parent.context();
@@ -242,7 +322,17 @@ pub fn init(format: LogFormat, traces: bool) -> anyhow::Result<Telemetry> {
     } else {
         None
     };
-    let exporter = trace_config.as_ref().map(export::provider).transpose()?;
+    let edge = sampling::Sampling::from_env(
+        std::env::var("OTEL_TRACES_SAMPLER").ok().as_deref(),
+        std::env::var("OTEL_TRACES_SAMPLER_ARG").ok().as_deref(),
+    );
+    let exporter = trace_config
+        .as_ref()
+        .map(|config| export::provider(config, edge.sdk_sampler()))
+        .transpose()?;
+    if exporter.is_some() {
+        let _ = SAMPLING.set(edge);
+    }
 
     let log_filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
@@ -270,7 +360,13 @@ pub fn init(format: LogFormat, traces: bool) -> anyhow::Result<Telemetry> {
             .with_context_activation(false)
             // Only bv's own spans and events: never the exporter's or the
             // HTTP client's (which would trace the export of traces).
-            .with_filter(Targets::new().with_target("bv", LevelFilter::INFO))
+            // Nor an unsampled request's log-only span (the spans a request
+            // makes ask `records` first, and its log lines have no span here).
+            .with_filter(
+                Targets::new()
+                    .with_target("bv", LevelFilter::INFO)
+                    .with_target(sampling::UNSAMPLED_TARGET, LevelFilter::OFF),
+            )
     });
     tracing_subscriber::registry()
         .with(otel_layer)

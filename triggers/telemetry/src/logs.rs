@@ -128,9 +128,15 @@ where
         }
         let ids = match innermost {
             Some(span) if crate::tracing_enabled() => {
+                // A left-out request's lines still name its trace, so logs
+                // of one request correlate across services either way.
+                let left_out = span
+                    .extensions()
+                    .get::<crate::LeftOut>()
+                    .and_then(crate::LeftOut::ids);
                 let id = span.id();
                 drop(span);
-                otel_ids(&id)
+                left_out.or_else(|| otel_ids(&id))
             }
             _ => None,
         };

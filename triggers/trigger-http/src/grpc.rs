@@ -79,7 +79,7 @@ impl GrpcCall {
 
     /// Records the call's names on the current (server) span.
     pub(crate) fn record_on(&self, span: &tracing::Span) {
-        if !bv_telemetry::tracing_enabled() {
+        if !bv_telemetry::records(span) {
             return;
         }
         if let Some((service, method)) = self.names() {

@@ -231,7 +231,7 @@ impl HttpTrigger {
     /// span.
     pub async fn handle(
         &self,
-        req: Request<WasiBody>,
+        mut req: Request<WasiBody>,
         client: Option<SocketAddr>,
         full_url: String,
     ) -> Response<WasiBody> {
@@ -244,7 +244,7 @@ impl HttpTrigger {
         let path = req.uri().path().to_string();
         let matched = self.router.route(&path);
         let span = trace::server_span(
-            &req,
+            &mut req,
             matched
                 .as_ref()
                 .map(|m| (&*m.target.component, m.target.route.as_str())),
@@ -370,7 +370,7 @@ impl HttpTrigger {
     pub async fn handle_chained(
         &self,
         component: &str,
-        req: Request<WasiBody>,
+        mut req: Request<WasiBody>,
     ) -> Result<Response<WasiBody>, wasmtime_wasi_http::Error> {
         if component == bv_manifest::WEBSOCKET_HOST_ID {
             return Ok(self.websocket_api(req).await);
@@ -394,7 +394,7 @@ impl HttpTrigger {
             }
             return Err(wasmtime_wasi_http::Error::DestinationNotFound);
         };
-        let span = trace::server_span(&req, Some((&handler.id, CHAINED_ROUTE)));
+        let span = trace::server_span(&mut req, Some((&handler.id, CHAINED_ROUTE)));
         let call = grpc::GrpcCall::of(&req);
         let mut result = self.chained(handler, req).instrument(span.clone()).await;
         if let (Some(call), Ok(response)) = (call, &mut result) {

@@ -200,7 +200,7 @@ impl Events for ComponentEvents {
             };
             let handler: &ComponentHandler = &trigger.components[&*target.component];
             let mut req = request.map(full);
-            let span = trace::server_span(&req, Some((&target.component, &target.route)));
+            let span = trace::server_span(&mut req, Some((&target.component, &target.route)));
             let response = async {
                 trace::propagate(&tracing::Span::current(), &mut req);
                 trigger

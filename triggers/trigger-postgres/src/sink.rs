@@ -346,7 +346,9 @@ impl Sink for FanoutSink {
 /// The span of one delivery attempt of `event` to `subscription`
 /// (`process {type}`, kind consumer, OpenTelemetry messaging conventions),
 /// a child of the span named by the event's `traceparent` when it has one,
-/// a root otherwise; `Span::none()` when tracing is off.
+/// a root otherwise; `Span::none()` when tracing is off, and the log-only
+/// span of a left-out trace when the event's `traceparent` says its trace
+/// was not sampled (then nothing under it makes spans either).
 pub fn delivery_span(
     subscription: &str,
     component: &str,
@@ -355,6 +357,20 @@ pub fn delivery_span(
 ) -> tracing::Span {
     if !bv_telemetry::tracing_enabled() {
         return tracing::Span::none();
+    }
+    let traceparent = traceparent_of(&event.json);
+    if let Some(left_out) = traceparent
+        .as_deref()
+        .filter(|tp| bv_telemetry::left_out(Some(tp)))
+    {
+        let span = tracing::info_span!(
+            target: bv_telemetry::sampling::UNSAMPLED_TARGET,
+            parent: None,
+            "bv_events.process",
+            bv.component = component,
+        );
+        bv_telemetry::remember_left_out(&span, left_out.to_string());
+        return span;
     }
     let span = tracing::info_span!(
         parent: None,
@@ -377,7 +393,7 @@ pub fn delivery_span(
         error.type = tracing::field::Empty,
         bv.event.dead_lettered = tracing::field::Empty,
     );
-    bv_telemetry::set_remote_parent(&span, traceparent_of(&event.json).as_deref());
+    bv_telemetry::set_remote_parent(&span, traceparent.as_deref());
     span
 }
 

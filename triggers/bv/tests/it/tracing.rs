@@ -158,25 +158,7 @@ async fn a_failing_request_is_an_error_span_and_a_request_without_traceparent_st
 #[tokio::test]
 async fn a_chained_request_is_a_child_of_the_callers_client_span() {
     let receiver = OtlpReceiver::start().await;
-    let manifest = r#"spin_manifest_version = 2
-[application]
-name = "chain"
-
-[[trigger.http]]
-route = "/front/..."
-component = "front"
-
-[[trigger.http]]
-route = "/back/..."
-component = "back"
-
-[component.front]
-source = "{probe}"
-allowed_outbound_hosts = ["http://back.spin.internal"]
-
-[component.back]
-source = "{probe}"
-"#;
+    let manifest = CHAIN;
     let app = traced_app(manifest, &receiver, &[]).await;
     let reply = get_traced(&app, "/front/fetch?url=http://back.spin.internal/headers").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -599,4 +581,189 @@ async fn metrics_are_pushed_over_otlp_with_the_figures_of_metrics() {
         text.contains("bv_http_requests_total{component=\"probe\""),
         "/metrics serves the same counter: {text}"
     );
+}
+
+/// `front` fetches `back` over service chaining.
+const CHAIN: &str = r#"spin_manifest_version = 2
+[application]
+name = "chain"
+
+[[trigger.http]]
+route = "/front/..."
+component = "front"
+
+[[trigger.http]]
+route = "/back/..."
+component = "back"
+
+[component.front]
+source = "{probe}"
+allowed_outbound_hosts = ["http://back.spin.internal"]
+
+[component.back]
+source = "{probe}"
+"#;
+
+/// `(trace id, span id, flags)` of a traceparent a guest saw.
+fn parts(traceparent: &str) -> (String, String, String) {
+    let p: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(p.len(), 4, "{traceparent}");
+    assert_eq!(p[0], "00");
+    (p[1].to_string(), p[2].to_string(), p[3].to_string())
+}
+
+/// The sampler decides before a request's spans exist: a request left out
+/// exports nothing (no server span, no instantiation, no client span, no
+/// chained request's span), and its guest gets a `traceparent` of its trace
+/// with the sampled flag off, so the request it chains is left out too; a
+/// caller's sampled flag is followed either way.
+#[tokio::test]
+async fn a_request_the_sampler_leaves_out_exports_nothing_and_says_so_downstream() {
+    let receiver = OtlpReceiver::start().await;
+    let app = traced_app(
+        CHAIN,
+        &receiver,
+        &[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+        ],
+    )
+    .await;
+    let fetch = "/front/fetch?url=http://back.spin.internal/headers";
+    let back_saw = |reply: &Reply| -> String {
+        let fetched = reply.json();
+        assert_eq!(fetched["status"], 200, "{fetched}");
+        let back: serde_json::Value =
+            serde_json::from_str(fetched["body"].as_str().unwrap()).unwrap();
+        back["headers"]["traceparent"]
+            .as_str()
+            .expect("the chained request carries a traceparent")
+            .to_string()
+    };
+
+    // A root: ratio 0 leaves it out.
+    let root = app.get(fetch).await;
+    assert_eq!(root.status, 200, "{}", root.text());
+    let (root_trace, _, flags) = parts(&back_saw(&root));
+    assert_eq!(flags, "00");
+    assert_ne!(root_trace, TRACE_ID);
+    let direct = app.get("/back/headers").await;
+    let seen = direct.json()["headers"]["traceparent"]
+        .as_str()
+        .expect("a left-out request's guest still gets a traceparent")
+        .to_string();
+    assert_eq!(parts(&seen).2, "00");
+
+    // A caller that left its trace out: followed, same trace, own span id.
+    let unsampled = format!("00-{TRACE_ID}-{CALLER_SPAN}-00");
+    let reply = request(app.addr, "GET", fetch, &[("traceparent", &unsampled)], "").await;
+    let (trace, span, flags) = parts(&back_saw(&reply));
+    assert_eq!((trace.as_str(), flags.as_str()), (TRACE_ID, "00"));
+    assert_ne!(span, CALLER_SPAN);
+
+    // Its log lines still name the trace (a denied outbound call logs one).
+    let denied = request(
+        app.addr,
+        "GET",
+        "/front/fetch?url=http://denied.example/",
+        &[("traceparent", &unsampled)],
+        "",
+    )
+    .await;
+    assert_eq!(denied.status, 502, "{}", denied.text());
+    wait_for_log(&app, "outbound request denied").await;
+    let stderr = app.stderr.lock().unwrap().clone();
+    let line: serde_json::Value = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("outbound request denied"))
+        })
+        .expect("the denial's line");
+    assert_eq!(line["trace_id"], TRACE_ID, "{line}");
+    assert_eq!(line["route"], "/front/...", "{line}");
+
+    // Past the idle instances' drop and several export intervals: nothing.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(
+        receiver.spans().is_empty(),
+        "left-out requests exported spans:\n{}",
+        describe(&receiver.spans())
+    );
+
+    // A caller that traces: followed, the whole chain exported.
+    let reply = get_traced(&app, fetch).await;
+    let (trace, _, flags) = parts(&back_saw(&reply));
+    assert_eq!((trace.as_str(), flags.as_str()), (TRACE_ID, "01"));
+    let spans = receiver
+        .wait_for_spans(WAIT, |s| {
+            find(s, "GET /front/...").is_some() && find(s, "GET /...").is_some()
+        })
+        .await;
+    assert!(
+        spans.iter().all(|s| s.trace_id == TRACE_ID),
+        "only the traced request's spans:\n{}",
+        describe(&spans)
+    );
+    let back = named(&spans, "GET /...");
+    let client = spans
+        .iter()
+        .find(|s| s.kind == KIND_CLIENT)
+        .expect("the front's client span");
+    assert_eq!(back.parent_span_id, client.span_id, "{}", describe(&spans));
+}
+
+/// At a ratio, about that share of root requests is traced, each whole: every
+/// exported statement span has its request's server span, and every traced
+/// request has its statement span.
+#[tokio::test]
+async fn a_sampled_share_of_requests_is_traced_whole() {
+    let db = TestDb::new("tracing_ratio").await;
+    let receiver = OtlpReceiver::start().await;
+    let url = db.url();
+    let app = traced_app(
+        &pg_manifest(),
+        &receiver,
+        &[
+            ("SPIN_VARIABLE_DB_URL", url.as_str()),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+        ],
+    )
+    .await;
+    let body = serde_json::json!({"sql": "SELECT 1 AS one", "params": []}).to_string();
+    for _ in 0..200 {
+        let reply = app.send("POST", "/pg/query", body.clone()).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    // The exporter sends in batches; wait until two exports in a row add
+    // nothing.
+    let mut seen = usize::MAX;
+    let spans = loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let spans = receiver.spans();
+        if spans.len() == seen {
+            break spans;
+        }
+        seen = spans.len();
+    };
+    let servers: Vec<&SpanRecord> = spans.iter().filter(|s| s.name == "POST /pg/...").collect();
+    let statements: Vec<&SpanRecord> = spans.iter().filter(|s| s.name == "SELECT").collect();
+    assert!(
+        (60..=140).contains(&servers.len()),
+        "{} of 200 requests traced at ratio 0.5",
+        servers.len()
+    );
+    assert_eq!(statements.len(), servers.len(), "{}", describe(&spans));
+    for statement in &statements {
+        assert!(
+            servers
+                .iter()
+                .any(|s| s.span_id == statement.parent_span_id && s.trace_id == statement.trace_id),
+            "a statement span without its request:\n{}",
+            describe(&spans)
+        );
+    }
 }

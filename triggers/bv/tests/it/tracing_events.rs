@@ -854,3 +854,98 @@ environment = {{ CRON_PROBE_NAME = "{channel}" }}
         describe(&spans)
     );
 }
+
+/// A checkout whose caller left its trace out (sampled flag off) exports
+/// nothing anywhere downstream: not the order's span, not the calls it
+/// chains, not the deliveries of the events it published; those events
+/// carry the trace on with the flag off. A traced checkout right after it
+/// is exported whole.
+#[tokio::test]
+async fn a_checkout_its_caller_left_out_is_left_out_downstream() {
+    let shop = Shop::start("left_out").await;
+    let mug = shop.product("MUG", 1299, 5).await;
+    let (left_out, caller) = ids();
+    let order_id = shop
+        .paid_order(
+            "alice",
+            &mug,
+            1,
+            &[("traceparent", &format!("00-{left_out}-{caller}-00"))],
+        )
+        .await;
+    let db = shop.db.client().await;
+    let rows = db
+        .query(
+            "SELECT seq, event->>'traceparent' FROM bv_events.outbox WHERE subject = $1",
+            &[&order_id],
+        )
+        .await
+        .unwrap();
+    assert!(
+        rows.len() >= CHECKOUT_EVENTS.len() - 2,
+        "{} events",
+        rows.len()
+    );
+    let mut last_seq = 0i64;
+    for row in &rows {
+        last_seq = last_seq.max(row.get(0));
+        let traceparent: Option<String> = row.get(1);
+        let traceparent = traceparent.expect("the event carries the trace on");
+        assert!(
+            traceparent.starts_with(&format!("00-{left_out}-")) && traceparent.ends_with("-00"),
+            "{traceparent}"
+        );
+    }
+    // Every one of them delivered to event-sink.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let at: Option<i64> = db
+            .query_opt(
+                "SELECT position_seq FROM bv_events.subscriptions WHERE name = 'event-sink'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get(0));
+        if at.is_some_and(|at| at >= last_seq) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "event-sink is at {at:?}, not {last_seq}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (traced, parent) = ids();
+    shop.paid_order(
+        "bob",
+        &mug,
+        1,
+        &[("traceparent", &format!("00-{traced}-{parent}-01"))],
+    )
+    .await;
+    shop.otlp
+        .wait_for_spans(Duration::from_secs(30), |spans| {
+            spans.iter().any(|s| {
+                s.trace_id == traced
+                    && s.kind == KIND_SERVER
+                    && s.attr_str("bv.component") == Some("order")
+            })
+        })
+        .await;
+    // Past several export intervals.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let spans = shop.otlp.spans();
+    assert!(
+        in_trace(&spans, &left_out).is_empty(),
+        "the left-out checkout exported spans:\n{}",
+        describe(
+            &in_trace(&spans, &left_out)
+                .into_iter()
+                .cloned()
+                .collect::<Vec<_>>()
+        )
+    );
+    assert!(in_trace(&spans, &traced).len() >= 8, "{}", describe(&spans));
+}
