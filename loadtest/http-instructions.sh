@@ -25,6 +25,8 @@
 # Environment:
 #   REQUESTS=2000  requests counted per peer    WARM=200  requests before counting
 #   CARGO_TARGET_DIR  default $HOME/.cache/bitvelocity/target
+#   BV_BIN  measure this bv binary instead of the one built here (e.g. an
+#           earlier commit's, to compare two builds instruction for instruction)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +37,11 @@ WARM="${WARM:-200}"
 [[ "$REQUESTS" =~ ^[1-9][0-9]*$ ]] || { echo "REQUESTS must be a positive integer, not '$REQUESTS'" >&2; exit 1; }
 [[ "$WARM" =~ ^[0-9]+$ ]] || { echo "WARM must be a non-negative integer, not '$WARM'" >&2; exit 1; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bitvelocity/target}"
-BV="$CARGO_TARGET_DIR/release/bv"
+BV="${BV_BIN:-$CARGO_TARGET_DIR/release/bv}"
+if [[ -n "${BV_BIN:-}" && ! -x "$BV_BIN" ]]; then
+    echo "BV_BIN=$BV_BIN is not an executable" >&2
+    exit 1
+fi
 NATIVE="$CARGO_TARGET_DIR/release/native-hello"
 APP="$ROOT/loadtest/http-hello/spin.toml"
 WASM="$ROOT/components/target/wasm32-wasip2/release/hello.wasm"
@@ -181,6 +187,7 @@ STAMP="$(date +%Y-%m-%d-%H%M)"
 RESULTS="$ROOT/loadtest/results/http-instructions-$STAMP.md"
 COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 [[ -n "$(git -C "$ROOT" status --porcelain -- triggers 2>/dev/null)" ]] && COMMIT="$COMMIT (triggers/ has uncommitted changes)"
+[[ -n "${BV_BIN:-}" ]] && COMMIT="the binary $BV_BIN (BV_BIN; this checkout is at $COMMIT)"
 mkdir -p "$ROOT/loadtest/results"
 {
     echo "# HTTP: instructions per request, trivial component — $(date -u '+%Y-%m-%d %H:%M UTC')"

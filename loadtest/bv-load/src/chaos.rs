@@ -85,6 +85,9 @@ pub enum Injection {
     /// A shell command at the start of the hold (`run`) and another at its
     /// end (`undo`, optional): kill -9 a process, stop a service, start it.
     Command {
+        /// What the report calls it (default: the command itself).
+        #[serde(default)]
+        label: Option<String>,
         /// Run at the start of the hold.
         run: String,
         /// Run at its end.
@@ -105,7 +108,10 @@ impl Injection {
                 (f.share * 100.0).round()
             ),
             Self::PaymentOutage(_) => "payment provider outage".into(),
-            Self::Command { run, .. } => format!("`{run}`"),
+            Self::Command {
+                label: Some(label), ..
+            } => label.clone(),
+            Self::Command { run, .. } => format!("`{}`", run.trim()),
         }
     }
 }
@@ -418,7 +424,7 @@ async fn inject(
             outage(options, admin, *on).await?;
             Ok(Undo::PaymentOutage)
         }
-        Injection::Command { run, undo } => {
+        Injection::Command { run, undo, .. } => {
             shell(run, &options.command_env).await?;
             Ok(Undo::Command(undo.clone()))
         }
