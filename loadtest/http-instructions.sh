@@ -185,6 +185,8 @@ measure "wasmtime serve, reuse 1" "http://127.0.0.1:$port/hello/" -- \
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 STAMP="$(date +%Y-%m-%d-%H%M)"
 RESULTS="$ROOT/loadtest/results/http-instructions-$STAMP.md"
+# Two runs within one minute (an A/B with BV_BIN) keep both reports.
+[[ -e "$RESULTS" ]] && RESULTS="${RESULTS%.md}-$(date +%S).md"
 COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 [[ -n "$(git -C "$ROOT" status --porcelain -- triggers 2>/dev/null)" ]] && COMMIT="$COMMIT (triggers/ has uncommitted changes)"
 [[ -n "${BV_BIN:-}" ]] && COMMIT="the binary $BV_BIN (BV_BIN; this checkout is at $COMMIT)"

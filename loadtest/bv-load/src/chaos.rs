@@ -338,7 +338,8 @@ pub async fn run(path: &Path, options: &ChaosOptions) -> anyhow::Result<GameDay>
         &samples,
         ctx.recorder.marks(),
         all.slo,
-    );
+    )
+    .reported_only();
     let phases = vec![steady_phase, during, recovered];
     let pass = phases.iter().all(|p| !p.gating || p.held)
         && checks.iter().all(|c| c.held)

@@ -76,6 +76,9 @@ pub struct Report {
     pub slo: Vec<SloResult>,
     /// Whether every evaluated objective held.
     pub pass: bool,
+    /// Whether the verdict decides the run (a load run), or is reported
+    /// only (a game day's whole run, judged by its phases instead).
+    pub gating: bool,
 }
 
 fn histogram(samples: &[&Sample]) -> Histogram<u64> {
@@ -184,7 +187,16 @@ impl Report {
             marks,
             slo,
             pass,
+            gating: true,
         }
+    }
+
+    /// Marks the verdict as reported only: something else judges the run
+    /// (a game day judges its phases, and a fault is meant to break the
+    /// whole run's objectives).
+    pub fn reported_only(mut self) -> Self {
+        self.gating = false;
+        self
     }
 
     /// The report as text: the tables a person reads.
@@ -228,11 +240,15 @@ impl Report {
         for m in &self.marks {
             let _ = writeln!(out, "mark at {:.1} s: {}", m.at_s, m.label);
         }
-        let _ = writeln!(
-            out,
-            "\nSLO verdict: {}",
-            if self.pass { "PASS" } else { "FAIL" }
-        );
+        let verdict = if self.pass { "PASS" } else { "FAIL" };
+        if self.gating {
+            let _ = writeln!(out, "\nSLO verdict: {verdict}");
+        } else {
+            let _ = writeln!(
+                out,
+                "\nSLO verdict over the whole run, faults included (reported only; the phases above decide): {verdict}"
+            );
+        }
         for r in &self.slo {
             let verdict = match r.pass {
                 Some(true) => "pass",

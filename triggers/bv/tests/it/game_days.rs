@@ -320,6 +320,15 @@ async fn game_day(name: &str, setup: Setup<'_>) -> String {
         );
     }
     assert!(day.pass);
+    assert!(
+        !day.load.gating
+            && day
+                .load
+                .text()
+                .contains("reported only; the phases above decide"),
+        "a game day's whole-run verdict is not what judges it:\n{}",
+        day.load.text()
+    );
     let files = day.write(dir.path(), name).unwrap();
     assert!(std::fs::read_to_string(&files[0])
         .unwrap()
