@@ -81,6 +81,50 @@ pub trait Connector: Send + Sync {
         address: &str,
         parsed: &address::Address,
     ) -> Result<Arc<dyn Client>, PgError>;
+
+    /// The most sessions one component may hold at one address at once, and
+    /// how long an `open` past it waits for one of them to end; `None`: no
+    /// bound (a connector with nothing shared to protect).
+    fn bulkhead(&self) -> Option<Bulkhead> {
+        None
+    }
+}
+
+/// A per-component bound on the sessions of one address's shared pool, so
+/// that a component whose statements slow down or hang (a slow query, a
+/// lock, an injected fault) fills its own share and not the whole pool:
+/// the other components keep getting connections.
+#[derive(Clone, Copy, Debug)]
+pub struct Bulkhead {
+    /// Sessions one component may hold at one address.
+    pub sessions: usize,
+    /// How long an `open` past that waits before `connection-failed`.
+    pub wait: std::time::Duration,
+}
+
+/// A session holding one of its component's bulkhead permits until it goes.
+struct Bulkheaded {
+    client: Arc<dyn Client>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+#[async_trait]
+impl Client for Bulkheaded {
+    async fn query(
+        &self,
+        statement: &str,
+        params: &[pg::ParameterValue],
+    ) -> Result<(Vec<Column>, Vec<Vec<DbValue>>), PgError> {
+        self.client.query(statement, params).await
+    }
+
+    async fn execute(
+        &self,
+        statement: &str,
+        params: &[pg::ParameterValue],
+    ) -> Result<u64, PgError> {
+        self.client.execute(statement, params).await
+    }
 }
 
 /// Per-application state: what opens sessions, and the addresses parsed so
@@ -89,7 +133,12 @@ pub trait Connector: Send + Sync {
 pub struct PostgresApp {
     connector: Arc<dyn Connector>,
     parsed: std::sync::Mutex<std::collections::HashMap<String, Arc<address::Address>>>,
+    /// Each (component, address)'s share of the pool ([`Bulkhead`]).
+    shares: std::sync::Mutex<Shares>,
 }
+
+/// The bulkhead permits of each (component, address).
+type Shares = std::collections::HashMap<(Arc<str>, String), Arc<tokio::sync::Semaphore>>;
 
 /// Most parsed addresses kept; past it the cache starts over, so guests
 /// naming ever-new addresses cannot grow it without bound.
@@ -101,7 +150,22 @@ impl PostgresApp {
         Self {
             connector,
             parsed: Default::default(),
+            shares: Default::default(),
         }
+    }
+
+    /// `component`'s share of `address`'s sessions.
+    fn share(
+        &self,
+        component: &str,
+        address: &str,
+        sessions: usize,
+    ) -> Arc<tokio::sync::Semaphore> {
+        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        shares
+            .entry((Arc::from(component), address.to_string()))
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(sessions)))
+            .clone()
     }
 
     fn parse(&self, address: &str) -> Result<Arc<address::Address>, PgError> {
@@ -133,7 +197,34 @@ impl PostgresApp {
             tracing::warn!(component, error = %e, "postgres connection denied");
             return Err(PgError::ConnectionFailed(e.to_string()));
         }
-        self.connector.connect(address, &parsed).await
+        let Some(bulkhead) = self.connector.bulkhead() else {
+            return self.connector.connect(address, &parsed).await;
+        };
+        let share = self.share(component, address, bulkhead.sessions);
+        let permit = match share.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => match tokio::time::timeout(bulkhead.wait, share.acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                _ => {
+                    tracing::warn!(
+                        component,
+                        sessions = bulkhead.sessions,
+                        "postgres: the component holds its whole share of the pool"
+                    );
+                    return Err(PgError::ConnectionFailed(format!(
+                        "component `{component}` already holds {} sessions to this database \
+                         (its share of the pool) and none ended within {:.1}s",
+                        bulkhead.sessions,
+                        bulkhead.wait.as_secs_f64()
+                    )));
+                }
+            },
+        };
+        let client = self.connector.connect(address, &parsed).await?;
+        Ok(Arc::new(Bulkheaded {
+            client,
+            _permit: permit,
+        }))
     }
 }
 
@@ -608,6 +699,50 @@ mod tests {
         );
         pg::HostConnection::drop(&mut instance, conn).await.unwrap();
         assert_eq!(instance.open, 0);
+    }
+
+    /// A recorder whose pool gives each component one session.
+    struct OneEach(Recorder);
+
+    #[async_trait]
+    impl Connector for OneEach {
+        async fn connect(
+            &self,
+            address: &str,
+            parsed: &address::Address,
+        ) -> Result<Arc<dyn Client>, PgError> {
+            self.0.connect(address, parsed).await
+        }
+
+        fn bulkhead(&self) -> Option<Bulkhead> {
+            Some(Bulkhead {
+                sessions: 1,
+                wait: std::time::Duration::from_millis(50),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_component_past_its_share_waits_then_gets_a_clear_error_and_the_next_gets_one() {
+        let app = TestApp::with_tables(MANIFEST).unwrap();
+        let capability = OutboundPgCapability {
+            connector: Arc::new(OneEach(Recorder::default())),
+        };
+        let mut instance = app.prepare(capability, "orders").unwrap().instance();
+        let address = "postgres://app@db.internal:5432/shop";
+        let first = instance.open(address.into()).await.unwrap().unwrap();
+        let refused = instance.open(address.into()).await.unwrap();
+        assert!(
+            matches!(&refused, Err(PgError::ConnectionFailed(m))
+                if m.contains("component `orders` already holds 1 sessions")),
+            "{refused:?}"
+        );
+        // Its session ended: the share is free again.
+        pg::HostConnection::drop(&mut instance, first)
+            .await
+            .unwrap();
+        let again = instance.open(address.into()).await.unwrap();
+        assert!(again.is_ok(), "{again:?}");
     }
 
     #[tokio::test]

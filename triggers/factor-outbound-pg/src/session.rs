@@ -2,7 +2,9 @@
 //!
 //! One deadpool-postgres pool per address lives in [`Pools`] for the
 //! whole application, so a connection opened by one request is reused by the
-//! next. A guest `connection` is one [`Session`]: a pooled client held for the
+//! next. No component holds more than half of a pool at once
+//! ([`crate::Bulkhead`]), so one whose statements slow down cannot starve
+//! the others. A guest `connection` is one [`Session`]: a pooled client held for the
 //! resource's whole life.
 //!
 //! ## Returning a session clean
@@ -155,6 +157,15 @@ impl crate::Connector for Pools {
         parsed: &Address,
     ) -> Result<Arc<dyn crate::Client>, PgError> {
         Ok(Arc::new(self.open(address, parsed).await?))
+    }
+
+    /// Half of each address's pool per component: a component whose
+    /// statements slow down or hang leaves the other half to the rest.
+    fn bulkhead(&self) -> Option<crate::Bulkhead> {
+        Some(crate::Bulkhead {
+            sessions: (self.settings.max_connections / 2).max(1),
+            wait: self.settings.connect_timeout,
+        })
     }
 }
 

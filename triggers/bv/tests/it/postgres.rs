@@ -619,3 +619,79 @@ async fn product_lookup() {
     );
     assert_eq!(app.get("/pg/product/8").await.status, 404);
 }
+
+/// Two components on one database, `slow` and `fast`, both the pg probe.
+fn two_components() -> String {
+    let component = |name: &str| {
+        format!(
+            r#"
+[[trigger.http]]
+route = "/{name}/..."
+component = "{name}"
+[component.{name}]
+source = "{{wasm:pg-probe}}"
+allowed_outbound_hosts = [{LOCAL}]
+[component.{name}.variables]
+db_url = "{{{{ db_url }}}}"
+"#
+        )
+    };
+    format!(
+        "spin_manifest_version = 2\n[application]\nname = \"pg\"\n[variables]\ndb_url = {{ required = true }}\n{}{}",
+        component("slow"),
+        component("fast")
+    )
+}
+
+/// A component whose statements all hang for a while fills its own share of
+/// the address's pool (half of it), not the whole pool: another component
+/// on the same database keeps getting connections at once, and the slow
+/// one's extra requests wait for its share and then succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_component_with_slow_statements_leaves_the_pool_to_the_others() {
+    let db = TestDb::new("pg_bulkhead").await;
+    let app = spawn_app_with(
+        &two_components(),
+        Spawn {
+            env: vec![("SPIN_VARIABLE_DB_URL".into(), db.url())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let sleep = json!({"sql": "SELECT pg_sleep(1.5)::text AS slept", "params": []}).to_string();
+    // More sleepers than the whole pool (16 sessions) holds.
+    let slow: Vec<_> = (0..20)
+        .map(|_| {
+            let (addr, body) = (app.addr, sleep.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let r = request(addr, "POST", "/slow/query", &[], body).await;
+                (r.status, r.text(), started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let one = json!({"sql": "SELECT 1 AS one", "params": []}).to_string();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let r = request(app.addr, "POST", "/fast/query", &[], one.clone()).await;
+        let took = started.elapsed();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            took < Duration::from_millis(700),
+            "the fast component waited {took:?} for a connection behind the slow one"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut longest = Duration::ZERO;
+    for task in slow {
+        let (status, text, took) = task.await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        longest = longest.max(took);
+    }
+    // 20 sleepers, at most 8 at a time: three rounds of 1.5 s.
+    assert!(
+        longest >= Duration::from_millis(4000),
+        "the slow component was not bounded to its share: its last sleeper took {longest:?}"
+    );
+}
