@@ -3,7 +3,9 @@
 //! Shape: [`PostgresApp`] is per-application state: the [`Connector`] that
 //! opens server sessions, by default [`Pools`], one connection pool per
 //! address (deadpool-postgres over tokio-postgres), so connections are
-//! reused across requests and instances; [`PostgresInstance`] is the
+//! reused across requests and instances; [`PgComponent`] is per-component
+//! state (the component's share of each pool, [`Bulkhead`]);
+//! [`PostgresInstance`] is the
 //! per-instance state (the component's allow-list and its open connection
 //! resources). The real I/O sits behind [`Connector`] and [`Client`], in
 //! [`session`]: a `connection` resource holds one pooled server session for
@@ -133,12 +135,28 @@ impl Client for Bulkheaded {
 pub struct PostgresApp {
     connector: Arc<dyn Connector>,
     parsed: std::sync::Mutex<std::collections::HashMap<String, Arc<address::Address>>>,
-    /// Each (component, address)'s share of the pool ([`Bulkhead`]).
-    shares: std::sync::Mutex<Shares>,
 }
 
-/// The bulkhead permits of each (component, address).
-type Shares = std::collections::HashMap<(Arc<str>, String), Arc<tokio::sync::Semaphore>>;
+/// Per-component state, shared by the component's instances: its share of
+/// each address's pool ([`Bulkhead`]), by address.
+#[derive(Default)]
+pub struct PgComponent {
+    shares: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl PgComponent {
+    /// The component's share of `address`'s sessions, `sessions` permits
+    /// the first time.
+    fn share(&self, address: &str, sessions: usize) -> Arc<tokio::sync::Semaphore> {
+        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(share) = shares.get(address) {
+            return share.clone();
+        }
+        let share = Arc::new(tokio::sync::Semaphore::new(sessions));
+        shares.insert(address.to_string(), share.clone());
+        share
+    }
+}
 
 /// Most parsed addresses kept; past it the cache starts over, so guests
 /// naming ever-new addresses cannot grow it without bound.
@@ -150,22 +168,7 @@ impl PostgresApp {
         Self {
             connector,
             parsed: Default::default(),
-            shares: Default::default(),
         }
-    }
-
-    /// `component`'s share of `address`'s sessions.
-    fn share(
-        &self,
-        component: &str,
-        address: &str,
-        sessions: usize,
-    ) -> Arc<tokio::sync::Semaphore> {
-        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
-        shares
-            .entry((Arc::from(component), address.to_string()))
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(sessions)))
-            .clone()
     }
 
     fn parse(&self, address: &str) -> Result<Arc<address::Address>, PgError> {
@@ -183,10 +186,12 @@ impl PostgresApp {
         Ok(new)
     }
 
-    /// Opens a session for `component` at `address`, if `allowed` lists it.
+    /// Opens a session for `component` (its per-component state `shares`)
+    /// at `address`, if `allowed` lists it.
     pub async fn open(
         &self,
         component: &str,
+        shares: &PgComponent,
         address: &str,
         allowed: &AllowedHosts,
     ) -> Result<Arc<dyn Client>, PgError> {
@@ -200,7 +205,7 @@ impl PostgresApp {
         let Some(bulkhead) = self.connector.bulkhead() else {
             return self.connector.connect(address, &parsed).await;
         };
-        let share = self.share(component, address, bulkhead.sessions);
+        let share = shares.share(address, bulkhead.sessions);
         let permit = match share.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => match tokio::time::timeout(bulkhead.wait, share.acquire_owned()).await {
@@ -244,7 +249,7 @@ impl Default for OutboundPgCapability {
 
 impl bv_capability::Capability for OutboundPgCapability {
     type AppState = Arc<PostgresApp>;
-    type ComponentState = ();
+    type ComponentState = Arc<PgComponent>;
     type InstanceState = PostgresInstance;
 
     fn init(&self, _: &bv_capability::AppContext<'_>) -> anyhow::Result<Self::AppState> {
@@ -254,10 +259,10 @@ impl bv_capability::Capability for OutboundPgCapability {
     fn instance(
         &self,
         app: &Self::AppState,
-        _: &(),
+        component: &Arc<PgComponent>,
         ctx: &bv_capability::InstanceContext<'_>,
     ) -> PostgresInstance {
-        app.instance(ctx)
+        app.instance(component, ctx)
     }
 
     fn add_to_linker<T: Send + 'static>(
@@ -282,6 +287,8 @@ const MAX_OPEN: usize = 64;
 pub struct PostgresInstance {
     app: Arc<PostgresApp>,
     component: Arc<str>,
+    /// The component's share of each pool.
+    shares: Arc<PgComponent>,
     allowed: Arc<AllowedHosts>,
     table: ResourceTable,
     open: usize,
@@ -291,16 +298,18 @@ pub struct PostgresInstance {
 }
 
 impl PostgresApp {
-    /// The per-instance state of the instance `ctx` describes: it may
-    /// connect to what its allow-list lists; statement spans are children of
-    /// its span.
+    /// The per-instance state of the instance `ctx` describes, of the
+    /// component whose state is `component`: it may connect to what its
+    /// allow-list lists; statement spans are children of its span.
     pub fn instance(
         self: &Arc<Self>,
+        component: &Arc<PgComponent>,
         ctx: &bv_capability::InstanceContext<'_>,
     ) -> PostgresInstance {
         PostgresInstance {
             app: self.clone(),
             component: ctx.id.clone(),
+            shares: component.clone(),
             allowed: ctx.allowed_hosts.clone(),
             table: ResourceTable::new(),
             open: 0,
@@ -359,11 +368,12 @@ async fn open<T>(
     accessor: Acc<'_, T>,
     address: String,
 ) -> wasmtime::Result<Result<Resource<PgConnection>, PgError>> {
-    let (app, component, allowed, full, injected, span) = accessor.with(|mut access| {
+    let (app, component, shares, allowed, full, injected, span) = accessor.with(|mut access| {
         let state = access.get();
         (
             state.app.clone(),
             state.component.clone(),
+            state.shares.clone(),
             state.allowed.clone(),
             state.open >= MAX_OPEN,
             state.faults.clone(),
@@ -376,7 +386,7 @@ async fn open<T>(
     if let Err(e) = faults(&injected, &span).await {
         return Ok(Err(e));
     }
-    let session = match app.open(&component, &address, &allowed).await {
+    let session = match app.open(&component, &shares, &address, &allowed).await {
         Ok(s) => s,
         Err(e) => return Ok(Err(e)),
     };
@@ -402,7 +412,7 @@ impl PostgresInstance {
         }
         let session = match self
             .app
-            .open(&self.component, &address, &self.allowed)
+            .open(&self.component, &self.shares, &address, &self.allowed)
             .await
         {
             Ok(s) => s,

@@ -42,11 +42,12 @@ static SAMPLING: OnceLock<sampling::Sampling> = OnceLock::new();
 /// before its spans are made (see [`sampling`]). Only meaningful while
 /// [`tracing_enabled`].
 pub fn decide_request(traceparent: Option<&str>) -> sampling::Decision {
-    SAMPLING
-        .get()
-        .copied()
-        .unwrap_or_default()
-        .decide(traceparent)
+    edge_sampling().decide(traceparent)
+}
+
+/// The sampler in force at the edge (the default until [`init`] set one).
+fn edge_sampling() -> sampling::Sampling {
+    SAMPLING.get().copied().unwrap_or_default()
 }
 
 /// Whether work that carries `traceparent` (a guest's outbound request, a
@@ -55,11 +56,7 @@ pub fn decide_request(traceparent: Option<&str>) -> sampling::Decision {
 /// `traceparent`'s sampled flag is off.
 pub fn left_out(traceparent: Option<&str>) -> bool {
     tracing_enabled()
-        && SAMPLING
-            .get()
-            .copied()
-            .unwrap_or_default()
-            .follows_callers()
+        && edge_sampling().follows_callers()
         && traceparent.is_some_and(sampling::is_unsampled)
 }
 

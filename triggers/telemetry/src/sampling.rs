@@ -14,7 +14,9 @@
 //! every server span as decided ([`EdgeDecided`]) and samples the other
 //! roots (deliveries without a `traceparent`, cron ticks) as configured.
 
-use opentelemetry::trace::{Link, SpanKind, TraceContextExt as _, TraceId};
+use opentelemetry::trace::{
+    Link, SpanContext, SpanKind, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{
     IdGenerator as _, RandomIdGenerator, Sampler, SamplingDecision, SamplingResult, ShouldSample,
@@ -109,15 +111,14 @@ impl Sampling {
         if sampled {
             return Decision::Record;
         }
-        let trace_id = trace();
-        let span_id = RandomIdGenerator::default().new_span_id();
-        let mut traceparent = String::with_capacity(55);
-        traceparent.push_str("00-");
-        crate::push_hex(&mut traceparent, &trace_id.to_bytes());
-        traceparent.push('-');
-        crate::push_hex(&mut traceparent, &span_id.to_bytes());
-        traceparent.push_str("-00");
-        Decision::Skip(traceparent)
+        let left_out = SpanContext::new(
+            trace(),
+            RandomIdGenerator::default().new_span_id(),
+            TraceFlags::default(),
+            false,
+            TraceState::default(),
+        );
+        Decision::Skip(crate::format_traceparent(&left_out))
     }
 
     /// The SDK's sampler for what the edge does not decide.
