@@ -28,6 +28,10 @@ install_debian_packages() {
 # registry (docker-registry), umoci and skopeo.
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
+# The IoT tests run a Mosquitto of their own; the walkthrough publishes with
+# mosquitto_pub.
+command -v mosquitto >/dev/null || missing+=(mosquitto)
+command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 for tool in docker-registry umoci skopeo; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
@@ -67,7 +71,7 @@ say "guest library tests (on the host)"
 (cd components && cargo test -p bv-events-guest -p bv-service -p bv-auth -p bv-resilience -p bv-orders -p bv-grpc)
 # Apart: cargo stops matching the other -p specs when `auth` is among them.
 (cd components && cargo test -p auth)
-(cd components && cargo test -p chat -p notifications -p order)
+(cd components && cargo test -p chat -p notifications -p order -p iot)
 if [ "${BV_LONG:-}" = 1 ]; then
   # The long mode: every fuzz target for a bounded time (BV_FUZZ_SECONDS,
   # 60 s by default).

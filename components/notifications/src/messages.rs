@@ -78,6 +78,32 @@ pub fn notices(event: &Event<Value>, customer_of_order: Option<String>) -> Vec<N
                 }),
             })
             .collect(),
+        "iot.anomaly.detected" | "iot.anomaly.cleared" => {
+            let device = d["deviceId"].as_str().unwrap_or("a device");
+            let metric = d["metric"].as_str().unwrap_or("a metric");
+            let title = if kind == "iot.anomaly.detected" {
+                format!(
+                    "{device}: {metric} anomaly ({}, {})",
+                    d["kind"].as_str().unwrap_or("unknown"),
+                    d["value"]
+                )
+            } else {
+                format!("{device}: {metric} is back to normal")
+            };
+            d["owner"]
+                .as_str()
+                .map(|owner| Notice {
+                    customer: owner.to_owned(),
+                    kind: kind.clone(),
+                    title,
+                    data: json!({
+                        "deviceId": d["deviceId"], "metric": d["metric"],
+                        "anomalyId": d["anomalyId"], "anomalyKind": d["kind"],
+                    }),
+                })
+                .into_iter()
+                .collect()
+        }
         _ => Vec::new(),
     }
 }

@@ -82,6 +82,8 @@ macro_rules! schemas {
 
 schemas! {
     "chat.message.posted" / 1,
+    "iot.anomaly.cleared" / 1,
+    "iot.anomaly.detected" / 1,
     "order.cancelled" / 1,
     "order.confirmed" / 1,
     "order.expired" / 1,

@@ -22,6 +22,15 @@ fn sample(ty: &str) -> Value {
             "roomId": "r-1", "seq": 7, "senderId": "erin", "preview": "see you at 6",
             "recipients": ["frank", "gus"], "offline": ["gus"]
         }),
+        "com.bitvelocity.iot.anomaly.detected.v1" => json!({
+            "anomalyId": 3, "deviceId": "thermo-1", "owner": "alice", "metric": "temperature",
+            "kind": "spike", "value": 31.5, "score": 9.2, "baseline": 21.0,
+            "at": "2026-12-07T10:00:00.000Z"
+        }),
+        "com.bitvelocity.iot.anomaly.cleared.v1" => json!({
+            "anomalyId": 3, "deviceId": "thermo-1", "owner": "alice", "metric": "temperature",
+            "kind": "spike", "openedAt": "2026-12-07T10:00:00.000Z", "at": "2026-12-07T10:00:09.000Z"
+        }),
         "com.bitvelocity.product.created.v1" => json!({
             "productId": "p-1", "sku": "MUG-RED", "name": "Red mug",
             "description": "350 ml stoneware", "category": "mugs", "price": money(1299),

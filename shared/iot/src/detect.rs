@@ -225,6 +225,85 @@ impl MetricState {
     }
 }
 
+/// A transition of one metric of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The metric.
+    pub metric: String,
+    /// The sample that caused it.
+    pub value: f64,
+    /// Opened or closed.
+    pub transition: Transition,
+}
+
+/// Runs each metric's detector over one message's values: `states` holds
+/// the state of every metric to evaluate (updated in place), `values` the
+/// message's (metric, value) pairs, `max_rate` each metric's limit.
+pub fn evaluate(
+    config: &DetectorConfig,
+    ts_ms: i64,
+    values: &[(String, f64)],
+    states: &mut [(String, MetricState)],
+    max_rate: impl Fn(&str) -> Option<f64>,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (metric, state) in states.iter_mut() {
+        let Some(value) = values.iter().find(|(m, _)| m == metric).map(|(_, v)| *v) else {
+            continue;
+        };
+        if let Some(transition) = state.observe(config, ts_ms, value, max_rate(metric)) {
+            changes.push(Change {
+                metric: metric.clone(),
+                value,
+                transition,
+            });
+        }
+    }
+    changes
+}
+
+/// The `data` of the event a [`Change`] publishes, and its type: an
+/// opened incident is `iot.anomaly.detected`, a closed one
+/// `iot.anomaly.cleared` (schemas in shared/events/schemas).
+pub fn event_data(
+    change: &Change,
+    anomaly_id: i64,
+    device: &str,
+    owner: &str,
+    at: &str,
+) -> (&'static str, serde_json::Value) {
+    let finite = |x: f64| if x.is_finite() { x } else { f64::MAX };
+    match change.transition {
+        Transition::Raised {
+            kind,
+            score,
+            baseline,
+        } => (
+            DETECTED,
+            serde_json::json!({
+                "anomalyId": anomaly_id, "deviceId": device, "owner": owner,
+                "metric": change.metric, "kind": kind.as_str(), "value": change.value,
+                "score": finite(score), "baseline": finite(baseline), "at": at,
+            }),
+        ),
+        Transition::Cleared { kind, since_ms } => (
+            CLEARED,
+            serde_json::json!({
+                "anomalyId": anomaly_id, "deviceId": device, "owner": owner,
+                "metric": change.metric, "kind": kind.as_str(),
+                "openedAt": crate::message::format_ms(since_ms), "at": at,
+            }),
+        ),
+    }
+}
+
+/// The event type of an opened incident.
+pub const DETECTED: &str = "com.bitvelocity.iot.anomaly.detected.v1";
+/// The event type of a closed incident.
+pub const CLEARED: &str = "com.bitvelocity.iot.anomaly.cleared.v1";
+/// The `source` of IoT events.
+pub const SOURCE: &str = "/iot";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,15 +52,29 @@ impl DeviceId {
 
     /// The device a telemetry topic belongs to: `devices/<id>/telemetry`.
     pub fn from_telemetry_topic(topic: &str) -> Result<Self, String> {
-        let mut parts = topic.split('/');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(TOPIC_ROOT), Some(id), Some("telemetry"), None) => {
-                Self::parse(id).map_err(|e| format!("topic {topic:?}: device id {e}"))
-            }
+        match Self::from_topic(topic)? {
+            (id, Channel::Telemetry) => Ok(id),
             _ => Err(format!(
                 "topic {topic:?} is not {TOPIC_ROOT}/<device>/telemetry"
             )),
         }
+    }
+
+    /// The device and channel of a topic a device publishes to:
+    /// `devices/<id>/telemetry` or `devices/<id>/acks`.
+    pub fn from_topic(topic: &str) -> Result<(Self, Channel), String> {
+        let mut parts = topic.split('/');
+        let channel = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(TOPIC_ROOT), Some(id), Some("telemetry"), None) => (id, Channel::Telemetry),
+            (Some(TOPIC_ROOT), Some(id), Some("acks"), None) => (id, Channel::Acks),
+            _ => {
+                return Err(format!(
+                    "topic {topic:?} is not {TOPIC_ROOT}/<device>/telemetry or …/acks"
+                ))
+            }
+        };
+        let id = Self::parse(channel.0).map_err(|e| format!("topic {topic:?}: device id {e}"))?;
+        Ok((id, channel.1))
     }
 }
 
@@ -68,6 +82,15 @@ impl std::fmt::Display for DeviceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// What a device publishes on a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Measurements.
+    Telemetry,
+    /// Acknowledgements of commands.
+    Acks,
 }
 
 /// The first level of every device topic.
@@ -179,6 +202,10 @@ mod tests {
         let id = DeviceId::from_telemetry_topic("devices/thermo-1/telemetry").unwrap();
         assert_eq!(id.as_str(), "thermo-1");
         assert!(DeviceId::from_telemetry_topic("devices/thermo-1/acks").is_err());
+        assert_eq!(
+            DeviceId::from_topic("devices/thermo-1/acks").unwrap().1,
+            Channel::Acks
+        );
         assert!(DeviceId::from_telemetry_topic("devices/a/b/telemetry").is_err());
     }
 

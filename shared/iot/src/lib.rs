@@ -12,6 +12,7 @@
 //!   detector's precision and recall against the labels.
 #![deny(missing_docs)]
 
+pub mod credentials;
 pub mod detect;
 pub mod device;
 pub mod message;

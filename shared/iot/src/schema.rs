@@ -9,7 +9,35 @@
 pub const COMPONENT: &str = "iot";
 
 /// The migrations, in order: (name, SQL).
-pub const MIGRATIONS: &[(&str, &str)] = &[("0001_telemetry", INIT)];
+pub const MIGRATIONS: [(&str, &str); 2] = [("0001_telemetry", INIT), ("0002_commands", COMMANDS)];
+
+const COMMANDS: &str = "CREATE TABLE iot.commands (
+    id         text        PRIMARY KEY,
+    device_id  text        NOT NULL,
+    name       text        NOT NULL,
+    args       jsonb       NOT NULL,
+    state      text        NOT NULL CHECK (state IN ('sent', 'acknowledged', 'failed', 'timed-out')),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    deadline   timestamptz NOT NULL,
+    settled_at timestamptz,
+    result     jsonb,
+    error      text
+);
+CREATE INDEX commands_device ON iot.commands (device_id, created_at DESC);
+CREATE INDEX commands_open ON iot.commands (deadline) WHERE state = 'sent'";
+
+/// Settles a sent command from its device's acknowledgement: `$1`
+/// command, `$2` device, `$3` the new state, `$4` result (JSON text or
+/// null), `$5` error (or null). Only before its deadline: a late
+/// acknowledgement changes nothing.
+pub const SETTLE_COMMAND: &str = "UPDATE iot.commands
+     SET state = $3, result = $4::text::jsonb, error = $5, settled_at = now()
+     WHERE id = $1 AND device_id = $2 AND state = 'sent' AND deadline >= now()";
+
+/// Marks sent commands past their deadline as timed out.
+pub const TIME_OUT_COMMANDS: &str =
+    "UPDATE iot.commands SET state = 'timed-out', settled_at = now()
+     WHERE state = 'sent' AND deadline < now()";
 
 const INIT: &str = r#"CREATE SCHEMA IF NOT EXISTS iot;
 CREATE TABLE iot.device_types (
@@ -125,6 +153,44 @@ pub const ROLLUP_HOURS: &str = "INSERT INTO iot.rollup_1h AS r (device_id, metri
      GROUP BY 1, 2, 3
      ON CONFLICT (device_id, metric, bucket) DO UPDATE
      SET n = excluded.n, min = excluded.min, max = excluded.max, mean = excluded.mean, p95 = excluded.p95";
+
+/// The device's type (its spec as JSON text) and owner: `$1` the id.
+pub const DEVICE_TYPE: &str = "SELECT t.spec::text, d.owner FROM iot.devices d
+     JOIN iot.device_types t ON t.name = d.type WHERE d.id = $1";
+
+/// Parks a message: `$1` topic, `$2` device (or null), `$3` reason, `$4`
+/// payload.
+pub const PARK: &str =
+    "INSERT INTO iot.parked (topic, device_id, reason, payload) VALUES ($1, $2, $3, $4)";
+
+/// Stores one message's values, skipping those already stored: `$1`
+/// device, `$2` time (ms), `$3` metrics, `$4` values (as text); returns
+/// the metrics stored.
+pub const INSERT_TELEMETRY: &str = "INSERT INTO iot.telemetry (device_id, metric, ts, value)
+     SELECT $1, m, to_timestamp($2::bigint / 1000.0), v
+     FROM unnest($3::text[], $4::text[]::float8[]) AS x(m, v)
+     ON CONFLICT DO NOTHING RETURNING metric";
+
+/// The detector states of `$1`'s metrics `$2`, locked.
+pub const LOCK_DETECTORS: &str = "SELECT metric, state::text FROM iot.detector
+     WHERE device_id = $1 AND metric = ANY($2::text[]) FOR UPDATE";
+
+/// Writes detector states: `$1` device, `$2` metrics, `$3` states (JSON
+/// text).
+pub const SAVE_DETECTORS: &str = "INSERT INTO iot.detector (device_id, metric, state)
+     SELECT $1, m, s::jsonb FROM unnest($2::text[], $3::text[]) AS x(m, s)
+     ON CONFLICT (device_id, metric) DO UPDATE SET state = excluded.state";
+
+/// Opens an incident: `$1` device, `$2` metric, `$3` kind, `$4` time
+/// (RFC 3339 text), `$5` value, `$6` score, `$7` baseline; returns its id.
+pub const OPEN_ANOMALY: &str =
+    "INSERT INTO iot.anomalies (device_id, metric, kind, opened_at, value, score, baseline)
+     VALUES ($1, $2, $3, $4::text::timestamptz, $5, $6, $7) RETURNING id";
+
+/// Closes the open incident of `$1`'s `$2` at `$3` (RFC 3339 text);
+/// returns its id.
+pub const CLEAR_ANOMALY: &str = "UPDATE iot.anomalies SET cleared_at = $3::text::timestamptz
+     WHERE device_id = $1 AND metric = $2 AND cleared_at IS NULL RETURNING id";
 
 #[cfg(test)]
 mod tests {

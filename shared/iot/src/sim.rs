@@ -140,7 +140,11 @@ pub fn generate(scenario: &Scenario) -> Labelled {
     // The first anomaly after a quiet start the detector learns from.
     let mut at = scenario.gap * 2;
     for n in 0..scenario.anomalies {
-        let sign = if rng.next_u64() % 2 == 0 { 1.0 } else { -1.0 };
+        let sign = if rng.next_u64().is_multiple_of(2) {
+            1.0
+        } else {
+            -1.0
+        };
         let (kind, len, ramp) = match n % 3 {
             0 => (Injected::Spike, rng.between(1, 3), 0),
             1 => {

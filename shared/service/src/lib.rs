@@ -28,7 +28,7 @@ pub mod sse;
 pub mod telemetry;
 pub mod trace;
 
-pub use migrate::{migrate, Migration};
+pub use migrate::{migrate, migrations, Migration};
 pub use money::{Currency, Money};
 pub use problem::{Problem, ProblemKind, DEFAULT_RETRY_AFTER_SECONDS, TYPE_PREFIX};
 pub use request::{json, parse_json, path_info, path_within, percent_decode, read_json, Reply};

@@ -13,6 +13,23 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
+/// Migrations from (name, SQL) pairs, for a schema whose SQL lives in a
+/// crate that does not know this one (`bv_iot::schema`).
+pub const fn migrations<const N: usize>(
+    pairs: [(&'static str, &'static str); N],
+) -> [Migration; N] {
+    let mut out = [Migration { name: "", sql: "" }; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = Migration {
+            name: pairs[i].0,
+            sql: pairs[i].1,
+        };
+        i += 1;
+    }
+    out
+}
+
 /// Applies the migrations of `component` that this database has not seen,
 /// in order, in one transaction with their records in `bv_migrations`,
 /// under an advisory lock so that concurrent instances do not race (a

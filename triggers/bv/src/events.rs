@@ -426,6 +426,29 @@ fn database_address(args: &DatabaseArgs) -> anyhow::Result<String> {
         })
 }
 
+/// The value of the manifest variable `name`: SPIN_VARIABLE_<NAME>, else
+/// its default.
+pub fn manifest_variable(from: &std::path::Path, name: &str) -> anyhow::Result<String> {
+    let manifest = crate::manifest_path(from);
+    if !manifest.is_file() {
+        bail!(
+            "{} not found: pass the database with --database",
+            manifest.display()
+        );
+    }
+    let app = bv_manifest::load(&manifest)?;
+    std::env::var(format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()))
+        .ok()
+        .or_else(|| app.variables.get(name).and_then(|v| v.default.clone()))
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: variable `{name}` has no value: set SPIN_VARIABLE_{} or pass --database",
+                manifest.display(),
+                name.to_ascii_uppercase()
+            )
+        })
+}
+
 /// Prints left-aligned columns; the last column is not padded.
 fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod chaos;
 mod compat;
 mod events;
+mod mqtt_auth;
 mod registry;
 mod ws;
 
@@ -50,6 +51,9 @@ enum Command {
     /// Load scenarios with an SLO gate: `bv load run
     /// loadtest/scenarios/<name>.toml` (runs `bv-load …`).
     Load(chaos::ForwardArgs),
+    /// Mosquitto's password and ACL files from the IoT device registry,
+    /// kept in step (docs/IOT.md).
+    MqttAuth(mqtt_auth::MqttAuthArgs),
 }
 
 #[derive(Parser)]
@@ -182,6 +186,7 @@ fn main() {
         Command::Ws(args) => ws::run(args),
         Command::Chaos(args) => chaos::forward(&["chaos"], args),
         Command::Load(args) => chaos::forward(&[], args),
+        Command::MqttAuth(args) => mqtt_auth::run(args).map(|()| 0),
     };
     // Spans still queued reach the collector before the process ends.
     telemetry.shutdown();

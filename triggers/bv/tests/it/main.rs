@@ -32,6 +32,7 @@ mod game_days;
 mod hardening;
 mod host_interfaces;
 mod image;
+mod iot;
 mod lifecycle;
 mod login_guard;
 mod manifest_errors;
