@@ -24,7 +24,7 @@ struct NewCommand {
     name: String,
     #[serde(default)]
     args: serde_json::Map<String, Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::registry::present")]
     timeout_seconds: Option<i64>,
 }
 

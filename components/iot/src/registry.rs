@@ -69,8 +69,17 @@ struct NewDevice {
     #[serde(default)]
     name: String,
     /// Administrators only: register for someone else.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     owner: Option<String>,
+}
+
+/// An optional value that may be left out but not given as `null`.
+pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// `POST /devices`: 201 with the credentials, shown this once.

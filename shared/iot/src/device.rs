@@ -106,15 +106,32 @@ pub struct MetricSpec {
     #[serde(default)]
     pub unit: String,
     /// Values below are invalid (the message is parked).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "number",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min: Option<f64>,
     /// Values above are invalid (the message is parked).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "number",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max: Option<f64>,
     /// The fastest plausible change per second; faster is an anomaly
     /// (`rate`). None: no rate-of-change detection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "number",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_rate_per_second: Option<f64>,
+}
+
+/// An optional number that may be left out but not given as `null`.
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    f64::deserialize(d).map(Some)
 }
 
 /// A device type: its name and the metrics its telemetry carries. The
@@ -220,6 +237,10 @@ mod tests {
         t.metrics.push(t.metrics[0].clone());
         assert_eq!(t.check().unwrap_err().0, "metrics[1].name");
         t.metrics.pop();
+        let null: Result<DeviceType, _> = serde_json::from_value(serde_json::json!({
+            "name": "t", "metrics": [{"name": "a", "max": null}]
+        }));
+        assert!(null.is_err());
         t.metrics[0].min = Some(100.0);
         assert_eq!(t.check().unwrap_err().0, "metrics[0].max");
     }

@@ -408,6 +408,7 @@ fn every_mount_is_the_manifests_route() {
             "cart",
             "chat",
             "inventory",
+            "iot",
             "notifications",
             "order",
             "order-analytics",
