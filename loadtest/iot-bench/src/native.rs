@@ -1,9 +1,10 @@
 //! The native baseline: what `bv`'s MQTT trigger and the `iot-ingest`
 //! component do, in plain rumqttc + tokio-postgres.
 //!
-//! One subscription to `devices/+/telemetry` at QoS 1 with manual
-//! acknowledgements, messages handled one at a time in arrival order and
-//! acknowledged after their transaction committed, as the trigger does;
+//! One subscription to `devices/+/telemetry` at QoS 1, messages handled
+//! one at a time in arrival order, as the trigger does, but acknowledged
+//! by rumqttc on receipt (the trigger acknowledges after the handler
+//! succeeded): a peer with less to wait for;
 //! per message, the component's statements (`bv_iot::schema`), each
 //! prepared once on one connection: the device's type, parse
 //! (`bv_iot::message`), the window check, then `BEGIN`, the multi-row
@@ -55,30 +56,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut options = MqttOptions::new(format!("bench-native-{}", std::process::id()), host, port);
     options.set_keep_alive(Duration::from_secs(30));
-    options.set_manual_acks(true);
     let (client, mut eventloop) = AsyncClient::new(options, 256);
+    // The event loop runs on its own, as the trigger's does.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let subscriber = client.clone();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = subscriber.try_subscribe("devices/+/telemetry", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send(p).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("native consumer: {e}; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
     let mut term = signal(SignalKind::terminate())?;
     eprintln!("native consumer: subscribing to devices/+/telemetry");
     loop {
-        let event = tokio::select! {
-            e = eventloop.poll() => e,
+        let publish_packet = tokio::select! {
+            p = rx.recv() => match p {
+                Some(p) => p,
+                None => return Ok(()),
+            },
             _ = term.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),
-        };
-        let publish_packet = match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                client
-                    .subscribe("devices/+/telemetry", QoS::AtLeastOnce)
-                    .await?;
-                continue;
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => p,
-            Ok(_) => continue,
-            Err(e) => {
-                eprintln!("native consumer: {e}; reconnecting");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
         };
         let topic = publish_packet.topic.clone();
         let payload = publish_packet.payload.to_vec();
@@ -97,13 +107,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(d) => d,
             Err(reason) => {
                 parked(reason, None).await?;
-                client.ack(&publish_packet).await?;
                 continue;
             }
         };
         let Some(row) = db.query_opt(&device_type, &[&device.as_str()]).await? else {
             parked(format!("unknown device {device}"), Some(device.to_string())).await?;
-            client.ack(&publish_packet).await?;
             continue;
         };
         let ty: DeviceType = serde_json::from_str(row.get::<_, &str>(0))?;
@@ -112,7 +120,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(t) => t,
             Err(invalid) => {
                 parked(invalid.0, Some(device.to_string())).await?;
-                client.ack(&publish_packet).await?;
                 continue;
             }
         };
@@ -125,7 +132,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Some(device.to_string()),
             )
             .await?;
-            client.ack(&publish_packet).await?;
             continue;
         }
         db.batch_execute("BEGIN").await?;
@@ -214,6 +220,5 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await?;
         }
         db.batch_execute("COMMIT").await?;
-        client.ack(&publish_packet).await?;
     }
 }

@@ -16,6 +16,9 @@ const TYPE: &str = r#"{"name": "bench-thermostat", "metrics": [
     {"name": "temperature", "unit": "°C", "min": -40, "max": 85},
     {"name": "humidity", "unit": "%", "min": 0, "max": 100}]}"#;
 
+/// The device `setup` registers for the latency probes.
+const PROBE_DEVICE: &str = "probe-device";
+
 /// `setup` options.
 #[derive(clap::Args)]
 pub struct SetupArgs {
@@ -64,11 +67,16 @@ pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
         &[&TYPE],
     )
     .await?;
-    for i in 0..args.devices {
+    // The simulated devices, and the one the latency probes come from
+    // (apart, so that no probe lands on a simulated sample's time).
+    let ids = (0..args.devices)
+        .map(|i| format!("{}-{i}", args.prefix))
+        .chain([PROBE_DEVICE.to_string()]);
+    for id in ids {
         db.execute(
             "INSERT INTO iot.devices (id, type, owner, mqtt_password_hash)
              VALUES ($1, 'bench-thermostat', 'bench', '$7$101$x$y') ON CONFLICT DO NOTHING",
-            &[&format!("{}-{i}", args.prefix)],
+            &[&id],
         )
         .await?;
     }
@@ -258,7 +266,7 @@ pub struct LatencyArgs {
     #[arg(long)]
     db: String,
     /// The device that publishes the probes (registered by `setup`).
-    #[arg(long, default_value = "sim-0")]
+    #[arg(long, default_value = PROBE_DEVICE)]
     device: String,
     /// Probes.
     #[arg(long, default_value_t = 200)]
@@ -286,7 +294,7 @@ pub async fn latency(args: LatencyArgs) -> anyhow::Result<()> {
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis() as i64;
-        let payload = serde_json::json!({"seq": i, "ts": ts, "metrics": {"temperature": 21.0, "humidity": 40.0 + (i % 7) as f64}});
+        let payload = serde_json::json!({"seq": i, "ts": ts, "metrics": {"temperature": 21.0 + (i % 5) as f64 * 0.1, "humidity": 40.0 + (i % 7) as f64}});
         let start = Instant::now();
         client
             .publish(

@@ -286,12 +286,20 @@ async fn subscription(
     eventloop.set_network_options(network);
 
     let (queue, messages) = mpsc::channel(QUEUE_DEPTH);
+    // Acknowledgements come back from the worker on a channel of their own
+    // and are handed to rumqttc here, without waiting: rumqttc takes them
+    // only while its event loop is polled, and this task stops polling
+    // while the worker's queue is full, so a worker that waited on
+    // `AsyncClient::ack` and a loop that waited on the queue would each
+    // wait for the other for good.
+    let (acks, mut handled) = mpsc::unbounded_channel::<Publish>();
+    let mut pending_acks = std::collections::VecDeque::new();
     let unacked = Arc::new(AtomicUsize::new(0));
     let redeliver = Arc::new(Notify::new());
     let worker = tokio::spawn(worker(
         runtime,
         sub.clone(),
-        client.clone(),
+        acks,
         messages,
         metrics.clone(),
         unacked.clone(),
@@ -302,9 +310,19 @@ async fn subscription(
     let mut backoff = BACKOFF_START;
     let mut attempt: u32 = 0;
     let mut subscribed = false;
-    loop {
+    'session: loop {
+        while let Some(publish) = pending_acks.front() {
+            if client.try_ack(publish).is_err() {
+                break;
+            }
+            pending_acks.pop_front();
+        }
         let event = tokio::select! {
             _ = stop.cancelled() => break,
+            Some(publish) = handled.recv() => {
+                pending_acks.push_back(publish);
+                continue;
+            }
             _ = redeliver.notified() => {
                 tracing::info!(
                     component = %component,
@@ -358,10 +376,21 @@ async fn subscription(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 // Waits while the handler is `QUEUE_DEPTH` messages behind,
-                // which pushes back on the broker rather than dropping.
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = queue.send(publish) => {}
+                // which pushes back on the broker rather than dropping, and
+                // keeps taking the worker's acknowledgements meanwhile.
+                let mut publish = Some(publish);
+                while let Some(next) = publish.take() {
+                    tokio::select! {
+                        _ = stop.cancelled() => break 'session,
+                        permit = queue.reserve() => match permit {
+                            Ok(permit) => permit.send(next),
+                            Err(_) => break 'session,
+                        },
+                        Some(done) = handled.recv() => {
+                            pending_acks.push_back(done);
+                            publish = Some(next);
+                        }
+                    }
                 }
             }
             Ok(_) => {}
@@ -407,7 +436,7 @@ async fn subscription(
 async fn worker(
     runtime: Arc<AppRuntime>,
     sub: Arc<Sub>,
-    client: AsyncClient,
+    acks: mpsc::UnboundedSender<Publish>,
     mut messages: mpsc::Receiver<Publish>,
     metrics: Arc<Metrics>,
     unacked: Arc<AtomicUsize>,
@@ -447,10 +476,8 @@ async fn worker(
                     elapsed_ms = delivered.elapsed.as_millis() as u64,
                     "mqtt message handled"
                 );
-                if publish.qos != QoS::AtMostOnce {
-                    if let Err(e) = client.ack(&publish).await {
-                        tracing::warn!(component = %component, "mqtt trigger: cannot acknowledge: {e}");
-                    }
+                if publish.qos != QoS::AtMostOnce && acks.send(publish).is_err() {
+                    tracing::warn!(component = %component, "mqtt trigger: stopped before acknowledging a message");
                 }
             }
             Err(failure) => {
