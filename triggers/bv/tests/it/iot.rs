@@ -37,7 +37,7 @@ impl PrivateMosquitto {
         // mosquitto user, which cannot reach the test's files (no effect
         // when the tests do not run as root).
         let mut conf = format!(
-            "user root\nlistener {port} 127.0.0.1\npersistence false\npid_file {}\n",
+            "user root\nlistener {port} 127.0.0.1\npersistence false\nmax_queued_messages 100000\npid_file {}\n",
             dir.path().join("mosquitto.pid").display()
         );
         if authenticated {
@@ -962,4 +962,32 @@ async fn a_command_reaches_its_device_and_settles_by_acknowledgement_or_timeout(
         404
     );
     assert_eq!(iot.count("SELECT count(*) FROM iot.commands").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_far_larger_than_the_triggers_queue_is_ingested_whole() {
+    // More messages at once than the trigger's queue (256) and rumqttc's
+    // request channel hold: a worker that waited on its acknowledgements
+    // while the session task waited on the full queue stalled here for
+    // good (the broker then dropped the silent session).
+    let broker = PrivateMosquitto::start(false);
+    let iot = Iot::start("backlog", &broker, vec![]).await;
+    iot.device("meter-1", "jo").await;
+    let start = now_ms() - 30 * 60_000;
+    let messages: Vec<_> = (0..1500i64)
+        .map(|i| {
+            let t = 20.0 + (i % 11) as f64 * 0.05;
+            (
+                "devices/meter-1/telemetry".to_string(),
+                reading(i as u64, start + i * 1000, t, 40.0 + (i % 3) as f64),
+            )
+        })
+        .collect();
+    publish(broker.port, None, &messages).await.unwrap();
+    iot.wait_count(
+        "SELECT count(*) FROM iot.telemetry WHERE metric = 'temperature'",
+        1500,
+        120,
+    )
+    .await;
 }
