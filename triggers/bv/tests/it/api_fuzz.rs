@@ -859,6 +859,26 @@ async fn warm_up(app: &TestApp, db: &TestDb) {
     .await;
     assert_eq!(status, 201, "{text}");
 
+    // The IoT tables (made by the first request that reaches the database)
+    // and a device that holds something: a rejected request must not be
+    // what creates them.
+    let (status, text, _) = call(
+        "POST",
+        "/api/iot/device-types".into(),
+        vec![admin(), json_type],
+        json!({ "name": "fuzz-meter", "metrics": [{ "name": "level" }] }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
+    let (status, text, _) = call(
+        "POST",
+        "/api/iot/devices".into(),
+        vec![customer, json_type],
+        json!({ "id": "fuzz-meter-1", "type": "fuzz-meter" }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
+
     // The payment processor's run-time outage switch, set (to off) in the
     // key-value store: no rejected request may flip it.
     let (status, text, _) = call(
@@ -909,14 +929,20 @@ async fn fuzzing_from_the_openapi_document_finds_no_5xx_and_rejected_requests_ch
     );
     let app_dir = tempfile::tempdir().unwrap();
     let state_dir = app_dir.path().join(".spin");
+    // A broker of its own: telemetry other tests publish on the machine's
+    // Mosquitto would otherwise land in this database (parked) mid-run.
+    let broker = crate::iot::PrivateMosquitto::start(false);
     let app = spawn_app_with(
         &manifest,
         Spawn {
-            env: [("SPIN_VARIABLE_DB_URL".into(), db.url())]
-                .into_iter()
-                .chain(auth_support::env_with_signing_keys())
-                .chain(crate::openapi::unlimited_env())
-                .collect(),
+            env: [
+                ("SPIN_VARIABLE_DB_URL".into(), db.url()),
+                ("SPIN_VARIABLE_MQTT_ADDRESS".into(), broker.address()),
+            ]
+            .into_iter()
+            .chain(auth_support::env_with_signing_keys())
+            .chain(crate::openapi::unlimited_env())
+            .collect(),
             dir: Some(app_dir.path().to_path_buf()),
             ..Default::default()
         },

@@ -23,14 +23,14 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 
 /// A `mosquitto` of the test's own: anonymous, or with password and ACL
 /// files.
-struct PrivateMosquitto {
+pub struct PrivateMosquitto {
     port: u16,
     dir: tempfile::TempDir,
     child: Child,
 }
 
 impl PrivateMosquitto {
-    fn start(authenticated: bool) -> Self {
+    pub fn start(authenticated: bool) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         // `user root`: as root, Mosquitto would otherwise drop to the
@@ -63,7 +63,7 @@ impl PrivateMosquitto {
         Self { port, dir, child }
     }
 
-    fn address(&self) -> String {
+    pub fn address(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
@@ -990,4 +990,91 @@ async fn a_backlog_far_larger_than_the_triggers_queue_is_ingested_whole() {
         120,
     )
     .await;
+}
+
+/// The day partitions a plan reads (`telemetry_YYYYMMDD`), each once.
+fn partitions(plan: &str) -> std::collections::BTreeSet<String> {
+    plan.match_indices("telemetry_")
+        .filter_map(|(at, _)| plan.get(at..at + 18))
+        .filter(|name| name[10..].bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The plan of `sql` (EXPLAIN, text) on `db`.
+async fn plan(db: &tokio_postgres::Client, sql: &str) -> String {
+    db.query(&format!("EXPLAIN {sql}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_reads_prune_to_their_days_and_use_the_indexes() {
+    let db = TestDb::new("iot_explain").await;
+    let client = db.client().await;
+    for (_, sql) in bv_iot::schema::MIGRATIONS {
+        client.batch_execute(sql).await.unwrap();
+    }
+    // Three days of one sample a minute for 50 devices, in their partitions.
+    client
+        .batch_execute(
+            "SELECT iot.ensure_partitions(now() - interval '2 days', 3);
+             INSERT INTO iot.telemetry (device_id, metric, ts, value)
+             SELECT 'd-' || d, 'temperature', t, random()
+             FROM generate_series(1, 50) d,
+                  generate_series(date_trunc('day', now()) - interval '2 days',
+                                  date_trunc('day', now()) + interval '23 hours', interval '1 minute') t;
+             ANALYZE iot.telemetry",
+        )
+        .await
+        .unwrap();
+    let today = "date_trunc('day', now())";
+    // One device's metric over an hour of today: only today's partition,
+    // through its primary key (device, metric, time).
+    let one = plan(
+        &client,
+        &format!(
+            "SELECT value FROM iot.telemetry WHERE device_id = 'd-7' AND metric = 'temperature'
+             AND ts >= {today} + interval '1 hour' AND ts < {today} + interval '2 hours'"
+        ),
+    )
+    .await;
+    let today_part = client
+        .query_one(
+            "SELECT 'telemetry_' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(
+        partitions(&one),
+        [today_part.clone()].into(),
+        "one partition only:\n{one}"
+    );
+    assert!(
+        one.contains("Index") && one.contains("pkey"),
+        "the primary key serves it:\n{one}"
+    );
+    assert!(!one.contains("Seq Scan"), "{one}");
+    // Every device over a time range (the rollups' read): pruned to the
+    // range's partitions, and the BRIN index on time can serve it.
+    client
+        .batch_execute("SET enable_seqscan = off")
+        .await
+        .unwrap();
+    let all = plan(
+        &client,
+        &format!("SELECT count(*) FROM iot.telemetry WHERE ts >= {today} + interval '1 hour' AND ts < {today} + interval '2 hours'"),
+    )
+    .await;
+    assert_eq!(partitions(&all), [today_part].into(), "{all}");
+    assert!(
+        all.contains("Bitmap Index Scan on telemetry_") && all.contains("_ts_idx"),
+        "{all}"
+    );
 }
