@@ -305,7 +305,11 @@ async fn store_in(
         telemetry.ts_ms,
         &telemetry.values,
         &mut states,
-        |metric| ty.metric(metric).and_then(|(_, s)| s.max_rate_per_second),
+        |metric| {
+            ty.metric(metric)
+                .map(|(_, s)| s.rules())
+                .unwrap_or_default()
+        },
     );
     for change in &changes {
         incident(tx, device, owner, change, telemetry.ts_ms).await?;

@@ -169,7 +169,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 telemetry.ts_ms,
                 &telemetry.values,
                 &mut states,
-                |m| ty.metric(m).and_then(|(_, s)| s.max_rate_per_second),
+                |m| ty.metric(m).map(|(_, s)| s.rules()).unwrap_or_default(),
             );
             for change in &changes {
                 let at = bv_iot::message::format_ms(telemetry.ts_ms);

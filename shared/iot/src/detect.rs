@@ -14,6 +14,17 @@
 //! - **flatline** (a stuck sensor): the same value `flat_samples` times in a
 //!   row.
 //!
+//! A metric with a cycle (`seasonalPeriodSeconds` in its type, say a day)
+//! gets a **seasonal baseline**: the cycle is cut into [`SEASON_BUCKETS`]
+//! phases, each with its offset from the level, and spike and level judge
+//! `value − offset(phase)` (interpolated between neighbouring phases), so
+//! the afternoon's warmth is not an anomaly. The first whole cycle only
+//! learns (each phase's mean); after it, each phase's offset follows the
+//! calm samples of that phase, a step of [`SEASON_STEP`] of their mean
+//! residual each time the cycle leaves the phase, so a drift within one
+//! phase moves it little and a change of the daily pattern is learnt over
+//! a few cycles. Rate and flatline look at the raw values.
+//!
 //! The baseline learns only from calm samples (`|z| < 3`, no incident
 //! open), so an incident does not teach the detector that it is normal.
 //! Hysteresis makes one incident one alert: an incident opens when any
@@ -105,6 +116,20 @@ pub enum Transition {
     },
 }
 
+/// Phases of a seasonal cycle.
+pub const SEASON_BUCKETS: usize = 48;
+/// How far a phase's offset moves towards its calm samples per cycle.
+pub const SEASON_STEP: f64 = 0.3;
+
+/// What the detector knows of a metric from its device type.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MetricRules {
+    /// The fastest plausible change per second (`rate`).
+    pub max_rate: Option<f64>,
+    /// The period of a seasonal baseline, in milliseconds.
+    pub season_ms: Option<i64>,
+}
+
 /// The detector's memory for one metric of one device.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -129,19 +154,144 @@ pub struct MetricState {
     pub open_since_ms: i64,
     /// Quiet samples since the last firing, while an incident is open.
     pub calm: u32,
+    /// The seasonal baseline, for a metric with a cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub season: Option<Season>,
+}
+
+/// A seasonal baseline: the offset of each phase of the cycle from the
+/// level (`MetricState::mean`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Season {
+    /// The cycle, in milliseconds; another period starts over.
+    pub period_ms: i64,
+    /// The first sample's time.
+    pub first_ms: i64,
+    /// Whether the first cycle is over (until then, only learning).
+    pub learnt: bool,
+    /// Each phase's offset; while learning, each phase's sum.
+    pub offsets: Vec<f64>,
+    /// While learning, each phase's samples; after, only
+    /// `counts[phase]`'s entry is in use.
+    pub counts: Vec<u32>,
+    /// While learning, each phase's sum of squares.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub squares: Vec<f64>,
+    /// The phase the newest sample fell in.
+    pub phase: usize,
+    /// The sum of its calm residuals in this cycle.
+    pub residual: f64,
+}
+
+impl Season {
+    fn new(period_ms: i64, first_ms: i64) -> Self {
+        Self {
+            period_ms,
+            first_ms,
+            learnt: false,
+            offsets: vec![0.0; SEASON_BUCKETS],
+            counts: vec![0; SEASON_BUCKETS],
+            squares: vec![0.0; SEASON_BUCKETS],
+            phase: 0,
+            residual: 0.0,
+        }
+    }
+
+    /// The position of `ts_ms` in the cycle, in phases (`0..SEASON_BUCKETS`).
+    fn position(&self, ts_ms: i64) -> f64 {
+        let within = ts_ms.rem_euclid(self.period_ms) as f64 / self.period_ms as f64;
+        within * SEASON_BUCKETS as f64
+    }
+
+    fn phase_of(&self, ts_ms: i64) -> usize {
+        (self.position(ts_ms) as usize).min(SEASON_BUCKETS - 1)
+    }
+
+    /// The offset at `ts_ms`, interpolated between the centres of the two
+    /// nearest phases.
+    fn offset(&self, ts_ms: i64) -> f64 {
+        let p = self.position(ts_ms) - 0.5;
+        let lower = p.floor();
+        let w = p - lower;
+        let i0 = (lower as i64).rem_euclid(SEASON_BUCKETS as i64) as usize;
+        let i1 = (i0 + 1) % SEASON_BUCKETS;
+        (1.0 - w) * self.offsets[i0] + w * self.offsets[i1]
+    }
+
+    /// Ends the first cycle: the level is the mean of the phases' means,
+    /// each offset its phase's mean from it, the variance the pooled
+    /// variance within phases. Returns (mean, variance).
+    fn finish_learning(&mut self) -> (f64, f64) {
+        let seen: Vec<usize> = (0..SEASON_BUCKETS)
+            .filter(|&b| self.counts[b] > 0)
+            .collect();
+        let means: Vec<f64> = seen
+            .iter()
+            .map(|&b| self.offsets[b] / f64::from(self.counts[b]))
+            .collect();
+        let level = means.iter().sum::<f64>() / means.len().max(1) as f64;
+        let (mut within, mut samples) = (0.0, 0.0);
+        for (&b, m) in seen.iter().zip(&means) {
+            let n = f64::from(self.counts[b]);
+            within += (self.squares[b] - n * m * m).max(0.0);
+            samples += n;
+        }
+        let mut offsets = vec![0.0; SEASON_BUCKETS];
+        for (&b, m) in seen.iter().zip(&means) {
+            offsets[b] = m - level;
+        }
+        self.offsets = offsets;
+        self.counts = vec![0; SEASON_BUCKETS];
+        self.squares = Vec::new();
+        self.learnt = true;
+        (level, within / samples.max(1.0))
+    }
+
+    /// Moves on to the phase of `ts_ms`; leaving a phase moves its offset
+    /// towards the calm residuals it saw. Returns the shift of the level
+    /// that keeps the offsets centred on zero.
+    fn enter(&mut self, ts_ms: i64) -> f64 {
+        let phase = self.phase_of(ts_ms);
+        if phase == self.phase {
+            return 0.0;
+        }
+        let left = self.phase;
+        let n = self.counts[left];
+        self.phase = phase;
+        if n == 0 {
+            return 0.0;
+        }
+        self.offsets[left] += SEASON_STEP * self.residual / f64::from(n);
+        self.counts[left] = 0;
+        self.residual = 0.0;
+        let centre = self.offsets.iter().sum::<f64>() / SEASON_BUCKETS as f64;
+        for o in &mut self.offsets {
+            *o -= centre;
+        }
+        centre
+    }
 }
 
 impl MetricState {
-    /// Takes the next sample; `max_rate` is the metric's limit per second.
+    /// Takes the next sample of a metric with these `rules`.
     pub fn observe(
         &mut self,
         config: &DetectorConfig,
         ts_ms: i64,
         value: f64,
-        max_rate: Option<f64>,
+        rules: MetricRules,
     ) -> Option<Transition> {
         if self.n > 0 && ts_ms <= self.last_ms {
             return None;
+        }
+        let max_rate = rules.max_rate;
+        match (rules.season_ms, &self.season) {
+            (None, Some(_)) => self.season = None,
+            (Some(period), season) if season.as_ref().is_none_or(|s| s.period_ms != period) => {
+                self.season = Some(Season::new(period, ts_ms));
+            }
+            _ => {}
         }
         let first = self.n == 0;
         let previous = (self.last_value, self.last_ms);
@@ -153,6 +303,30 @@ impl MetricState {
         self.last_value = value;
         self.last_ms = ts_ms;
         self.n += 1;
+        let mut offset = 0.0;
+        if let Some(season) = self.season.as_mut() {
+            if !season.learnt {
+                let b = season.phase_of(ts_ms);
+                season.offsets[b] += value;
+                season.squares[b] += value * value;
+                season.counts[b] += 1;
+                if ts_ms - season.first_ms >= season.period_ms {
+                    let (level, var) = season.finish_learning();
+                    season.phase = season.phase_of(ts_ms);
+                    self.mean = level;
+                    self.var = var;
+                    self.fast = level;
+                    self.n = self.n.max(config.warmup);
+                }
+                return None;
+            }
+            let shift = season.enter(ts_ms);
+            self.mean += shift;
+            self.fast += shift;
+            offset = season.offset(ts_ms);
+        }
+        let raw = value;
+        let value = raw - offset;
         if self.n <= config.warmup {
             // Learn quickly: a running mean and variance, then the EWMA.
             let alpha = (1.0 / self.n as f64).max(config.alpha_slow);
@@ -167,7 +341,7 @@ impl MetricState {
         let level_z = (self.fast - self.mean).abs() / (sd * (af / (2.0 - af)).sqrt());
         let rate = max_rate.and_then(|limit| {
             let seconds = (ts_ms - previous.1) as f64 / 1000.0;
-            let r = (value - previous.0).abs() / seconds.max(1e-3);
+            let r = (raw - previous.0).abs() / seconds.max(1e-3);
             (r > limit).then_some(r)
         });
         let firing = if self.flat_run + 1 >= config.flat_samples {
@@ -182,6 +356,10 @@ impl MetricState {
             None
         };
         if self.open.is_none() && firing.is_none() && z < 3.0 {
+            if let Some(season) = self.season.as_mut() {
+                season.residual += value - self.mean;
+                season.counts[season.phase] += 1;
+            }
             self.learn(value, config.alpha_slow);
         }
         match (self.open, firing) {
@@ -192,7 +370,7 @@ impl MetricState {
                 Some(Transition::Raised {
                     kind,
                     score,
-                    baseline: self.mean,
+                    baseline: self.mean + offset,
                 })
             }
             (Some(_), Some(_)) => {
@@ -238,20 +416,20 @@ pub struct Change {
 
 /// Runs each metric's detector over one message's values: `states` holds
 /// the state of every metric to evaluate (updated in place), `values` the
-/// message's (metric, value) pairs, `max_rate` each metric's limit.
+/// message's (metric, value) pairs, `rules` each metric's rules.
 pub fn evaluate(
     config: &DetectorConfig,
     ts_ms: i64,
     values: &[(String, f64)],
     states: &mut [(String, MetricState)],
-    max_rate: impl Fn(&str) -> Option<f64>,
+    rules: impl Fn(&str) -> MetricRules,
 ) -> Vec<Change> {
     let mut changes = Vec::new();
     for (metric, state) in states.iter_mut() {
         let Some(value) = values.iter().find(|(m, _)| m == metric).map(|(_, v)| *v) else {
             continue;
         };
-        if let Some(transition) = state.observe(config, ts_ms, value, max_rate(metric)) {
+        if let Some(transition) = state.observe(config, ts_ms, value, rules(metric)) {
             changes.push(Change {
                 metric: metric.clone(),
                 value,
@@ -315,7 +493,9 @@ mod tests {
             .enumerate()
             .filter_map(|(i, v)| {
                 let t = (from + i as i64) * 1000;
-                state.observe(&config, t, *v, None).map(|tr| (t, tr))
+                state
+                    .observe(&config, t, *v, MetricRules::default())
+                    .map(|tr| (t, tr))
             })
             .collect()
     }
@@ -372,17 +552,73 @@ mod tests {
         feed(&mut s, &noise(100), 0);
         let before = s.clone();
         assert_eq!(
-            s.observe(&DetectorConfig::default(), 5_000, 99.0, None),
+            s.observe(
+                &DetectorConfig::default(),
+                5_000,
+                99.0,
+                MetricRules::default()
+            ),
             None
         );
         assert_eq!(s, before);
     }
 
     #[test]
+    fn a_seasonal_state_survives_its_json_between_samples() {
+        // The ingester keeps the state as JSON between messages.
+        let rules = MetricRules {
+            max_rate: None,
+            season_ms: Some(600_000),
+        };
+        let config = DetectorConfig::default();
+        let (mut kept, mut json) = (MetricState::default(), String::new());
+        let wave = |i: usize| 20.0 + 5.0 * (i as f64 / 600.0 * std::f64::consts::TAU).sin();
+        let values = noise(2000);
+        for (i, v) in values.iter().enumerate() {
+            let t = i as i64 * 1000;
+            let x = wave(i) + v - 20.0 + if i == 1500 { 2.0 } else { 0.0 };
+            let mut reloaded: MetricState = if json.is_empty() {
+                MetricState::default()
+            } else {
+                serde_json::from_str(&json).unwrap()
+            };
+            let a = kept.observe(&config, t, x, rules);
+            let b = reloaded.observe(&config, t, x, rules);
+            // serde_json parses floats to within an ulp, not exactly.
+            let what = |t: Option<Transition>| match t {
+                Some(Transition::Raised { kind, .. }) => Some((true, kind)),
+                Some(Transition::Cleared { kind, .. }) => Some((false, kind)),
+                None => None,
+            };
+            assert_eq!(what(a), what(b), "sample {i}");
+            json = serde_json::to_string(&reloaded).unwrap();
+            if i == 1500 {
+                assert!(
+                    matches!(
+                        a,
+                        Some(Transition::Raised {
+                            kind: Kind::Spike,
+                            ..
+                        })
+                    ),
+                    "{a:?}"
+                );
+            } else if i < 1500 {
+                assert!(a.is_none(), "sample {i}: {a:?}");
+            }
+        }
+        assert!(kept.season.as_ref().is_some_and(|s| s.learnt));
+    }
+
+    #[test]
     fn rate_of_change_uses_the_metric_limit() {
         let mut s = MetricState::default();
         feed(&mut s, &noise(100), 0);
-        let t = s.observe(&DetectorConfig::default(), 99_000 + 100, 20.6, Some(1.0));
+        let rules = MetricRules {
+            max_rate: Some(1.0),
+            season_ms: None,
+        };
+        let t = s.observe(&DetectorConfig::default(), 99_000 + 100, 20.6, rules);
         assert!(
             matches!(
                 t,

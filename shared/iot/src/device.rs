@@ -127,6 +127,25 @@ pub struct MetricSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_rate_per_second: Option<f64>,
+    /// The period of the metric's daily (or other) cycle, in seconds:
+    /// the detector then judges each sample against the baseline of its
+    /// phase in the cycle ([`crate::detect`]'s seasonal baseline). None:
+    /// one baseline for all times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seasonal_period_seconds: Option<u32>,
+}
+
+/// The shortest and longest cycle a seasonal baseline may have.
+pub const SEASONAL_PERIOD_SECONDS: std::ops::RangeInclusive<u32> = 60..=7 * 86_400;
+
+impl MetricSpec {
+    /// What the detector needs to know of this metric.
+    pub fn rules(&self) -> crate::detect::MetricRules {
+        crate::detect::MetricRules {
+            max_rate: self.max_rate_per_second,
+            season_ms: self.seasonal_period_seconds.map(|s| i64::from(s) * 1000),
+        }
+    }
 }
 
 /// An optional number that may be left out but not given as `null`.
@@ -193,6 +212,18 @@ impl DeviceType {
                     "must be a positive number".into(),
                 ));
             }
+            if m.seasonal_period_seconds
+                .is_some_and(|p| !SEASONAL_PERIOD_SECONDS.contains(&p))
+            {
+                return Err((
+                    field("seasonalPeriodSeconds"),
+                    format!(
+                        "a whole number of seconds from {} to {} (a week)",
+                        SEASONAL_PERIOD_SECONDS.start(),
+                        SEASONAL_PERIOD_SECONDS.end()
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -241,6 +272,10 @@ mod tests {
             "name": "t", "metrics": [{"name": "a", "max": null}]
         }));
         assert!(null.is_err());
+        t.metrics[0].seasonal_period_seconds = Some(30);
+        assert_eq!(t.check().unwrap_err().0, "metrics[0].seasonalPeriodSeconds");
+        t.metrics[0].seasonal_period_seconds = Some(86_400);
+        assert!(t.check().is_ok());
         t.metrics[0].min = Some(100.0);
         assert_eq!(t.check().unwrap_err().0, "metrics[0].max");
     }

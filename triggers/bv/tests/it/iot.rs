@@ -675,6 +675,13 @@ async fn registry_input_is_checked_field_by_field() {
         ),
         (
             "/device-types",
+            admin(),
+            json!({"name": "x", "metrics": [{"name": "a", "seasonalPeriodSeconds": 10}]}),
+            422,
+            "seasonalPeriodSeconds",
+        ),
+        (
+            "/device-types",
             customer("frank"),
             json!({"name": "x", "metrics": [{"name": "a"}]}),
             403,
