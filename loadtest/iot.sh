@@ -91,7 +91,7 @@ free_port() {
 
 MQTT_PORT="$(free_port)"
 BROKER="mqtt://127.0.0.1:$MQTT_PORT"
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n' \
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 64\n' \
     "$MQTT_PORT" >"$WORK/mosquitto.conf"
 mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
 MOSQUITTO_PID=$!

@@ -30,11 +30,16 @@ struct NewCommand {
 
 /// The command's columns; a sent command past its deadline reads as
 /// timed out even before the cron has marked it.
-const COLUMNS: &str = "id, name, args::text AS args, result::text AS result, error,
-    CASE WHEN state = 'sent' AND deadline < now() THEN 'timed-out' ELSE state END AS state,
-    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at,
-    to_char(deadline AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS deadline,
-    to_char(settled_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS settled_at";
+const COLUMNS: &str = concat!(
+    "id, name, args::text AS args, result::text AS result, error,
+    CASE WHEN state = 'sent' AND deadline < now() THEN 'timed-out' ELSE state END AS state, ",
+    text_time!("created_at"),
+    " AS created_at, ",
+    text_time!("deadline"),
+    " AS deadline, ",
+    text_time!("settled_at"),
+    " AS settled_at"
+);
 
 /// `POST /devices/{id}/commands`: 202 once the broker has the command.
 pub async fn send(req: Request, segment: &str) -> Result<Reply, Problem> {

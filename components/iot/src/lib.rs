@@ -24,6 +24,18 @@
 
 #![deny(missing_docs)]
 
+/// `$column` (a `timestamptz`) as the API shows times: RFC 3339 in UTC
+/// with milliseconds. A literal, so it can be part of a `concat!`.
+macro_rules! text_time {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        )
+    };
+}
+
 mod commands;
 mod cron;
 mod registry;

@@ -225,9 +225,13 @@ pub async fn owned(req: &Request, segment: &str) -> Result<(Connection, DeviceId
     Ok((conn, id, row))
 }
 
-const DEVICE_COLUMNS: &str = "id, type, owner, name,
-    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at,
-    to_char(rotated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS rotated_at";
+const DEVICE_COLUMNS: &str = concat!(
+    "id, type, owner, name, ",
+    text_time!("created_at"),
+    " AS created_at, ",
+    text_time!("rotated_at"),
+    " AS rotated_at"
+);
 
 fn device_json(row: &Row) -> Result<Value, Problem> {
     Ok(json!({

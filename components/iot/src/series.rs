@@ -199,8 +199,8 @@ pub async fn anomalies(req: &Request, segment: &str) -> Result<Reply, Problem> {
         &format!(
             "SELECT id, metric, kind, value, score, baseline, {} AS opened_at, {} AS cleared_at
              FROM iot.anomalies WHERE device_id = $1 ORDER BY opened_at DESC, id DESC LIMIT 200",
-            text_time("opened_at"),
-            text_time("cleared_at")
+            text_time!("opened_at"),
+            text_time!("cleared_at")
         ),
         vec![ParameterValue::Str(id.to_string())],
     )
@@ -236,7 +236,7 @@ pub async fn parked(req: &Request) -> Result<Reply, Problem> {
         &format!(
             "SELECT id, topic, device_id, reason, encode(payload, 'base64') AS payload, {} AS received_at
              FROM iot.parked ORDER BY id DESC LIMIT 200",
-            text_time("received_at")
+            text_time!("received_at")
         ),
         vec![],
     )
@@ -255,10 +255,6 @@ pub async fn parked(req: &Request) -> Result<Reply, Problem> {
         })
         .collect::<Result<_, Problem>>()?;
     Ok(json(200, &json!({ "parked": list })))
-}
-
-fn text_time(column: &str) -> String {
-    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
 }
 
 fn now_ms() -> i64 {

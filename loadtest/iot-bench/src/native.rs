@@ -2,24 +2,28 @@
 //! component do, in plain rumqttc + tokio-postgres.
 //!
 //! One subscription to `devices/+/telemetry` at QoS 1, messages handled
-//! one at a time in arrival order, as the trigger does, but acknowledged
-//! by rumqttc on receipt (the trigger acknowledges after the handler
-//! succeeded): a peer with less to wait for;
-//! per message, the component's statements (`bv_iot::schema`), each
-//! prepared once on one connection: the device's type, parse
-//! (`bv_iot::message`), the window check, then `BEGIN`, the multi-row
-//! insert, the detector states locked, evaluated (`bv_iot::detect`) and
-//! saved, incidents recorded and published to the outbox, `COMMIT`.
+//! in arrival order, as the trigger does, but acknowledged by rumqttc on
+//! receipt (the trigger acknowledges after the handler succeeded): a peer
+//! with less to wait for. The messages waiting, up to `--batch` (the
+//! component's `message_batch`), are stored together with the
+//! component's statements (`bv_iot::schema`), each prepared once on one
+//! connection, and the same batch logic (`bv_iot::batch`): the devices'
+//! types in one query, parse and window check, then `BEGIN`, the
+//! multi-row insert, the detector states locked, evaluated and saved,
+//! incidents recorded and published to the outbox, `COMMIT`.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bv_iot::batch::{self, Accepted, Columns, Key, Parked, Registered};
 use bv_iot::detect::{self, DetectorConfig, MetricState, Transition};
-use bv_iot::device::{DeviceId, DeviceType};
+use bv_iot::device::DeviceId;
 use bv_iot::schema;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
 use crate::{broker, connect};
 
@@ -32,6 +36,9 @@ pub struct Args {
     /// The database.
     #[arg(long)]
     db: String,
+    /// Most messages stored together (the component's `message_batch`).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
 }
 
 /// The outbox row, as `bv_events_guest::Transaction::publish` writes it.
@@ -41,18 +48,32 @@ const PUBLISH: &str = "INSERT INTO bv_events.outbox (id, source, type, subject, 
 /// The late window the component uses by default.
 const LATE_WINDOW_MS: i64 = 3_600_000;
 
+/// The component's statements, prepared.
+struct Statements {
+    device_types: Statement,
+    park: Statement,
+    insert: Statement,
+    lock: Statement,
+    save: Statement,
+    open: Statement,
+    clear: Statement,
+    publish: Statement,
+}
+
 /// Consumes until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (host, port) = broker(&args.broker)?;
     let db = connect(&args.db).await?;
-    let device_type = db.prepare(schema::DEVICE_TYPE).await?;
-    let park = db.prepare(schema::PARK).await?;
-    let insert = db.prepare(schema::INSERT_TELEMETRY).await?;
-    let lock = db.prepare(schema::LOCK_DETECTORS).await?;
-    let save = db.prepare(schema::SAVE_DETECTORS).await?;
-    let open = db.prepare(schema::OPEN_ANOMALY).await?;
-    let clear = db.prepare(schema::CLEAR_ANOMALY).await?;
-    let publish = db.prepare(PUBLISH).await?;
+    let st = Statements {
+        device_types: db.prepare(schema::DEVICE_TYPES).await?,
+        park: db.prepare(schema::PARK).await?,
+        insert: db.prepare(schema::INSERT_TELEMETRY_BATCH).await?,
+        lock: db.prepare(schema::LOCK_DETECTORS_BATCH).await?,
+        save: db.prepare(schema::SAVE_DETECTORS_BATCH).await?,
+        open: db.prepare(schema::OPEN_ANOMALY).await?,
+        clear: db.prepare(schema::CLEAR_ANOMALY).await?,
+        publish: db.prepare(PUBLISH).await?,
+    };
 
     let mut options = MqttOptions::new(format!("bench-native-{}", std::process::id()), host, port);
     options.set_keep_alive(Duration::from_secs(30));
@@ -90,135 +111,138 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             _ = term.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
-        let topic = publish_packet.topic.clone();
-        let payload = publish_packet.payload.to_vec();
-        let parked = |reason: String, device: Option<String>| {
-            let db = &db;
-            let park = &park;
-            let topic = topic.clone();
-            let payload = payload.clone();
-            async move {
-                db.execute(park, &[&topic, &device, &reason, &payload])
-                    .await
-                    .map(|_| ())
+        let mut messages = vec![publish_packet];
+        while messages.len() < args.batch.max(1) {
+            match rx.try_recv() {
+                Ok(p) => messages.push(p),
+                Err(_) => break,
             }
-        };
-        let device = match DeviceId::from_telemetry_topic(&topic) {
-            Ok(d) => d,
-            Err(reason) => {
-                parked(reason, None).await?;
-                continue;
-            }
-        };
-        let Some(row) = db.query_opt(&device_type, &[&device.as_str()]).await? else {
-            parked(format!("unknown device {device}"), Some(device.to_string())).await?;
-            continue;
-        };
-        let ty: DeviceType = serde_json::from_str(row.get::<_, &str>(0))?;
-        let owner: String = row.get(1);
-        let telemetry = match bv_iot::message::parse(&payload, &ty) {
-            Ok(t) => t,
-            Err(invalid) => {
-                parked(invalid.0, Some(device.to_string())).await?;
-                continue;
-            }
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as i64;
-        if telemetry.ts_ms < now - LATE_WINDOW_MS || telemetry.ts_ms > now + 60_000 {
-            parked(
-                "outside the accepted window".into(),
-                Some(device.to_string()),
+        }
+        ingest(&db, &st, &messages).await?;
+    }
+}
+
+/// Stores `messages` in one transaction, as the component does.
+async fn ingest(db: &Client, st: &Statements, messages: &[Publish]) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let mut parked: Vec<(&Publish, Parked)> = Vec::new();
+    let mut named: Vec<(&Publish, DeviceId)> = Vec::new();
+    for m in messages {
+        match DeviceId::from_telemetry_topic(&m.topic) {
+            Ok(d) => named.push((m, d)),
+            Err(reason) => parked.push((
+                m,
+                Parked {
+                    device: None,
+                    reason,
+                },
+            )),
+        }
+    }
+    let mut ids: Vec<&str> = named.iter().map(|(_, d)| d.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut registry: HashMap<String, Registered> = HashMap::new();
+    for row in db.query(&st.device_types, &[&ids]).await? {
+        let ty = serde_json::from_str(row.get::<_, &str>(1))?;
+        registry.insert(row.get(0), (ty, row.get(2)));
+    }
+    let mut accepted: Vec<Accepted> = Vec::new();
+    for (m, device) in named {
+        match batch::classify(device, &m.payload, &registry, now, LATE_WINDOW_MS) {
+            Ok(a) => accepted.push(a),
+            Err(p) => parked.push((m, p)),
+        }
+    }
+    db.batch_execute("BEGIN").await?;
+    for (m, p) in &parked {
+        let device = p.device.as_ref().map(|d| d.to_string());
+        db.execute(
+            &st.park,
+            &[&m.topic, &device, &p.reason, &m.payload.to_vec()],
+        )
+        .await?;
+    }
+    let columns = Columns::of(&accepted);
+    let stored: HashSet<Key> = db
+        .query(
+            &st.insert,
+            &[
+                &columns.devices,
+                &columns.times,
+                &columns.metrics,
+                &columns.values,
+            ],
+        )
+        .await
+        .context("insert")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    if !stored.is_empty() {
+        let (devices, metrics) = batch::detector_keys(&stored);
+        let states: HashMap<(String, String), MetricState> = db
+            .query(&st.lock, &[&devices, &metrics])
+            .await?
+            .iter()
+            .filter_map(|r| {
+                let state = serde_json::from_str(r.get::<_, &str>(2)).ok()?;
+                Some(((r.get(0), r.get(1)), state))
+            })
+            .collect();
+        let evaluated = batch::evaluate(&DetectorConfig::default(), &accepted, &stored, states);
+        for (i, change) in &evaluated.changes {
+            let a = &accepted[*i];
+            let device = a.device.as_str();
+            let at = bv_iot::message::format_ms(a.telemetry.ts_ms);
+            let id: i64 = match change.transition {
+                Transition::Raised {
+                    kind,
+                    score,
+                    baseline,
+                } => {
+                    let params: [&(dyn ToSql + Sync); 7] = [
+                        &device,
+                        &change.metric,
+                        &kind.as_str(),
+                        &at,
+                        &change.value,
+                        &score,
+                        &baseline,
+                    ];
+                    db.query_one(&st.open, &params).await?.get(0)
+                }
+                Transition::Cleared { .. } => db
+                    .query_opt(&st.clear, &[&device, &change.metric, &at])
+                    .await?
+                    .map_or(0, |r| r.get(0)),
+            };
+            let (ty, data) = detect::event_data(change, id, device, &a.owner, &at);
+            let event = bv_events::CloudEvent::new(ty, detect::SOURCE, device, data);
+            let json = bv_events::encode(&event)?;
+            db.execute(
+                &st.publish,
+                &[
+                    &event.id(),
+                    &event.source(),
+                    &event.ty(),
+                    &event.subject(),
+                    &event.time(),
+                    &json,
+                ],
             )
             .await?;
-            continue;
         }
-        db.batch_execute("BEGIN").await?;
-        let metrics: Vec<String> = telemetry.values.iter().map(|(m, _)| m.clone()).collect();
-        let values: Vec<String> = telemetry
-            .values
-            .iter()
-            .map(|(_, v)| v.to_string())
-            .collect();
-        let stored: Vec<String> = db
-            .query(
-                &insert,
-                &[&device.as_str(), &telemetry.ts_ms, &metrics, &values],
-            )
-            .await
-            .context("insert")?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if !stored.is_empty() {
-            let rows = db.query(&lock, &[&device.as_str(), &stored]).await?;
-            let mut states: Vec<(String, MetricState)> = stored
-                .iter()
-                .map(|m| {
-                    let state = rows
-                        .iter()
-                        .find(|r| r.get::<_, &str>(0) == m)
-                        .and_then(|r| serde_json::from_str(r.get::<_, &str>(1)).ok())
-                        .unwrap_or_default();
-                    (m.clone(), state)
-                })
-                .collect();
-            let changes = detect::evaluate(
-                &DetectorConfig::default(),
-                telemetry.ts_ms,
-                &telemetry.values,
-                &mut states,
-                |m| ty.metric(m).map(|(_, s)| s.rules()).unwrap_or_default(),
-            );
-            for change in &changes {
-                let at = bv_iot::message::format_ms(telemetry.ts_ms);
-                let id: i64 = match change.transition {
-                    Transition::Raised {
-                        kind,
-                        score,
-                        baseline,
-                    } => {
-                        let params: [&(dyn ToSql + Sync); 7] = [
-                            &device.as_str(),
-                            &change.metric,
-                            &kind.as_str(),
-                            &at,
-                            &change.value,
-                            &score,
-                            &baseline,
-                        ];
-                        db.query_one(&open, &params).await?.get(0)
-                    }
-                    Transition::Cleared { .. } => db
-                        .query_opt(&clear, &[&device.as_str(), &change.metric, &at])
-                        .await?
-                        .map_or(0, |r| r.get(0)),
-                };
-                let (ty, data) = detect::event_data(change, id, device.as_str(), &owner, &at);
-                let event = bv_events::CloudEvent::new(ty, detect::SOURCE, device.as_str(), data);
-                let json = bv_events::encode(&event)?;
-                db.execute(
-                    &publish,
-                    &[
-                        &event.id(),
-                        &event.source(),
-                        &event.ty(),
-                        &event.subject(),
-                        &event.time(),
-                        &json,
-                    ],
-                )
-                .await?;
-            }
-            let names: Vec<String> = states.iter().map(|(m, _)| m.clone()).collect();
-            let json: Vec<String> = states
-                .iter()
-                .map(|(_, s)| serde_json::to_string(s).expect("serializes"))
-                .collect();
-            db.execute(&save, &[&device.as_str(), &names, &json])
-                .await?;
+        let (mut devices, mut metrics, mut json) = (Vec::new(), Vec::new(), Vec::new());
+        for (d, m, s) in evaluated.states {
+            devices.push(d);
+            metrics.push(m);
+            json.push(serde_json::to_string(&s).expect("serializes"));
         }
-        db.batch_execute("COMMIT").await?;
+        db.execute(&st.save, &[&devices, &metrics, &json]).await?;
     }
+    db.batch_execute("COMMIT").await?;
+    Ok(())
 }

@@ -8,10 +8,12 @@
 //!   is within its type's ranges);
 //! - [`detect`]: the streaming anomaly detector (EWMA baseline, spike,
 //!   level, rate and flatline detectors, hysteresis);
+//! - [`batch`]: the I/O-free parts of ingesting many messages together;
 //! - [`sim`]: a signal generator with labelled anomalies, and the
 //!   detector's precision and recall against the labels.
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod credentials;
 pub mod detect;
 pub mod device;

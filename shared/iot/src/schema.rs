@@ -154,31 +154,36 @@ pub const ROLLUP_HOURS: &str = "INSERT INTO iot.rollup_1h AS r (device_id, metri
      ON CONFLICT (device_id, metric, bucket) DO UPDATE
      SET n = excluded.n, min = excluded.min, max = excluded.max, mean = excluded.mean, p95 = excluded.p95";
 
-/// The device's type (its spec as JSON text) and owner: `$1` the id.
-pub const DEVICE_TYPE: &str = "SELECT t.spec::text, d.owner FROM iot.devices d
-     JOIN iot.device_types t ON t.name = d.type WHERE d.id = $1";
-
 /// Parks a message: `$1` topic, `$2` device (or null), `$3` reason, `$4`
 /// payload.
 pub const PARK: &str =
     "INSERT INTO iot.parked (topic, device_id, reason, payload) VALUES ($1, $2, $3, $4)";
 
-/// Stores one message's values, skipping those already stored: `$1`
-/// device, `$2` time (ms), `$3` metrics, `$4` values (as text); returns
-/// the metrics stored.
-pub const INSERT_TELEMETRY: &str = "INSERT INTO iot.telemetry (device_id, metric, ts, value)
-     SELECT $1, m, to_timestamp($2::bigint / 1000.0), v
-     FROM unnest($3::text[], $4::text[]::float8[]) AS x(m, v)
-     ON CONFLICT DO NOTHING RETURNING metric";
+/// The types (spec as JSON text) and owners of the registered devices
+/// among `$1` (ids): rows of id, spec, owner.
+pub const DEVICE_TYPES: &str = "SELECT d.id, t.spec::text, d.owner FROM iot.devices d
+     JOIN iot.device_types t ON t.name = d.type WHERE d.id = ANY($1::text[])";
 
-/// The detector states of `$1`'s metrics `$2`, locked.
-pub const LOCK_DETECTORS: &str = "SELECT metric, state::text FROM iot.detector
-     WHERE device_id = $1 AND metric = ANY($2::text[]) FOR UPDATE";
+/// Stores a batch's values ([`crate::batch::Columns`]: `$1` devices, `$2`
+/// times in ms, `$3` metrics, `$4` values as text), skipping those already
+/// stored; returns the device, metric and time (ms) of each one stored.
+pub const INSERT_TELEMETRY_BATCH: &str = "INSERT INTO iot.telemetry (device_id, metric, ts, value)
+     SELECT d, m, to_timestamp(t / 1000.0), v
+     FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[]::float8[]) AS x(d, t, m, v)
+     ON CONFLICT DO NOTHING
+     RETURNING device_id, metric, (extract(epoch FROM ts) * 1000)::int8";
 
-/// Writes detector states: `$1` device, `$2` metrics, `$3` states (JSON
+/// The detector states of the (device, metric) pairs `$1`, `$2` (sorted,
+/// [`crate::batch::detector_keys`]), locked in that order.
+pub const LOCK_DETECTORS_BATCH: &str = "SELECT d.device_id, d.metric, d.state::text
+     FROM iot.detector d JOIN unnest($1::text[], $2::text[]) AS k(device_id, metric)
+       USING (device_id, metric)
+     ORDER BY d.device_id, d.metric FOR UPDATE OF d";
+
+/// Writes detector states: `$1` devices, `$2` metrics, `$3` states (JSON
 /// text).
-pub const SAVE_DETECTORS: &str = "INSERT INTO iot.detector (device_id, metric, state)
-     SELECT $1, m, s::jsonb FROM unnest($2::text[], $3::text[]) AS x(m, s)
+pub const SAVE_DETECTORS_BATCH: &str = "INSERT INTO iot.detector (device_id, metric, state)
+     SELECT d, m, s::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) AS x(d, m, s)
      ON CONFLICT (device_id, metric) DO UPDATE SET state = excluded.state";
 
 /// Opens an incident: `$1` device, `$2` metric, `$3` kind, `$4` time

@@ -69,6 +69,11 @@ pub struct BvSettings {
     /// WebSocket connections on the component's routes and calls the
     /// component for their events. `None`: no WebSocket.
     pub websocket: Option<WebSocketSettings>,
+    /// Beyond Spin: how many waiting messages a message trigger (MQTT) may
+    /// hand to one instance at once, as concurrent calls of its handler, so
+    /// a handler can write them together. 1 (the default, as Spin): one
+    /// message at a time, each in a fresh instance.
+    pub message_batch: u32,
 }
 
 /// How much of a component's output (stdout and stderr lines) bv logs
@@ -110,6 +115,7 @@ impl Default for BvSettings {
             rate_limit: None,
             trusted_proxies: Vec::new(),
             websocket: None,
+            message_batch: 1,
         }
     }
 }
@@ -165,6 +171,9 @@ pub struct ComponentBvSettings {
     /// See [`BvSettings::websocket`] (components only).
     #[serde(default)]
     pub websocket: Option<WebSocketSettings>,
+    /// See [`BvSettings::message_batch`].
+    #[serde(default, deserialize_with = "raw::positive_u32")]
+    pub message_batch: Option<u32>,
 }
 
 impl ComponentBvSettings {
@@ -200,6 +209,7 @@ impl ComponentBvSettings {
                 .clone()
                 .unwrap_or_else(|| app.trusted_proxies.clone()),
             websocket: self.websocket.clone(),
+            message_batch: self.message_batch.unwrap_or(app.message_batch),
         }
     }
 }

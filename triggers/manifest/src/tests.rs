@@ -712,7 +712,7 @@ fn label_files_build_and_unsupported_rules() {
 #[test]
 fn bv_settings_rules() {
     let app = ok(&manifest(
-        "[application.tool.bv]\ninstance_policy = \"strict\"\ninstance_max_requests = 1\ninstance_max_concurrent = 2\nrequest_timeout_ms = 3\nstream_idle_timeout_ms = 6\nmemory_limit_mb = 4\nmax_concurrent_requests = 5\nlog_level = \"warn\"\n[component.hello.tool.bv]\nmax_concurrent_requests = 50\nlog_level = \"debug\"\n",
+        "[application.tool.bv]\ninstance_policy = \"strict\"\ninstance_max_requests = 1\ninstance_max_concurrent = 2\nrequest_timeout_ms = 3\nstream_idle_timeout_ms = 6\nmemory_limit_mb = 4\nmax_concurrent_requests = 5\nlog_level = \"warn\"\n[component.hello.tool.bv]\nmax_concurrent_requests = 50\nlog_level = \"debug\"\nmessage_batch = 32\n",
     ));
     let expected = BvSettings {
         instance_policy: InstancePolicy::Strict,
@@ -731,6 +731,7 @@ fn bv_settings_rules() {
         BvSettings {
             max_concurrent_requests: 50,
             log_level: LogLevel::Debug,
+            message_batch: 32,
             ..expected
         }
     );
@@ -741,6 +742,7 @@ fn bv_settings_rules() {
         "stream_idle_timeout_ms",
         "memory_limit_mb",
         "max_concurrent_requests",
+        "message_batch",
     ] {
         assert_err(
             &manifest(&format!("[application.tool.bv]\n{field} = 0")),

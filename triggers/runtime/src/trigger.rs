@@ -21,7 +21,7 @@ use wasmtime::Store;
 use crate::{AppRuntime, ComponentRuntime, InstanceState};
 
 /// Why a message was not handled.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Failure {
     /// The handler returned an error.
     Handler(String),
@@ -383,6 +383,21 @@ impl MessageMetrics {
     ) -> Delivered {
         let started = Instant::now();
         let result = delivery.instrument(span.clone()).await;
+        self.recorded(component, source, span, result, started)
+    }
+
+    /// Records the `result` of one message's delivery that began at
+    /// `started` (for deliveries made otherwise than by [`deliver`](Self::deliver),
+    /// several messages at once, say): marks its span with a failure and
+    /// counts the outcome.
+    pub fn recorded(
+        &self,
+        component: &str,
+        source: &str,
+        span: &tracing::Span,
+        result: Result<(), Failure>,
+        started: Instant,
+    ) -> Delivered {
         if let Err(failure) = &result {
             failure.record_on(span);
         }

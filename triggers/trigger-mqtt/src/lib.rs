@@ -22,6 +22,16 @@
 //! trap, timeout) is logged and counted in [`Metrics`], and the next message
 //! is handled as usual.
 //!
+//! Beyond Spin, a component's `message_batch` (`[component.<id>.tool.bv]`)
+//! lets the trigger hand it the messages already waiting, up to that many,
+//! in one fresh instance as concurrent calls of `handle-message`, so the
+//! handler may store them together. Each call still has its own outcome and
+//! acknowledgement; the request timeout covers the whole batch, and a trap
+//! fails all of its messages. Batches of one subscription follow one
+//! another, so the arrival order between batches holds. Mosquitto sends a
+//! session at most `max_inflight_messages` (20 by default) unacknowledged
+//! messages, which caps a batch.
+//!
 //! # Acknowledgements and redelivery
 //!
 //! Sessions are persistent (`clean_session = false`) under a client id that
@@ -72,7 +82,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-pub use bv_runtime::trigger::{Failure, MessageMetrics as Metrics, Outcome};
+pub use bv_runtime::trigger::{Delivered, Failure, MessageMetrics as Metrics, Outcome};
 pub use config::{BrokerSettings, MqttTriggerConfig, StringOrInt, Subscription};
 
 mod bindings {
@@ -431,8 +441,10 @@ async fn subscription(
     tracing::info!(component = %component, topic = %sub.topic, index = sub.index, "mqtt trigger: stopped");
 }
 
-/// Handles one subscription's messages in order, acknowledging each QoS 1/2
-/// message only after its handler succeeded.
+/// Handles one subscription's messages in arrival order, acknowledging each
+/// QoS 1/2 message only after its handler succeeded. Under the component's
+/// `message_batch` (beyond Spin), the messages already waiting, up to that
+/// many, go to one instance together (see [`deliver_batch`]).
 async fn worker(
     runtime: Arc<AppRuntime>,
     sub: Arc<Sub>,
@@ -443,63 +455,143 @@ async fn worker(
     redeliver: Arc<Notify>,
 ) {
     let component = sub.component.id.clone();
-    while let Some(publish) = messages.recv().await {
-        let span = message_span(&component, &publish.topic, publish.qos as u8);
-        let (payload, topic) = (publish.payload.to_vec(), publish.topic.clone());
-        let delivery = bv_runtime::trigger::deliver(
-            &runtime,
-            &sub.component,
-            &span,
-            async |store| sub.pre.instantiate_async(store).await,
-            async |store, instance| {
-                store
-                    .run_concurrent(async move |accessor| {
-                        instance
-                            .call_handle_message(accessor, payload, Metadata { topic })
-                            .await
-                    })
-                    .await
-                    .and_then(|r| r)
-            },
-        );
-        let delivered = metrics
-            .deliver(&component, &sub.topic, &span, async {
-                delivery.await.and_then(|r| r.map_err(Failure::handler))
-            })
-            .await;
-        let failures = delivered.failures;
-        match delivered.result {
-            Ok(()) => {
-                tracing::debug!(
-                    component = %component,
-                    topic = %publish.topic,
-                    elapsed_ms = delivered.elapsed.as_millis() as u64,
-                    "mqtt message handled"
-                );
-                if publish.qos != QoS::AtMostOnce && acks.send(publish).is_err() {
-                    tracing::warn!(component = %component, "mqtt trigger: stopped before acknowledging a message");
-                }
+    let most = (sub.component.settings.message_batch as usize).clamp(1, QUEUE_DEPTH);
+    while let Some(first) = messages.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < most {
+            match messages.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
             }
-            Err(failure) => {
-                // In the message's span, so the line has its trace id.
-                span.in_scope(|| {
-                    tracing::error!(
+        }
+        let spans: Vec<tracing::Span> = batch
+            .iter()
+            .map(|p| message_span(&component, &p.topic, p.qos as u8))
+            .collect();
+        let delivered = if batch.len() == 1 {
+            vec![deliver_one(&runtime, &sub, &metrics, &spans[0], &batch[0]).await]
+        } else {
+            deliver_batch(&runtime, &sub, &metrics, &spans, &batch).await
+        };
+        for ((publish, span), delivered) in batch.into_iter().zip(&spans).zip(delivered) {
+            let failures = delivered.failures;
+            match delivered.result {
+                Ok(()) => {
+                    tracing::debug!(
                         component = %component,
                         topic = %publish.topic,
-                        qos = publish.qos as u8,
-                        dup = publish.dup,
-                        failures,
-                        "mqtt handler failed: {failure}"
-                    )
-                });
-                if publish.qos != QoS::AtMostOnce
-                    && unacked.fetch_add(1, Ordering::SeqCst) + 1 >= MAX_UNACKED
-                {
-                    redeliver.notify_one();
+                        elapsed_ms = delivered.elapsed.as_millis() as u64,
+                        "mqtt message handled"
+                    );
+                    if publish.qos != QoS::AtMostOnce && acks.send(publish).is_err() {
+                        tracing::warn!(component = %component, "mqtt trigger: stopped before acknowledging a message");
+                    }
+                }
+                Err(failure) => {
+                    // In the message's span, so the line has its trace id.
+                    span.in_scope(|| {
+                        tracing::error!(
+                            component = %component,
+                            topic = %publish.topic,
+                            qos = publish.qos as u8,
+                            dup = publish.dup,
+                            failures,
+                            "mqtt handler failed: {failure}"
+                        )
+                    });
+                    if publish.qos != QoS::AtMostOnce
+                        && unacked.fetch_add(1, Ordering::SeqCst) + 1 >= MAX_UNACKED
+                    {
+                        redeliver.notify_one();
+                    }
                 }
             }
         }
     }
+}
+
+/// One message, in a fresh instance (Spin's way).
+async fn deliver_one(
+    runtime: &AppRuntime,
+    sub: &Sub,
+    metrics: &Metrics,
+    span: &tracing::Span,
+    publish: &Publish,
+) -> Delivered {
+    let (payload, topic) = (publish.payload.to_vec(), publish.topic.clone());
+    let delivery = bv_runtime::trigger::deliver(
+        runtime,
+        &sub.component,
+        span,
+        async |store| sub.pre.instantiate_async(store).await,
+        async |store, instance| {
+            store
+                .run_concurrent(async move |accessor| {
+                    instance
+                        .call_handle_message(accessor, payload, Metadata { topic })
+                        .await
+                })
+                .await
+                .and_then(|r| r)
+        },
+    );
+    metrics
+        .deliver(&sub.component.id, &sub.topic, span, async {
+            delivery.await.and_then(|r| r.map_err(Failure::handler))
+        })
+        .await
+}
+
+/// Several messages in one fresh instance, as concurrent calls of its
+/// handler: a handler that gathers the calls in hand can store them in one
+/// transaction. Each message has its own outcome; a trap, or running past
+/// the request timeout (which covers the whole batch), fails them all.
+async fn deliver_batch(
+    runtime: &AppRuntime,
+    sub: &Sub,
+    metrics: &Metrics,
+    spans: &[tracing::Span],
+    batch: &[Publish],
+) -> Vec<Delivered> {
+    let started = std::time::Instant::now();
+    let inputs: Vec<(Vec<u8>, String)> = batch
+        .iter()
+        .map(|p| (p.payload.to_vec(), p.topic.clone()))
+        .collect();
+    let delivery = bv_runtime::trigger::deliver(
+        runtime,
+        &sub.component,
+        &spans[0],
+        async |store| sub.pre.instantiate_async(store).await,
+        async |store, instance| {
+            store
+                .run_concurrent(async move |accessor| {
+                    let calls = inputs.into_iter().map(|(payload, topic)| {
+                        instance.call_handle_message(accessor, payload, Metadata { topic })
+                    });
+                    futures::future::join_all(calls).await
+                })
+                .await
+        },
+    )
+    .await;
+    let results: Vec<Result<(), Failure>> = match delivery {
+        Ok(each) => each
+            .into_iter()
+            .map(|r| match r {
+                Ok(handled) => handled.map_err(Failure::handler),
+                Err(trap) => Err(Failure::trap(trap)),
+            })
+            .collect(),
+        Err(failure) => batch.iter().map(|_| Err(failure.clone())).collect(),
+    };
+    spans
+        .iter()
+        .zip(results)
+        .map(|(span, result)| {
+            metrics.recorded(&sub.component.id, &sub.topic, span, result, started)
+        })
+        .collect()
 }
 
 /// The span of handling one message on `topic` (`process {topic}`, kind

@@ -37,7 +37,7 @@ impl PrivateMosquitto {
         // mosquitto user, which cannot reach the test's files (no effect
         // when the tests do not run as root).
         let mut conf = format!(
-            "user root\nlistener {port} 127.0.0.1\npersistence false\nmax_queued_messages 100000\npid_file {}\n",
+            "user root\nlistener {port} 127.0.0.1\npersistence false\nmax_queued_messages 100000\nmax_inflight_messages 64\npid_file {}\n",
             dir.path().join("mosquitto.pid").display()
         );
         if authenticated {
@@ -1000,6 +1000,24 @@ async fn a_backlog_far_larger_than_the_triggers_queue_is_ingested_whole() {
         120,
     )
     .await;
+    // Batched (message_batch = 64 in spin.toml): rows written by one
+    // transaction share its xmin, so far fewer transactions than messages.
+    let transactions = iot
+        .count("SELECT count(DISTINCT xmin::text) FROM iot.telemetry")
+        .await;
+    assert!(
+        transactions * 4 < 1500,
+        "{transactions} transactions for 1500 messages"
+    );
+    // ...and every sample evaluated, in order (an older sample than the
+    // newest seen is stored but not evaluated).
+    let evaluated = iot
+        .count(
+            "SELECT (state->>'n')::int8 FROM iot.detector
+             WHERE device_id = 'meter-1' AND metric = 'temperature'",
+        )
+        .await;
+    assert_eq!(evaluated, 1500);
 }
 
 /// The day partitions a plan reads (`telemetry_YYYYMMDD`), each once.
@@ -1087,4 +1105,76 @@ async fn series_reads_prune_to_their_days_and_use_the_indexes() {
         all.contains("Bitmap Index Scan on telemetry_") && all.contains("_ts_idx"),
         "{all}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seasonal_metric_is_judged_against_its_phase_of_the_cycle() {
+    // A level swinging ±5 over a minute with noise of about 0.1: one
+    // baseline would call the swing itself anomalous; the seasonal one
+    // (seasonalPeriodSeconds = 60) learns the first minute and then
+    // raises only the one real spike.
+    let broker = PrivateMosquitto::start(false);
+    let iot = Iot::start("seasonal", &broker, vec![]).await;
+    let r = iot
+        .call(
+            "POST",
+            "/device-types",
+            admin(),
+            json!({"name": "tide-gauge", "metrics": [
+                {"name": "level", "unit": "m", "seasonalPeriodSeconds": 60}
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["metrics"][0]["seasonalPeriodSeconds"], 60);
+    let r = iot
+        .call(
+            "POST",
+            "/devices",
+            customer("mia"),
+            json!({"id": "gauge-1", "type": "tide-gauge"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let start = (now_ms() / 60_000 - 11) * 60_000;
+    let spike_at = 500;
+    let messages: Vec<_> = (0..600i64)
+        .map(|i| {
+            let wave = 5.0 * (std::f64::consts::TAU * i as f64 / 60.0).sin();
+            let noise = ((i * 7919 % 23) as f64 - 11.0) / 66.0;
+            let spike = if i == spike_at { 3.0 } else { 0.0 };
+            let body = json!({"seq": i, "ts": start + i * 1000,
+                              "metrics": {"level": 20.0 + wave + noise + spike}});
+            (
+                "devices/gauge-1/telemetry".to_string(),
+                body.to_string().into_bytes(),
+            )
+        })
+        .collect();
+    publish(broker.port, None, &messages).await.unwrap();
+    iot.wait_count("SELECT count(*) FROM iot.telemetry", 600, 60)
+        .await;
+    let anomalies = iot
+        .call(
+            "GET",
+            "/devices/gauge-1/anomalies",
+            customer("mia"),
+            Value::Null,
+        )
+        .await
+        .json();
+    let list = anomalies["anomalies"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{anomalies}");
+    assert_eq!(list[0]["kind"], "spike", "{anomalies}");
+    let opened = chrono::DateTime::parse_from_rfc3339(list[0]["openedAt"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    assert_eq!(opened, start + spike_at * 1000, "{anomalies}");
+    let learnt = iot
+        .count(
+            "SELECT count(*) FROM iot.detector
+             WHERE device_id = 'gauge-1' AND (state->'season'->>'learnt')::boolean",
+        )
+        .await;
+    assert_eq!(learnt, 1);
 }
