@@ -9,10 +9,10 @@
 //! each is acknowledged only once it is stored. Batches of one instance
 //! never overlap, so each device's samples are evaluated in arrival order.
 //!
-//! The others wait for their result on a timer ([`POLL`]): a call cannot
-//! be woken by another call of the same instance without wit-bindgen's
-//! `inter-task-wakeup`, which traps on wasmtime 48 as soon as a task waits
-//! on host I/O.
+//! The others wait for their result on a timer: first for as long as the
+//! last batch took, then every [`POLL`] (a call cannot be woken by another
+//! call of the same instance without wit-bindgen's `inter-task-wakeup`,
+//! which traps on wasmtime 48 as soon as a task waits on host I/O).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -30,6 +30,8 @@ thread_local! {
     static RESULTS: RefCell<HashMap<u64, Result<(), String>>> = RefCell::new(HashMap::new());
     static LEADING: Cell<bool> = const { Cell::new(false) };
     static NEXT: Cell<u64> = const { Cell::new(0) };
+    /// How long the last batch took to store, in nanoseconds.
+    static LAST_BATCH: Cell<u64> = const { Cell::new(POLL) };
 }
 
 /// Stores `message` with whatever else arrives with it; returns once it is
@@ -40,11 +42,13 @@ pub async fn submit(message: Inbound) -> anyhow::Result<()> {
     if !LEADING.replace(true) {
         lead().await;
     }
+    let mut wait = LAST_BATCH.get().max(POLL);
     loop {
         if let Some(result) = RESULTS.with(|r| r.borrow_mut().remove(&ticket)) {
             return result.map_err(anyhow::Error::msg);
         }
-        monotonic_clock::wait_for(POLL).await;
+        monotonic_clock::wait_for(wait).await;
+        wait = POLL;
     }
 }
 
@@ -56,7 +60,9 @@ async fn lead() {
             break;
         }
         let (tickets, messages): (Vec<u64>, Vec<Inbound>) = batch.into_iter().unzip();
+        let started = monotonic_clock::now();
         let results = crate::store::ingest(messages).await;
+        LAST_BATCH.set(monotonic_clock::now().saturating_sub(started));
         RESULTS.with(|r| r.borrow_mut().extend(tickets.into_iter().zip(results)));
     }
     LEADING.set(false);

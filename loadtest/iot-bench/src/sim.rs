@@ -123,6 +123,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             seed: d as u64 + 1,
             anomalies: args.messages / 500,
             gap: 150,
+            quiet: 300,
             ..Scenario::default()
         });
         let id = format!("{}-{d}", args.prefix);
