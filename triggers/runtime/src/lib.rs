@@ -84,6 +84,8 @@ pub struct AppRuntime {
     app_metrics: Arc<guest_output::AppMetrics>,
     /// The faults switched on (a chaos file, the admin API).
     faults: Arc<bv_faults::Faults>,
+    /// Held while an instance is made (see [`AppRuntime::instantiate_alone`]).
+    instantiating: tokio::sync::Mutex<()>,
 }
 
 impl AppRuntime {
@@ -221,6 +223,7 @@ impl AppRuntime {
             metrics: std::sync::Mutex::new(registry),
             app_metrics,
             faults,
+            instantiating: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -288,6 +291,18 @@ impl AppRuntime {
     /// such as the Postgres trigger's fan-out, shares their connections).
     pub fn capabilities(&self) -> &CapabilityStates {
         &self.capability_states
+    }
+
+    /// Runs `instantiate` (an `instantiate_async`) while no other instance
+    /// of this application is being made. The pooling allocator's slots
+    /// are shared by every component and trigger, and a component instance
+    /// takes several core instances: instantiations running at the same
+    /// time each held part of the slots, so under a burst larger than the
+    /// pool every one of them could fail. One at a time, the pool fills
+    /// with whole instances and only the rest are refused.
+    pub async fn instantiate_alone<F: std::future::Future>(&self, instantiate: F) -> F::Output {
+        let _one_at_a_time = self.instantiating.lock().await;
+        instantiate.await
     }
 
     /// A new store for one instance of `component`, with every capability's

@@ -248,7 +248,8 @@ async fn fresh_instance<I>(
 ) -> Result<(Store<InstanceState>, I), Failure> {
     let mut store = runtime.new_store(component).map_err(Failure::trap)?;
     store.data().span.set(span.clone());
-    let instance = instantiate(&mut store)
+    let instance = runtime
+        .instantiate_alone(instantiate(&mut store))
         .instrument(instantiate_span(span, &component.id))
         .await
         .map_err(Failure::trap)?;

@@ -50,12 +50,6 @@ impl ReusePolicy {
 
 pub(crate) struct ComponentInstances {
     pub runtime: Arc<AppRuntime>,
-    /// Held while an instance is made: instantiations that ran at the same
-    /// time each took part of the pooling allocator's slots (a component
-    /// instance takes several core instances), so under a burst larger
-    /// than the pool every one of them could fail; one at a time, the pool
-    /// fills with whole instances and only the rest are refused.
-    pub instantiating: tokio::sync::Mutex<()>,
     pub component: Arc<ComponentRuntime>,
     pub pre: ProxyPre<InstanceState>,
     pub policy: ReusePolicy,
@@ -77,10 +71,10 @@ impl HandlerState for ComponentInstances {
             .runtime
             .new_store(&self.component)
             .map_err(wasmtime::Error::from_anyhow)?;
-        let proxy = {
-            let _one_at_a_time = self.instantiating.lock().await;
-            self.pre.instantiate_async(&mut store).await?
-        };
+        let proxy = self
+            .runtime
+            .instantiate_alone(self.pre.instantiate_async(&mut store))
+            .await?;
         self.metrics
             .instantiation
             .get_or_create(&Metrics::component(&self.component.id))

@@ -158,7 +158,6 @@ impl HttpTrigger {
                 websocket: websocket::settings(&component),
                 proxy: ProxyHandler::new(ComponentInstances {
                     runtime: runtime.clone(),
-                    instantiating: tokio::sync::Mutex::new(()),
                     policy: ReusePolicy::for_component(&component),
                     component,
                     pre,

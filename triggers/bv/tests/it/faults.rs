@@ -157,10 +157,15 @@ async fn reuse_policy_keeps_instances_for_a_bounded_number_of_requests() {
 
 #[tokio::test]
 async fn more_requests_at_once_than_instance_slots_get_503_with_retry_after_not_500() {
-    // Two slots in the runtime's pool, a fresh instance per request, and
-    // six requests holding theirs: the rest find no slot.
+    // Two slots in the runtime's pool (shared by every component), a fresh
+    // instance per request, and six requests to two components holding
+    // theirs: the rest find no slot.
+    let manifest = format!(
+        "{}\n[[trigger.http]]\nroute = \"/q/...\"\ncomponent = \"other\"\n\n[component.other]\nsource = \"{{probe}}\"\n",
+        probe_app("/p/...", "")
+    );
     let app = spawn_app_with(
-        &probe_app("/p/...", ""),
+        &manifest,
         Spawn {
             env: vec![("BV_POOL_INSTANCES".into(), "2".into())],
             args: vec!["--instance-policy".into(), "strict".into()],
@@ -168,7 +173,10 @@ async fn more_requests_at_once_than_instance_slots_get_503_with_retry_after_not_
         },
     )
     .await;
-    let replies = futures::future::join_all((0..6).map(|_| app.get("/p/sleep?ms=1500"))).await;
+    let paths: Vec<String> = (0..6)
+        .map(|i| format!("/{}/sleep?ms=1500", ["p", "q"][i % 2]))
+        .collect();
+    let replies = futures::future::join_all(paths.iter().map(|path| app.get(path))).await;
     let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     assert!(statuses.contains(&200), "{statuses:?}\n{}", app.log());
     assert!(statuses.contains(&503), "{statuses:?}\n{}", app.log());
@@ -193,11 +201,14 @@ async fn more_requests_at_once_than_instance_slots_get_503_with_retry_after_not_
     }
     assert_eq!(status, 200, "{}", app.log());
     let metrics = app.admin_get("/metrics").await.text();
-    assert!(
+    let rejections = |component: &str| {
         metric(
             &metrics,
-            r#"bv_limit_rejections_total{component="probe",limit="instances"}"#
-        ) >= 1.0,
+            &format!(r#"bv_limit_rejections_total{{component="{component}",limit="instances"}}"#),
+        )
+    };
+    assert!(
+        rejections("probe") + rejections("other") >= 1.0,
         "{metrics}"
     );
 }

@@ -82,10 +82,23 @@ impl Drop for PrivateMosquitto {
 struct Iot {
     app: TestApp,
     db: TestDb,
+    /// What [`Iot::restart`] starts again.
+    manifest: String,
+    env: Vec<(String, String)>,
 }
 
 impl Iot {
     async fn start(tag: &str, broker: &PrivateMosquitto, extra: Vec<(String, String)>) -> Self {
+        Self::start_with(tag, broker, |_| extra).await
+    }
+
+    /// As [`Iot::start`], with `extra` environment that may depend on the
+    /// test's database (a proxy in front of it, say).
+    async fn start_with(
+        tag: &str,
+        broker: &PrivateMosquitto,
+        extra: impl FnOnce(&TestDb) -> Vec<(String, String)>,
+    ) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let db = TestDb::new(&format!("iot_{tag}")).await;
         let name = format!(
@@ -97,24 +110,46 @@ impl Iot {
             .only(&name, &["iot", "iot-ingest"])
             .without_rate_limits()
             .render();
-        let env = [
+        let env: Vec<_> = [
             ("SPIN_VARIABLE_DB_URL".to_string(), db.url()),
             ("SPIN_VARIABLE_MQTT_ADDRESS".to_string(), broker.address()),
         ]
         .into_iter()
         .chain(auth_support::env())
-        .chain(extra)
+        .chain(extra(&db))
         .collect();
+        let app = Self::spawn(&manifest, &env).await;
+        Self {
+            app,
+            db,
+            manifest,
+            env,
+        }
+    }
+
+    async fn spawn(manifest: &str, env: &[(String, String)]) -> TestApp {
         let app = spawn_app_with(
-            &manifest,
+            manifest,
             Spawn {
-                env,
+                env: env.to_vec(),
                 ..Default::default()
             },
         )
         .await;
         wait_for_log(&app, "mqtt trigger: subscribed").await;
-        Self { app, db }
+        app
+    }
+
+    /// Stops `bv` with SIGTERM (it must exit 0 within 20 s) and starts it
+    /// again on the same manifest, so its MQTT sessions (and what the
+    /// broker kept unacknowledged for them) carry over. The log of the
+    /// run that ended.
+    async fn restart(&mut self) -> String {
+        let (code, _) = self.app.terminate_within(Duration::from_secs(20)).await;
+        assert_eq!(code, Some(0), "{}", self.app.log());
+        let log = self.app.log();
+        self.app = Self::spawn(&self.manifest, &self.env).await;
+        log
     }
 
     async fn call(&self, method: &str, path: &str, auth: (&str, &str), body: Value) -> Reply {
@@ -178,6 +213,19 @@ impl Iot {
             .await
             .unwrap()
             .get(0)
+    }
+
+    /// Waits until `sql` (a count) is at least `want`.
+    async fn wait_at_least(&self, sql: &str, want: i64, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.count(sql).await < want {
+            assert!(
+                Instant::now() < deadline,
+                "{sql}: below {want} after {secs} s\n{}",
+                self.app.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until `sql` (a count) reaches `want`.
@@ -1018,6 +1066,78 @@ async fn a_backlog_far_larger_than_the_triggers_queue_is_ingested_whole() {
         )
         .await;
     assert_eq!(evaluated, 1500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cut_mid_batch_then_a_sigterm_lose_no_sample() {
+    // Batches of up to 64 messages share one transaction. Connections cut
+    // under them, Postgres refusing for a while, then connections cut again
+    // as SIGTERM arrives: every sample published is stored exactly once,
+    // (the key is device, metric and time) and nothing is parked for a
+    // database failure: the failed messages came back from the broker
+    // (unacknowledged, then redelivered).
+    use bv_fault_proxy::FaultProxy;
+    const SAMPLES: i64 = 3000;
+    let broker = PrivateMosquitto::start(false);
+    let proxy = FaultProxy::start("127.0.0.1:5432".parse().unwrap())
+        .await
+        .unwrap();
+    let port = proxy.addr().port();
+    let mut iot = Iot::start_with("pgcut", &broker, |db| {
+        vec![
+            (
+                "SPIN_VARIABLE_DB_URL".into(),
+                db.url().replace(":5432/", &format!(":{port}/")),
+            ),
+            ("SPIN_VARIABLE_DB_HOST".into(), format!("127.0.0.1:{port}")),
+        ]
+    })
+    .await;
+    iot.device("meter-1", "jo").await;
+
+    // About 500 a second, so the faults land while batches are in flight.
+    // Half a second apart from 40 minutes ago: all inside the late window
+    // (an hour) however long the test takes.
+    let start = now_ms() - 40 * 60_000;
+    let publisher = tokio::spawn({
+        let port = broker.port;
+        async move {
+            for chunk in 0..SAMPLES / 50 {
+                let messages: Vec<_> = (chunk * 50..(chunk + 1) * 50)
+                    .map(|i| {
+                        (
+                            "devices/meter-1/telemetry".to_string(),
+                            reading(i as u64, start + i * 500, 20.0, 40.0),
+                        )
+                    })
+                    .collect();
+                publish(port, None, &messages).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let stored = "SELECT count(*) FROM iot.telemetry WHERE metric = 'temperature'";
+    iot.wait_at_least(stored, 500, 60).await;
+    proxy.reset();
+    proxy.refuse(true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.refuse(false);
+    iot.wait_at_least(stored, 1500, 60).await;
+    proxy.reset();
+    let first_run = iot.restart().await;
+    assert!(
+        first_run.contains("mqtt handler failed"),
+        "the faults failed no message:\n{first_run}"
+    );
+    publisher.await.unwrap();
+    iot.wait_count(stored, SAMPLES, 120).await;
+    iot.wait_count(
+        "SELECT count(*) FROM iot.telemetry WHERE metric = 'humidity'",
+        SAMPLES,
+        10,
+    )
+    .await;
+    assert_eq!(iot.count("SELECT count(*) FROM iot.parked").await, 0);
 }
 
 /// The day partitions a plan reads (`telemetry_YYYYMMDD`), each once.
