@@ -9,29 +9,28 @@
 //! each is acknowledged only once it is stored. Batches of one instance
 //! never overlap, so each device's samples are evaluated in arrival order.
 //!
-//! The others wait for their result on a timer: first for as long as the
-//! last batch took, then every [`POLL`] (a call cannot be woken by another
-//! call of the same instance without wit-bindgen's `inter-task-wakeup`,
-//! which traps on wasmtime 48 as soon as a task waits on host I/O).
+//! The others wait for their result on a `stream<u8>` of their own whose
+//! writable end the leader drops once their batch is stored: the one way
+//! here for a call to wake another call of the same instance (wit-bindgen's
+//! `inter-task-wakeup` feature does the same with a unit stream, but it
+//! would apply to every component of the workspace, and it traps on
+//! wasmtime 48 as soon as a task waits on host I/O synchronously).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use spin_sdk::wasip3::clocks::monotonic_clock;
+use spin_sdk::wasip3::wit_stream;
+use spin_sdk::wit_bindgen::StreamWriter;
 
 use crate::store::Inbound;
-
-/// How often a message waiting for its batch looks for its result, in
-/// nanoseconds.
-const POLL: u64 = 250_000;
 
 thread_local! {
     static WAITING: RefCell<Vec<(u64, Inbound)>> = const { RefCell::new(Vec::new()) };
     static RESULTS: RefCell<HashMap<u64, Result<(), String>>> = RefCell::new(HashMap::new());
+    /// The writable ends the waiting calls are woken by (dropped).
+    static WAKERS: RefCell<HashMap<u64, StreamWriter<u8>>> = RefCell::new(HashMap::new());
     static LEADING: Cell<bool> = const { Cell::new(false) };
     static NEXT: Cell<u64> = const { Cell::new(0) };
-    /// How long the last batch took to store, in nanoseconds.
-    static LAST_BATCH: Cell<u64> = const { Cell::new(POLL) };
 }
 
 /// Stores `message` with whatever else arrives with it; returns once it is
@@ -42,13 +41,14 @@ pub async fn submit(message: Inbound) -> anyhow::Result<()> {
     if !LEADING.replace(true) {
         lead().await;
     }
-    let mut wait = LAST_BATCH.get().max(POLL);
     loop {
         if let Some(result) = RESULTS.with(|r| r.borrow_mut().remove(&ticket)) {
             return result.map_err(anyhow::Error::msg);
         }
-        monotonic_clock::wait_for(wait).await;
-        wait = POLL;
+        let (writer, mut reader) = wit_stream::new::<u8>();
+        WAKERS.with(|w| w.borrow_mut().insert(ticket, writer));
+        // Ends when the leader drops the writable end.
+        let _ = reader.next().await;
     }
 }
 
@@ -60,10 +60,13 @@ async fn lead() {
             break;
         }
         let (tickets, messages): (Vec<u64>, Vec<Inbound>) = batch.into_iter().unzip();
-        let started = monotonic_clock::now();
         let results = crate::store::ingest(messages).await;
-        LAST_BATCH.set(monotonic_clock::now().saturating_sub(started));
-        RESULTS.with(|r| r.borrow_mut().extend(tickets.into_iter().zip(results)));
+        RESULTS.with(|r| r.borrow_mut().extend(tickets.iter().copied().zip(results)));
+        let woken: Vec<StreamWriter<u8>> = WAKERS.with(|w| {
+            let mut w = w.borrow_mut();
+            tickets.iter().filter_map(|t| w.remove(t)).collect()
+        });
+        drop(woken);
     }
     LEADING.set(false);
 }

@@ -1,4 +1,6 @@
-use wasmtime::{Config, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{
+    Config, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 /// Engine-wide limits derived from the manifest.
 #[derive(Clone, Debug)]
@@ -33,6 +35,23 @@ fn pool_instances() -> anyhow::Result<u32> {
     }
 }
 
+/// The environment variable that makes compiled guest code visible to a
+/// profiler: `perfmap` writes `/tmp/perf-<pid>.map`, so `perf record` and
+/// `perf report` name the guest's functions instead of bare addresses.
+const PROFILE_ENV: &str = "BV_PROFILE";
+
+fn profiling_strategy() -> anyhow::Result<ProfilingStrategy> {
+    match std::env::var(PROFILE_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(ProfilingStrategy::None),
+        Err(e) => anyhow::bail!("{PROFILE_ENV}: {e}"),
+        Ok(v) => match v.trim() {
+            "" | "none" => Ok(ProfilingStrategy::None),
+            "perfmap" => Ok(ProfilingStrategy::PerfMap),
+            _ => anyhow::bail!("{PROFILE_ENV} must be `perfmap` or `none`, not `{v}`"),
+        },
+    }
+}
+
 /// The engine configuration `bv` runs every component with.
 ///
 /// The pooling allocator makes instantiation a matter of reusing a warm slot
@@ -47,6 +66,8 @@ pub fn engine_config(limits: &EngineLimits) -> anyhow::Result<Config> {
         .epoch_interruption(true)
         .cranelift_opt_level(OptLevel::Speed)
         .parallel_compilation(true);
+
+    config.profiler(profiling_strategy()?);
 
     let instances = pool_instances()?;
     let mut pool = PoolingAllocationConfig::default();

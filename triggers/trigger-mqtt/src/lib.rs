@@ -24,10 +24,15 @@
 //!
 //! Beyond Spin, a component's `message_batch` (`[component.<id>.tool.bv]`)
 //! lets the trigger hand it the messages already waiting, up to that many,
-//! in one fresh instance as concurrent calls of `handle-message`, so the
-//! handler may store them together. Each call still has its own outcome and
+//! in one instance as concurrent calls of `handle-message`, so the handler
+//! may store them together. Each call still has its own outcome and
 //! acknowledgement; the request timeout covers the whole batch, and a trap
-//! fails all of its messages. Batches of one subscription follow one
+//! fails all of its messages. Under the `reuse` instance policy (bv's
+//! default) the instance is kept for the next batch, as an HTTP instance is
+//! for the next request (at most `instance_max_requests` batches, idle at
+//! most a second, dropped after any failure), so what the handler set up
+//! once (a migration checked, say) is not redone per batch; `strict` gives
+//! each batch a fresh instance. Batches of one subscription follow one
 //! another, so the arrival order between batches holds. Mosquitto sends a
 //! session at most `max_inflight_messages` (20 by default) unacknowledged
 //! messages, which caps a batch.
@@ -94,7 +99,8 @@ mod bindings {
 }
 
 use bindings::spin::mqtt_trigger::spin_mqtt_types::Metadata;
-use bindings::MqttTriggerHostPre;
+use bindings::{MqttTriggerHost, MqttTriggerHostPre};
+use bv_runtime::trigger::{WarmInstances, WARM_IDLE_TIMEOUT};
 
 /// Messages a subscription may have waiting for its handler before the
 /// trigger stops reading from the broker.
@@ -119,6 +125,9 @@ struct Sub {
     qos: QoS,
     options: MqttOptions,
     shown: String,
+    /// The instance kept between batches (components with a
+    /// `message_batch` above 1 under the `reuse` instance policy).
+    warm: WarmInstances<MqttTriggerHost>,
 }
 
 /// The MQTT trigger of one application.
@@ -243,6 +252,7 @@ impl MqttTrigger {
                 qos,
                 options,
                 shown: address.to_string(),
+                warm: WarmInstances::new(component, 1),
             }));
         }
         let metrics = runtime.register_metrics(|r| Metrics::register(r, "mqtt", "topic"));
@@ -456,7 +466,17 @@ async fn worker(
 ) {
     let component = sub.component.id.clone();
     let most = (sub.component.settings.message_batch as usize).clamp(1, QUEUE_DEPTH);
-    while let Some(first) = messages.recv().await {
+    loop {
+        let first = tokio::select! {
+            first = messages.recv() => match first {
+                Some(first) => first,
+                None => break,
+            },
+            _ = tokio::time::sleep(WARM_IDLE_TIMEOUT) => {
+                sub.warm.reap();
+                continue;
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < most {
             match messages.try_recv() {
@@ -468,7 +488,7 @@ async fn worker(
             .iter()
             .map(|p| message_span(&component, &p.topic, p.qos as u8))
             .collect();
-        let delivered = if batch.len() == 1 {
+        let delivered = if most == 1 {
             vec![deliver_one(&runtime, &sub, &metrics, &spans[0], &batch[0]).await]
         } else {
             deliver_batch(&runtime, &sub, &metrics, &spans, &batch).await
@@ -542,10 +562,13 @@ async fn deliver_one(
         .await
 }
 
-/// Several messages in one fresh instance, as concurrent calls of its
-/// handler: a handler that gathers the calls in hand can store them in one
+/// Several messages in one instance, as concurrent calls of its handler: a
+/// handler that gathers the calls in hand can store them in one
 /// transaction. Each message has its own outcome; a trap, or running past
-/// the request timeout (which covers the whole batch), fails them all.
+/// the request timeout (which covers the whole batch), fails them all. The
+/// instance serves the next batch too (under the `reuse` instance policy,
+/// up to `instance_max_requests` batches, idle for at most
+/// [`WARM_IDLE_TIMEOUT`]) unless one of its messages failed.
 async fn deliver_batch(
     runtime: &AppRuntime,
     sub: &Sub,
@@ -558,9 +581,10 @@ async fn deliver_batch(
         .iter()
         .map(|p| (p.payload.to_vec(), p.topic.clone()))
         .collect();
-    let delivery = bv_runtime::trigger::deliver(
+    let delivery = bv_runtime::trigger::deliver_warm(
         runtime,
         &sub.component,
+        &sub.warm,
         &spans[0],
         async |store| sub.pre.instantiate_async(store).await,
         async |store, instance| {
@@ -573,6 +597,7 @@ async fn deliver_batch(
                 })
                 .await
         },
+        |each| each.iter().all(|r| matches!(r, Ok(Ok(())))),
     )
     .await;
     let results: Vec<Result<(), Failure>> = match delivery {

@@ -189,6 +189,62 @@ async fn trigger_handles_each_message_once_and_survives_failures() {
     drop_session(&client).await;
 }
 
+/// The `<topic>/uses` figures received so far.
+fn uses(sub: &Subscriber) -> Vec<u32> {
+    sub.messages().iter().map(|m| m.parse().unwrap()).collect()
+}
+
+async fn wait_for_count(sub: &Subscriber, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sub.messages().len() < n {
+        assert!(Instant::now() < deadline, "{:?}", sub.messages());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn batches_keep_their_instance_under_reuse_and_get_fresh_ones_under_strict() {
+    for policy in ["reuse", "strict"] {
+        let topic = unique("warm");
+        let client = unique("warm-client");
+        let used = Subscriber::new(&format!("{topic}/uses")).await;
+        let manifest = format!(
+            "{}\n[component.handler.tool.bv]\nmessage_batch = 8\ninstance_policy = \"{policy}\"\n",
+            handler_app(&topic, 1, &client)
+        );
+        let app = spawn_app(&manifest).await;
+        wait_for_log(&app, "mqtt trigger: subscribed").await;
+        // 24 at once: batches of up to 8, one after the other.
+        let payloads: Vec<String> = (0..24).map(|i| format!("m-{i}")).collect();
+        futures::future::join_all(
+            payloads
+                .iter()
+                .map(|p| publish(&topic, p, QoS::AtLeastOnce)),
+        )
+        .await;
+        wait_for_count(&used, 24).await;
+        let most = uses(&used).into_iter().max().unwrap();
+        match policy {
+            // One instance took every batch.
+            "reuse" => assert_eq!(most, 24, "{:?}", used.messages()),
+            // A fresh instance per batch.
+            _ => assert!(most <= 8, "{:?}", used.messages()),
+        }
+        if policy == "reuse" {
+            // A failed message drops its instance: the next starts afresh.
+            publish(&topic, "fail-1", QoS::AtLeastOnce).await;
+            wait_for_count(&used, 25).await;
+            assert_eq!(uses(&used)[24], 25, "{:?}", used.messages());
+            wait_for_log(&app, "mqtt handler failed").await;
+            publish(&topic, "after", QoS::AtLeastOnce).await;
+            wait_for_count(&used, 26).await;
+            assert_eq!(uses(&used)[25], 1, "{:?}", used.messages());
+        }
+        drop(app);
+        drop_session(&client).await;
+    }
+}
+
 #[tokio::test]
 async fn trigger_redelivers_an_unacknowledged_message_after_a_restart() {
     // Mosquitto never resends an unacknowledged message on the connection
