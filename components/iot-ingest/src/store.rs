@@ -235,25 +235,11 @@ async fn store_in(
 /// Counts each message as stored (some value new) and as a duplicate (some
 /// value stored before, or earlier in the batch).
 fn count_outcomes(accepted: &[Accepted], stored: &HashSet<Key>) {
-    let mut seen: HashSet<Key> = HashSet::new();
-    for a in accepted {
-        let (mut new, mut old) = (false, false);
-        for (metric, _) in &a.telemetry.values {
-            let key = (
-                a.device.as_str().to_string(),
-                metric.clone(),
-                a.telemetry.ts_ms,
-            );
-            if stored.contains(&key) && seen.insert(key) {
-                new = true;
-            } else {
-                old = true;
-            }
-        }
-        if new {
+    for values in batch::first_stored(accepted, stored) {
+        if values.iter().any(|&new| new) {
             bv_service::telemetry::counter("iot_messages", &[("outcome", "stored")], 1);
         }
-        if old {
+        if values.iter().any(|&new| !new) {
             bv_service::telemetry::counter("iot_messages", &[("outcome", "duplicate")], 1);
         }
     }

@@ -131,6 +131,31 @@ pub fn detector_keys(stored: &HashSet<Key>) -> (Vec<String>, Vec<String>) {
         .unzip()
 }
 
+/// For each message of `accepted`, for each of its values, whether it is
+/// stored by this batch: `stored` (what the insert returned) holds its key
+/// and no earlier message of the batch had the same key. The rest are
+/// duplicates (stored before, or earlier in the batch).
+pub fn first_stored(accepted: &[Accepted], stored: &HashSet<Key>) -> Vec<Vec<bool>> {
+    let mut seen: HashSet<Key> = HashSet::new();
+    accepted
+        .iter()
+        .map(|a| {
+            a.telemetry
+                .values
+                .iter()
+                .map(|(metric, _)| {
+                    let key = (
+                        a.device.as_str().to_string(),
+                        metric.clone(),
+                        a.telemetry.ts_ms,
+                    );
+                    stored.contains(&key) && seen.insert(key)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// What the detectors made of a batch.
 #[derive(Debug, Default)]
 pub struct Evaluated {
@@ -150,15 +175,14 @@ pub fn evaluate(
     stored: &HashSet<Key>,
     mut states: HashMap<(String, String), MetricState>,
 ) -> Evaluated {
-    let mut seen: HashSet<Key> = HashSet::new();
     let mut out = Evaluated::default();
     let mut touched: BTreeSet<(String, String)> = BTreeSet::new();
-    for (i, a) in accepted.iter().enumerate() {
+    let first = first_stored(accepted, stored);
+    for (i, (a, new)) in accepted.iter().zip(first).enumerate() {
         let device = a.device.as_str();
         let mut mine: Vec<(String, MetricState)> = Vec::new();
-        for (metric, _) in &a.telemetry.values {
-            let key = (device.to_string(), metric.clone(), a.telemetry.ts_ms);
-            if stored.contains(&key) && seen.insert(key) {
+        for ((metric, _), new) in a.telemetry.values.iter().zip(new) {
+            if new {
                 let state = states
                     .remove(&(device.to_string(), metric.clone()))
                     .unwrap_or_default();
@@ -268,6 +292,12 @@ mod tests {
         ];
         let mut stored = all_stored(&batch);
         stored.remove(&("dev-a".into(), "humidity".into(), 1_000));
+        // Counted as: the first stores its temperature (its humidity was
+        // there before), the second is a duplicate through and through.
+        assert_eq!(
+            first_stored(&batch, &stored),
+            vec![vec![true, false], vec![false, false]]
+        );
         let e = evaluate(&DetectorConfig::default(), &batch, &stored, HashMap::new());
         assert_eq!(e.states.len(), 1);
         assert_eq!(e.states[0].2.n, 1);
