@@ -44,7 +44,10 @@
 //! entry's position, component, topic and broker address), and
 //! acknowledgements are manual: a QoS 1 message is acknowledged (PUBACK) only
 //! after its handler succeeded; a QoS 2 message is acknowledged (PUBREC) at
-//! the same point.
+//! the same point. An acknowledgement goes only to the broker session its
+//! message arrived in: a broker that lost its sessions (a CONNACK without
+//! `session_present`) numbers packets afresh, so an acknowledgement from
+//! before would name another message of the new session.
 //!
 //! A message whose handler failed is not acknowledged. Mosquitto (as MQTT
 //! 3.1.1 requires) does not send it again on the same connection: it stays
@@ -115,6 +118,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// reconnects so that the broker redelivers them (below Mosquitto's default
 /// in-flight window of 20, see the crate docs).
 pub const MAX_UNACKED: usize = 10;
+
+/// A message as the session task hands it to the worker, with the broker
+/// session it arrived in: an acknowledgement names a message by its packet
+/// id, which a new session (after a broker that lost its sessions) gives to
+/// other messages, so an acknowledgement is only sent in the session its
+/// message came from.
+struct Received {
+    session: u64,
+    publish: Publish,
+}
 
 /// One `[[trigger.mqtt]]` entry, resolved.
 struct Sub {
@@ -312,8 +325,8 @@ async fn subscription(
     // while the worker's queue is full, so a worker that waited on
     // `AsyncClient::ack` and a loop that waited on the queue would each
     // wait for the other for good.
-    let (acks, mut handled) = mpsc::unbounded_channel::<Publish>();
-    let mut pending_acks = std::collections::VecDeque::new();
+    let (acks, mut handled) = mpsc::unbounded_channel::<Received>();
+    let mut pending_acks = std::collections::VecDeque::<Received>::new();
     let unacked = Arc::new(AtomicUsize::new(0));
     let redeliver = Arc::new(Notify::new());
     let worker = tokio::spawn(worker(
@@ -330,9 +343,19 @@ async fn subscription(
     let mut backoff = BACKOFF_START;
     let mut attempt: u32 = 0;
     let mut subscribed = false;
+    // Counts the broker sessions: a CONNACK without `session_present` starts
+    // a new one, and what the old one left unacknowledged is redelivered
+    // by nobody (the broker forgot it), nor acknowledged by us.
+    let mut session: u64 = 0;
     'session: loop {
-        while let Some(publish) = pending_acks.front() {
-            if client.try_ack(publish).is_err() {
+        while let Some(done) = pending_acks.front() {
+            if done.session != session {
+                tracing::warn!(
+                    component = %component,
+                    topic = %sub.topic,
+                    "mqtt trigger: not acknowledging a message of a session the broker no longer has"
+                );
+            } else if client.try_ack(&done.publish).is_err() {
                 break;
             }
             pending_acks.pop_front();
@@ -368,6 +391,9 @@ async fn subscription(
                 );
                 backoff = BACKOFF_START;
                 attempt = 0;
+                if !ack.session_present {
+                    session += 1;
+                }
                 if !ack.session_present || !subscribed {
                     match client.try_subscribe(sub.topic.clone(), sub.qos) {
                         Ok(()) => subscribed = true,
@@ -403,7 +429,7 @@ async fn subscription(
                     tokio::select! {
                         _ = stop.cancelled() => break 'session,
                         permit = queue.reserve() => match permit {
-                            Ok(permit) => permit.send(next),
+                            Ok(permit) => permit.send(Received { session, publish: next }),
                             Err(_) => break 'session,
                         },
                         Some(done) = handled.recv() => {
@@ -458,8 +484,8 @@ async fn subscription(
 async fn worker(
     runtime: Arc<AppRuntime>,
     sub: Arc<Sub>,
-    acks: mpsc::UnboundedSender<Publish>,
-    mut messages: mpsc::Receiver<Publish>,
+    acks: mpsc::UnboundedSender<Received>,
+    mut messages: mpsc::Receiver<Received>,
     metrics: Arc<Metrics>,
     unacked: Arc<AtomicUsize>,
     redeliver: Arc<Notify>,
@@ -486,14 +512,15 @@ async fn worker(
         }
         let spans: Vec<tracing::Span> = batch
             .iter()
-            .map(|p| message_span(&component, &p.topic, p.qos as u8))
+            .map(|r| message_span(&component, &r.publish.topic, r.publish.qos as u8))
             .collect();
         let delivered = if most == 1 {
-            vec![deliver_one(&runtime, &sub, &metrics, &spans[0], &batch[0]).await]
+            vec![deliver_one(&runtime, &sub, &metrics, &spans[0], &batch[0].publish).await]
         } else {
             deliver_batch(&runtime, &sub, &metrics, &spans, &batch).await
         };
-        for ((publish, span), delivered) in batch.into_iter().zip(&spans).zip(delivered) {
+        for ((received, span), delivered) in batch.into_iter().zip(&spans).zip(delivered) {
+            let publish = &received.publish;
             let failures = delivered.failures;
             match delivered.result {
                 Ok(()) => {
@@ -503,7 +530,7 @@ async fn worker(
                         elapsed_ms = delivered.elapsed.as_millis() as u64,
                         "mqtt message handled"
                     );
-                    if publish.qos != QoS::AtMostOnce && acks.send(publish).is_err() {
+                    if publish.qos != QoS::AtMostOnce && acks.send(received).is_err() {
                         tracing::warn!(component = %component, "mqtt trigger: stopped before acknowledging a message");
                     }
                 }
@@ -574,12 +601,12 @@ async fn deliver_batch(
     sub: &Sub,
     metrics: &Metrics,
     spans: &[tracing::Span],
-    batch: &[Publish],
+    batch: &[Received],
 ) -> Vec<Delivered> {
     let started = std::time::Instant::now();
     let inputs: Vec<(Vec<u8>, String)> = batch
         .iter()
-        .map(|p| (p.payload.to_vec(), p.topic.clone()))
+        .map(|r| (r.publish.payload.to_vec(), r.publish.topic.clone()))
         .collect();
     let delivery = bv_runtime::trigger::deliver_warm(
         runtime,

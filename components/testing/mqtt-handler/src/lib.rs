@@ -5,7 +5,8 @@
 //! `<topic>/seen` through outbound MQTT (broker in the component variable
 //! `mqtt_address`), and how many messages its instance has been given so far
 //! (this one included) to `<topic>/uses`. Then a payload starting with
-//! `fail` makes it return an error; any other payload succeeds.
+//! `slow-` makes it wait 3 s, one starting with `fail` makes it return an
+//! error; any other payload succeeds.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -37,6 +38,9 @@ async fn on_message(payload: Vec<u8>, metadata: Metadata) -> anyhow::Result<()> 
     )
     .await
     .map_err(|e| anyhow::anyhow!("publish: {e:?}"))?;
+    if payload.starts_with(b"slow-") {
+        spin_sdk::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
     if payload.starts_with(b"fail") {
         anyhow::bail!("refusing message `{}`", String::from_utf8_lossy(&payload));
     }

@@ -67,6 +67,21 @@ impl PrivateMosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// Kills the broker and starts it again on the same port: with
+    /// `persistence false`, every session is gone.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting mosquitto again");
+        wait_for_port(self.port, "mosquitto");
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -247,7 +262,7 @@ impl Iot {
 
 /// Connects (as `login`, if given), publishes each payload at QoS 1 and
 /// waits for every PUBACK; the broker's refusal to let it in is an `Err`.
-async fn publish(
+pub(crate) async fn publish(
     port: u16,
     login: Option<(&str, &str)>,
     messages: &[(String, Vec<u8>)],

@@ -246,6 +246,64 @@ async fn batches_keep_their_instance_under_reuse_and_get_fresh_ones_under_strict
 }
 
 #[tokio::test]
+async fn an_acknowledgement_is_not_sent_into_a_session_the_broker_lost() {
+    // A broker restarted without its sessions numbers packets from 1 again.
+    // `slow-1` is packet 1 of the first session; while its handler runs,
+    // the broker restarts, and `fail-1` becomes packet 1 of the new one.
+    // Acknowledging `slow-1` there would acknowledge `fail-1`, whose
+    // handler then fails: the broker would never send it again.
+    use crate::iot::{publish as publish_to, PrivateMosquitto};
+    let mut broker = PrivateMosquitto::start(false);
+    let topic = unique("lost-session");
+    let client = unique("lost-session-client");
+    let manifest = handler_app(&topic, 1, &client).replace(
+        r#"allowed_outbound_hosts = ["mqtt://127.0.0.1:1883"]"#,
+        r#"allowed_outbound_hosts = ["mqtt://127.0.0.1:*"]"#,
+    );
+    let address = broker.address();
+    let spawn = || Spawn {
+        env: vec![("SPIN_VARIABLE_BROKER".into(), address.clone())],
+        ..Default::default()
+    };
+    let mut app = crate::harness::spawn_app_with(&manifest, spawn()).await;
+    wait_for_log(&app, "mqtt trigger: subscribed").await;
+    let port = address.rsplit(':').next().unwrap().parse().unwrap();
+    let one = |payload: &str| vec![(topic.clone(), payload.as_bytes().to_vec())];
+    publish_to(port, None, &one("slow-1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.restart();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.log().matches("mqtt trigger: subscribed").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", app.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    publish_to(port, None, &one("fail-1")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.log().contains("refusing message `fail-1`") {
+        assert!(Instant::now() < deadline, "{}", app.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        app.log()
+            .contains("not acknowledging a message of a session the broker no longer has"),
+        "{}",
+        app.log()
+    );
+    // `fail-1` is still the broker's to send: a restart of bv gets it again.
+    assert_eq!(app.terminate().await, Some(0));
+    let app = crate::harness::spawn_app_with(&manifest, spawn()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.log().contains("refusing message `fail-1`") {
+        assert!(
+            Instant::now() < deadline,
+            "fail-1 was not redelivered:\n{}",
+            app.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn trigger_redelivers_an_unacknowledged_message_after_a_restart() {
     // Mosquitto never resends an unacknowledged message on the connection
     // it was sent on; it resends it (DUP) when the same client id
