@@ -493,16 +493,20 @@ async fn worker(
     let component = sub.component.id.clone();
     let most = (sub.component.settings.message_batch as usize).clamp(1, QUEUE_DEPTH);
     loop {
-        let first = tokio::select! {
-            first = messages.recv() => match first {
-                Some(first) => first,
-                None => break,
-            },
-            _ = tokio::time::sleep(WARM_IDLE_TIMEOUT) => {
-                sub.warm.reap();
-                continue;
+        // Only batches keep an instance, so only they need the idle timer
+        // (one message at a time, as Spin, arms no timer per message).
+        let next = if most == 1 {
+            messages.recv().await
+        } else {
+            tokio::select! {
+                next = messages.recv() => next,
+                _ = tokio::time::sleep(WARM_IDLE_TIMEOUT) => {
+                    sub.warm.reap();
+                    continue;
+                }
             }
         };
+        let Some(first) = next else { break };
         let mut batch = vec![first];
         while batch.len() < most {
             match messages.try_recv() {
