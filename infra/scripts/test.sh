@@ -71,7 +71,7 @@ say "guest library tests (on the host)"
 (cd components && cargo test -p bv-events-guest -p bv-service -p bv-auth -p bv-resilience -p bv-orders -p bv-grpc)
 # Apart: cargo stops matching the other -p specs when `auth` is among them.
 (cd components && cargo test -p auth)
-(cd components && cargo test -p chat -p notifications -p order -p iot)
+(cd components && cargo test -p chat -p notifications -p order -p iot -p product -p cart)
 if [ "${BV_LONG:-}" = 1 ]; then
   # The long mode: every fuzz target for a bounded time (BV_FUZZ_SECONDS,
   # 60 s by default).

@@ -75,7 +75,7 @@ struct Cached {
 /// uses, whatever else it adds. Its `id` is the product's canonical id (the
 /// one asked for may be spelled differently), under which the cart keeps
 /// the line.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 struct Wire {
     id: ProductId,
     sku: String,
@@ -83,7 +83,7 @@ struct Wire {
     price: WirePrice,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 struct WirePrice {
     amount: i64,
     currency: String,
@@ -179,15 +179,40 @@ impl<'a> Catalog<'a> {
                 );
             }
         }
-        join_all(ids.iter().zip(cached).map(|(id, cached)| async move {
+        let mut answers: Vec<Option<Lookup>> = Vec::with_capacity(ids.len());
+        let mut missing: Vec<(usize, &ProductId, Option<Product>)> = Vec::new();
+        for (i, (id, cached)) in ids.iter().zip(cached).enumerate() {
             match cached {
-                Some(c) if fresh(&c) => Ok(Lookup::Found(c.product)),
-                last => self.fetch(id, now, last.map(|c| c.product)).await,
+                Some(c) if fresh(&c) => answers.push(Some(Lookup::Found(c.product))),
+                last => {
+                    answers.push(None);
+                    missing.push((i, id, last.map(|c| c.product)));
+                }
             }
-        }))
-        .await
-        .into_iter()
-        .collect()
+        }
+        // One call for every product the cache could not answer, however
+        // many: a checkout of several lines asks the product service once.
+        let fetched = if missing.len() > 1 && missing.iter().all(|(_, id, _)| is_uuid(id)) {
+            self.fetch_many(&missing, now).await?
+        } else {
+            // The product service names its products by UUID; an id of
+            // another shape is asked for alone (and is not found).
+            join_all(
+                missing
+                    .iter()
+                    .map(|(_, id, last)| self.fetch(id, now, last.clone())),
+            )
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?
+        };
+        for ((i, _, _), lookup) in missing.iter().zip(fetched) {
+            answers[*i] = Some(lookup);
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.expect("every id answered"))
+            .collect())
     }
 
     fn cache_key(&self, id: &ProductId) -> String {
@@ -201,52 +226,32 @@ impl<'a> Catalog<'a> {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// One GET of the product service: its status and body.
-    async fn get(&self, id: &ProductId) -> Result<(u16, Bytes), String> {
+    /// One GET of the product service (`path` after its collection): its
+    /// status and body.
+    async fn get(&self, path: &str) -> Result<(u16, Bytes), String> {
         let request = self
             .trace
             .forward(spin_sdk::http::Request::<()>::get(format!(
-                "{PRODUCT_SERVICE}/{id}"
+                "{PRODUCT_SERVICE}{path}"
             )))
             .body(spin_sdk::http::EmptyBody::new())
-            .map_err(|e| format!("GET {id}: {e}"))?;
+            .map_err(|e| format!("GET {path}: {e}"))?;
         let response = spin_sdk::http::send(request)
             .await
-            .map_err(|e| format!("GET {id}: {e:?}"))?;
+            .map_err(|e| format!("GET {path}: {e:?}"))?;
         let status = response.status().as_u16();
         let body = response
             .into_body()
             .bytes()
             .await
-            .map_err(|e| format!("reading {id}: {e:?}"))?;
+            .map_err(|e| format!("reading {path}: {e:?}"))?;
         Ok((status, body))
     }
 
-    /// Asks the product service (guarded), and caches what it knows.
-    /// Unknown products are not cached: one created a moment later must be
-    /// found at once. When the service cannot answer, `last` (the last
-    /// copy known) is served, marked stale.
-    async fn fetch(
-        &self,
-        id: &ProductId,
-        now: u64,
-        last: Option<Product>,
-    ) -> Result<Lookup, Problem> {
-        let fall_back = |detail: String| {
-            eprintln!("cart: product service: {detail}");
-            match last.clone() {
-                Some(product) => {
-                    bv_service::telemetry::counter("product_stale_served", &[], 1);
-                    Ok(Lookup::Found(Product {
-                        stale: true,
-                        ..product
-                    }))
-                }
-                None => Err(Problem::unavailable(format!(
-                    "the product service failed looking up `{id}`"
-                ))),
-            }
-        };
+    /// Calls the product service for `path` through its breaker: the
+    /// answer, or why there is none (the caller falls back to the last
+    /// copies known).
+    async fn guarded_get(&self, path: &str) -> Result<(u16, Bytes), String> {
         let guard = spin::guard("product", self.breaker, &self.breakers);
         // A checkout's lookups (all of a cart's lines at once, under a
         // checkout rush) may wait longer for an answer than a display's:
@@ -260,55 +265,108 @@ impl<'a> Catalog<'a> {
             attempts: 2,
             ..Policy::idempotent(timeout)
         };
-        let called = guard.call(&policy, |_| self.get(id), classify).await;
-        let (status, body) = match called.outcome {
-            Outcome::Answered(Ok(answer)) => answer,
-            Outcome::Answered(Err(e)) => return fall_back(e),
-            Outcome::TimedOut => {
-                return fall_back(format!(
-                    "GET {id}: no answer within {} ms ({} attempts)",
-                    timeout.as_millis(),
-                    called.attempts
-                ))
-            }
-            Outcome::Open { .. } => return fall_back(format!("GET {id}: circuit open")),
+        let called = guard.call(&policy, |_| self.get(path), classify).await;
+        match called.outcome {
+            Outcome::Answered(answer) => answer,
+            Outcome::TimedOut => Err(format!(
+                "GET {path}: no answer within {} ms ({} attempts)",
+                timeout.as_millis(),
+                called.attempts
+            )),
+            Outcome::Open { .. } => Err(format!("GET {path}: circuit open")),
+        }
+    }
+
+    /// Asks the product service for one product (guarded), and caches what
+    /// it knows. Unknown products are not cached: one created a moment
+    /// later must be found at once. When the service cannot answer, `last`
+    /// (the last copy known) is served, marked stale.
+    async fn fetch(
+        &self,
+        id: &ProductId,
+        now: u64,
+        last: Option<Product>,
+    ) -> Result<Lookup, Problem> {
+        let path = format!("/{id}");
+        let (status, body) = match self.guarded_get(&path).await {
+            Ok(answer) => answer,
+            Err(e) => return fall_back(id, last, e),
         };
         if status == 404 || status == 410 {
             return Ok(Lookup::Unknown);
         }
-        let unavailable = |detail: String| {
-            eprintln!("cart: product service: {detail}");
-            Problem::unavailable(format!("the product service failed looking up `{id}`"))
-        };
         if status != 200 {
-            if status >= 500 || status == 429 {
-                return fall_back(format!(
-                    "GET {id} answered {status}: {}",
-                    String::from_utf8_lossy(&body)
-                ));
-            }
-            return Err(unavailable(format!(
-                "GET {id} answered {status}: {}",
+            let detail = format!(
+                "GET {path} answered {status}: {}",
                 String::from_utf8_lossy(&body)
-            )));
+            );
+            if status >= 500 || status == 429 {
+                return fall_back(id, last, detail);
+            }
+            return Err(unavailable(id, detail));
         }
         let wire: Wire = serde_json::from_slice(&body)
-            .map_err(|e| unavailable(format!("product {id} does not parse: {e}")))?;
-        let currency = Currency::parse(&wire.price.currency).ok_or_else(|| {
-            unavailable(format!(
-                "product {id} is priced in unknown currency `{}`",
-                wire.price.currency
-            ))
-        })?;
-        let price = Money::new(wire.price.amount, currency)
-            .map_err(|e| unavailable(format!("product {id}: price: {e}")))?;
-        let product = Product {
-            id: wire.id,
-            sku: wire.sku,
-            name: wire.name,
-            price,
-            stale: false,
+            .map_err(|e| unavailable(id, format!("product {id} does not parse: {e}")))?;
+        let product = wire.product().map_err(|e| unavailable(id, e))?;
+        self.cache(id, now, &product).await;
+        Ok(Lookup::Found(product))
+    }
+
+    /// [`Catalog::fetch`] for several products in one call
+    /// (`GET /api/products?ids=…`): one answer per entry of `missing`, in
+    /// order. Each product the service cannot answer for falls back to its
+    /// own last copy.
+    async fn fetch_many(
+        &self,
+        missing: &[(usize, &ProductId, Option<Product>)],
+        now: u64,
+    ) -> Result<Vec<Lookup>, Problem> {
+        let ids: Vec<String> = missing.iter().map(|(_, id, _)| id.to_string()).collect();
+        let path = format!("?ids={}", ids.join(","));
+        let all_fall_back = |detail: String| {
+            missing
+                .iter()
+                .map(|(_, id, last)| fall_back(id, last.clone(), detail.clone()))
+                .collect::<Result<Vec<_>, _>>()
         };
+        let (status, body) = match self.guarded_get(&path).await {
+            Ok(answer) => answer,
+            Err(e) => return all_fall_back(e),
+        };
+        let first = missing[0].1;
+        if status != 200 {
+            let detail = format!(
+                "GET {path} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            if status >= 500 || status == 429 {
+                return all_fall_back(detail);
+            }
+            return Err(unavailable(first, detail));
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            items: Vec<Wire>,
+        }
+        let page: Page = serde_json::from_slice(&body)
+            .map_err(|e| unavailable(first, format!("GET {path} does not parse: {e}")))?;
+        let mut answers = Vec::with_capacity(missing.len());
+        for (_, id, _) in missing {
+            // The service answers with every live product asked for; one
+            // it leaves out it does not know.
+            let Some(wire) = page.items.iter().find(|w| w.id == **id) else {
+                answers.push(Lookup::Unknown);
+                continue;
+            };
+            let product = wire.clone().product().map_err(|e| unavailable(id, e))?;
+            self.cache(id, now, &product).await;
+            answers.push(Lookup::Found(product));
+        }
+        Ok(answers)
+    }
+
+    /// Keeps `product` as the cached copy of `id`, fetched at `now`.
+    async fn cache(&self, id: &ProductId, now: u64, product: &Product) {
         if let Some(cache) = &self.cache {
             let entry = Cached {
                 fetched_at_ms: now,
@@ -319,7 +377,63 @@ impl<'a> Catalog<'a> {
                 eprintln!("cart: caching product {id}: {e:?}");
             }
         }
-        Ok(Lookup::Found(product))
+    }
+}
+
+/// The last copy known of `id`, marked stale, when the product service
+/// could not answer (`detail` says why); 503 when there is none.
+fn fall_back(id: &ProductId, last: Option<Product>, detail: String) -> Result<Lookup, Problem> {
+    eprintln!("cart: product service: {detail}");
+    match last {
+        Some(product) => {
+            bv_service::telemetry::counter("product_stale_served", &[], 1);
+            Ok(Lookup::Found(Product {
+                stale: true,
+                ..product
+            }))
+        }
+        None => Err(Problem::unavailable(format!(
+            "the product service failed looking up `{id}`"
+        ))),
+    }
+}
+
+/// Whether `id` is spelled as a UUID (the product service's ids, which its
+/// `ids` parameter takes; anything else it refuses).
+fn is_uuid(id: &ProductId) -> bool {
+    let id = id.as_str().as_bytes();
+    id.len() == 36
+        && id.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// The product service answered something the cart cannot use.
+fn unavailable(id: &ProductId, detail: String) -> Problem {
+    eprintln!("cart: product service: {detail}");
+    Problem::unavailable(format!("the product service failed looking up `{id}`"))
+}
+
+impl Wire {
+    /// The product, its price checked.
+    fn product(self) -> Result<Product, String> {
+        let id = self.id;
+        let currency = Currency::parse(&self.price.currency).ok_or_else(|| {
+            format!(
+                "product {id} is priced in unknown currency `{}`",
+                self.price.currency
+            )
+        })?;
+        let price = Money::new(self.price.amount, currency)
+            .map_err(|e| format!("product {id}: price: {e}"))?;
+        Ok(Product {
+            id,
+            sku: self.sku,
+            name: self.name,
+            price,
+            stale: false,
+        })
     }
 }
 
@@ -343,4 +457,22 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> ProductId {
+        ProductId::try_from(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn only_uuid_spellings_are_asked_for_together() {
+        assert!(is_uuid(&id("5eed0000-0000-4000-8000-000000000001")));
+        assert!(is_uuid(&id("5EED0000-0000-4000-8000-00000000000A")));
+        assert!(!is_uuid(&id("no-such-product")));
+        assert!(!is_uuid(&id("5eed0000000040008000000000000001")));
+        assert!(!is_uuid(&id("5eed0000-0000-4000-8000-00000000000g")));
+    }
 }

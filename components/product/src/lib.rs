@@ -2,7 +2,7 @@
 //!
 //! | request | who | answer |
 //! |---|---|---|
-//! | `GET /api/products?limit&cursor&q&category&currency&min_price&max_price` | anyone | 200 `{items, next, nextCursor}` |
+//! | `GET /api/products?limit&cursor&q&category&currency&min_price&max_price&ids` | anyone | 200 `{items, next, nextCursor}` |
 //! | `POST /api/products` `{sku, name, description?, category, price}` | admin | 201, `Location`, `ETag` |
 //! | `GET /api/products/{id}` | anyone | 200, `ETag` |
 //! | `PUT /api/products/{id}` (`If-Match` required) | admin | 200, new `ETag` |

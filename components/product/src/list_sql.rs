@@ -14,6 +14,7 @@
 //! | `category` | `products_category (category, seq)` |
 //! | `currency`, price range | `products_price (currency, price_amount)` |
 //! | `q` | `products_search` (GIN on the `search` tsvector) |
+//! | `ids` | the primary key |
 
 /// What a page of the listing is filtered by and starts after.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +29,8 @@ pub struct Filter<'a> {
     pub min_price: Option<i64>,
     /// Highest price, minor units, inclusive.
     pub max_price: Option<i64>,
+    /// Only these ids: UUIDs, comma-separated.
+    pub ids: Option<&'a str>,
     /// Only rows after this `seq` (the cursor).
     pub after: Option<i64>,
     /// At most this many rows.
@@ -64,6 +67,12 @@ pub fn select(columns: &str, filter: &Filter<'_>) -> (String, Vec<Param>) {
     }
     if let Some(max) = filter.max_price {
         condition("price_amount <= ?::bigint", Param::Int(max));
+    }
+    if let Some(ids) = filter.ids {
+        condition(
+            "id = ANY (string_to_array(?::text, ',')::uuid[])",
+            Param::Text(ids.into()),
+        );
     }
     if let Some(text) = filter.text {
         condition(

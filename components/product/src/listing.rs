@@ -2,7 +2,7 @@
 
 use bv_service::{Currency, Problem, ProblemKind};
 
-use crate::domain::Category;
+use crate::domain::{Category, ProductId};
 use crate::list_sql::Filter;
 
 /// Items per page when `limit` is not given.
@@ -28,7 +28,13 @@ pub struct ListQuery {
     pub min_price: Option<i64>,
     /// Highest price, minor units, inclusive.
     pub max_price: Option<i64>,
+    /// Only these products (canonical ids, comma-separated, each once): a
+    /// caller that needs several known products asks once, not per id.
+    pub ids: Option<String>,
 }
+
+/// The most ids one `ids` parameter may name (a page's worth).
+pub const MAX_IDS: usize = MAX_LIMIT as usize;
 
 /// A problem naming the query parameter at fault.
 fn invalid(parameter: &str, detail: impl Into<String>) -> Problem {
@@ -64,6 +70,7 @@ impl ListQuery {
             ..Default::default()
         };
         let mut seen: Vec<String> = Vec::new();
+        let mut limit_given = false;
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             if seen.iter().any(|s| *s == name) {
                 return Err(invalid(&name, "given more than once"));
@@ -72,6 +79,7 @@ impl ListQuery {
             let value = value.as_ref();
             match name.as_ref() {
                 "limit" => {
+                    limit_given = true;
                     q.limit = value
                         .parse::<i64>()
                         .ok()
@@ -102,12 +110,13 @@ impl ListQuery {
                         invalid("currency", format!("not a currency this shop prices in: {value:?}"))
                     })?);
                 }
+                "ids" => q.ids = Some(ids(value)?),
                 "min_price" => q.min_price = Some(amount("min_price", value)?),
                 "max_price" => q.max_price = Some(amount("max_price", value)?),
                 other => {
                     return Err(invalid(
                         other,
-                        "unknown parameter (known: limit, cursor, q, category, min_price, max_price, currency)",
+                        "unknown parameter (known: limit, cursor, q, category, min_price, max_price, currency, ids)",
                     ))
                 }
             }
@@ -121,6 +130,10 @@ impl ListQuery {
                     ));
                 }
             }
+        }
+        if let (Some(ids), false) = (&q.ids, limit_given) {
+            // Every product asked for fits on the one page.
+            q.limit = ids.split(',').count() as i64;
         }
         if let (Some(min), Some(max)) = (q.min_price, q.max_price) {
             if min > max {
@@ -142,6 +155,7 @@ impl ListQuery {
             currency: self.currency.map(Currency::code),
             min_price: self.min_price,
             max_price: self.max_price,
+            ids: self.ids.as_deref(),
             after: self.cursor.map(|c| c.0),
             limit: self.limit + 1,
         }
@@ -167,9 +181,37 @@ impl ListQuery {
         if let Some(max) = self.max_price {
             s.append_pair("max_price", &max.to_string());
         }
+        if let Some(ids) = &self.ids {
+            s.append_pair("ids", ids);
+        }
         s.append_pair("cursor", &last.encode());
         s.finish()
     }
+}
+
+/// Parses `ids`: 1 to [`MAX_IDS`] product ids, comma-separated, into
+/// their canonical spelling, each once.
+fn ids(value: &str) -> Result<String, Problem> {
+    let mut canonical: Vec<String> = Vec::new();
+    for segment in value.split(',') {
+        let id = ProductId::parse(segment.trim()).ok_or_else(|| {
+            invalid(
+                "ids",
+                format!("not a product id: {segment:?} (ids are UUIDs, comma-separated)"),
+            )
+        })?;
+        let id = id.to_string();
+        if !canonical.contains(&id) {
+            canonical.push(id);
+        }
+    }
+    if canonical.len() > MAX_IDS {
+        return Err(invalid(
+            "ids",
+            format!("at most {MAX_IDS} ids at once, got {}", canonical.len()),
+        ));
+    }
+    Ok(canonical.join(","))
 }
 
 /// A position in the listing: the `seq` of the last item of a page.
@@ -224,6 +266,29 @@ mod tests {
         assert_eq!(parameter("q="), "q");
         assert_eq!(parameter("colour=red"), "colour");
         assert_eq!(parameter("limit=1&limit=2"), "limit");
+        assert_eq!(parameter("ids=nope"), "ids");
+        assert_eq!(parameter("ids="), "ids");
+        let many: Vec<String> = (0..=MAX_IDS)
+            .map(|i| format!("5eed0000-0000-4000-8000-{i:012}"))
+            .collect();
+        assert_eq!(parameter(&format!("ids={}", many.join(","))), "ids");
+    }
+
+    #[test]
+    fn ids_are_canonical_once_each_and_fit_one_page() {
+        let a = "5EED0000-0000-4000-8000-000000000001";
+        let b = "5eed0000-0000-4000-8000-000000000002";
+        let q = ListQuery::parse(&format!("ids={a},{b},%20{a}")).unwrap();
+        assert_eq!(
+            q.ids.as_deref(),
+            Some("5eed0000-0000-4000-8000-000000000001,5eed0000-0000-4000-8000-000000000002")
+        );
+        assert_eq!(q.limit, 2);
+        assert_eq!(
+            ListQuery::parse(&format!("ids={a}&limit=1")).unwrap().limit,
+            1
+        );
+        assert!(q.next_query(Cursor(1)).contains("ids=5eed"));
     }
 
     #[test]

@@ -37,11 +37,38 @@ fn manifest(prefix: &str, cache_ttl: u32) -> String {
 struct Shop {
     app: TestApp,
     prefix: String,
-    _db: TestDb,
+    db: TestDb,
     _lock: std::fs::File,
 }
 
 impl Shop {
+    /// Ann's cart at current prices (`Cache-Control: no-cache`, as a
+    /// checkout asks for it).
+    async fn revalidated_cart(&self) -> Reply {
+        let headers = [auth_support::customer("ann"), ("cache-control", "no-cache")];
+        request(
+            self.app.addr,
+            "GET",
+            "/api/carts/me",
+            &headers,
+            Bytes::new(),
+        )
+        .await
+    }
+
+    /// Requests bv has served the product component over service chaining.
+    async fn product_calls(&self) -> u64 {
+        let text = self.app.admin_get("/metrics").await.text();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("bv_http_requests_total{")
+                    && l.contains(r#"component="product""#)
+                    && l.contains(r#"route="/...""#)
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
     async fn start(tag: &str) -> Self {
         Self::start_with(tag, 30).await
     }
@@ -70,7 +97,7 @@ impl Shop {
         Self {
             app,
             prefix,
-            _db: db,
+            db,
             _lock: lock,
         }
     }
@@ -490,6 +517,54 @@ async fn unknown_and_deleted_products_are_refused() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(lines(&r.json()), vec![(mug, 1, 1299)]);
     assert!(r.json().get("unavailable").is_none(), "{}", r.text());
+}
+
+#[tokio::test]
+async fn a_revalidating_cart_asks_for_all_its_lines_at_once_and_falls_back_line_by_line() {
+    let shop = Shop::start("batch").await;
+    let mut products = Vec::new();
+    for (i, sku) in ["MUG-1", "CUP-1", "POT-1"].iter().enumerate() {
+        let id = shop.product(sku, 100 * (i as i64 + 1), "EUR").await;
+        shop.added("ann", &id, 1).await;
+        products.push(id);
+    }
+    // Current prices for three lines: one call to the product service.
+    let before = shop.product_calls().await;
+    let r = shop.revalidated_cart().await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(shop.product_calls().await - before, 1);
+    assert_eq!(r.json()["total"], 600, "{}", r.text());
+    assert!(r.headers.get("warning").is_none());
+    let mut ids: Vec<String> = lines(&r.json()).into_iter().map(|l| l.0).collect();
+    ids.sort();
+    products.sort();
+    assert_eq!(ids, products);
+
+    // The product service failing (its table gone): each line falls back
+    // to its own last copy, marked stale, and the cart says so.
+    shop.db
+        .client()
+        .await
+        .batch_execute("ALTER TABLE product.products RENAME TO products_away")
+        .await
+        .unwrap();
+    let r = shop.revalidated_cart().await;
+    shop.db
+        .client()
+        .await
+        .batch_execute("ALTER TABLE product.products_away RENAME TO products")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["total"], 600, "{}", r.text());
+    assert!(r.headers.get("warning").is_some(), "{:?}", r.headers);
+    let stale: Vec<bool> = r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["stale"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(stale, [true, true, true], "{}", r.text());
 }
 
 #[tokio::test]

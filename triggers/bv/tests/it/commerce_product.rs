@@ -902,6 +902,24 @@ async fn the_listing_pages_searches_and_filters() {
         ["POT-5", "POT-6"]
     );
 
+    // Several products by id in one request (as a checkout prices its
+    // cart): the live ones, in listing order; unknown ids are left out.
+    let unknown = "3f1e9a56-8d1c-4c41-9a8e-0d2b5f7a9c10";
+    assert_eq!(
+        names(
+            app.get(&format!(
+                "/api/products?ids={},{unknown},{}",
+                created[5].to_uppercase(),
+                created[1]
+            ))
+            .await
+        ),
+        ["POT-1", "POT-5"]
+    );
+    let r = app.get("/api/products?ids=POT-1").await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["parameter"], "ids");
+
     // Lists carry an ETag too; it changes with the content.
     let r = app.get("/api/products?category=tea").await;
     let etag = header(&r, "etag").to_string();
@@ -997,6 +1015,17 @@ async fn the_listing_queries_use_their_indexes() {
                 ..Default::default()
             },
             "products_price",
+        ),
+        (
+            "some products by id",
+            Filter {
+                ids: Some(
+                    "5eed0000-0000-4000-8000-000000000001,5eed0000-0000-4000-8000-000000000002",
+                ),
+                limit: 2,
+                ..Default::default()
+            },
+            "products_pkey",
         ),
         (
             "a search",
