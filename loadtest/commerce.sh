@@ -7,8 +7,9 @@
 # database (bv_bench_commerce, recreated, dropped at the end) and a Redis
 # key prefix of its own (its keys deleted at the end). The manifest is a
 # temporary copy of spin.toml: component sources made absolute, `db_url`'s
-# default and the order-sweeper's DB_URL (from `environment`, not a variable) pointed at
-# the scratch database, and the cart's `cart_key_prefix` set.
+# default pointed at the scratch database (every component, the
+# order-sweeper's cron half included, reads it), and the cart's
+# `cart_key_prefix` set.
 #
 # 1. Product GETs: wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency (after a
 #    ${WARMUP}s warm-up), one endpoint at a time, on
@@ -36,8 +37,9 @@
 #   PORT=3400 ADMIN_PORT=9800 NATIVE_PORT=3401   where the servers listen
 #   GETS=0       skip the product GETs (checkout only)
 #   SUBSCRIPTIONS=0  drop the manifest's [[trigger.postgres]] tables from the
-#                copy (inventory-projector, order-sweeper's event half): how
-#                much the idle subscriptions cost a checkout
+#                copy (every event subscription: the consumers of the
+#                checkout's events and the idle ones): how
+#                much the subscriptions cost a checkout
 #   TRACING=1    bv exports traces and metrics over OTLP (http/protobuf) to
 #                `commerce-bench otlp-sink` on SINK_PORT=4399, which drops them
 #   SUMMARY=path also write the headline figures as `key value` lines there
@@ -137,16 +139,12 @@ awk -v root="$ROOT" -v db="$DB_URL" -v prefix="$PREFIX" -v subscriptions="$SUBSC
     /^source = "/ && !/^source = "\// { sub(/^source = "/, "source = \"" root "/") }
     # The platform database variable (also set in the environment below).
     /^db_url = / { sub(/default = "[^"]*"/, "default = \"" db "\"") }
-    # The sweeper reads its database from the environment.
-    /DB_URL = "[^"]*"/ { sub(/DB_URL = "[^"]*"/, "DB_URL = \"" db "\"") }
     # The cart: a key prefix of our own (replacing one the manifest sets).
     /^\[/ { in_cart = ($0 == "[component.cart.variables]") }
     in_cart && /^cart_key_prefix *=/ { next }
     { print }
     $0 == "[component.cart.variables]" { print "cart_key_prefix = \"" prefix "\"" }
 ' "$ROOT/spin.toml" >"$MANIFEST"
-grep -q "DB_URL = \"$DB_URL\"" "$MANIFEST" ||
-    { log "spin.toml: the order-sweeper's DB_URL was not found to replace"; exit 1; }
 grep -q "^cart_key_prefix = \"$PREFIX\"" "$MANIFEST" ||
     { log "spin.toml: [component.cart.variables] was not found"; exit 1; }
 if grep -q 'bitvelocity?sslmode' "$MANIFEST"; then
@@ -301,7 +299,7 @@ mkdir -p "$ROOT/loadtest/results"
     echo "# Commerce services — $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "- Machine: $(nproc) cores ($(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)); wrk, the driver, bv, PostgreSQL $(psql_ -d postgres -Atc 'SHOW server_version') and Redis share it. Load average (1, 5, 15 min) before: $LOAD_BEFORE; after: $LOAD_AFTER."
-    echo "- App: the root \`spin.toml\` (a temporary copy: sources absolute, the order-sweeper's \`DB_URL\` and \`SPIN_VARIABLE_DB_URL\` on the scratch database \`$DB\`, the cart's \`cart_key_prefix\` set) under \`bv up\`, instance policy reuse; bv at $COMMIT, release build; $BV_WARNINGS warning/error lines in bv's log."
+    echo "- App: the root \`spin.toml\` (a temporary copy: sources absolute, \`db_url\` and \`SPIN_VARIABLE_DB_URL\` on the scratch database \`$DB\`, the cart's \`cart_key_prefix\` set) under \`bv up\`, instance policy reuse; bv at $COMMIT, release build; $BV_WARNINGS warning/error lines in bv's log."
     envs="DURATION=$DURATION CONNECTIONS=$CONNECTIONS CUSTOMERS=$CUSTOMERS CLIENTS=$CLIENTS"
     [[ "$GETS" == 0 ]] && envs="$envs GETS=0"
     [[ "$SUBSCRIPTIONS" == 0 ]] && envs="$envs SUBSCRIPTIONS=0"
@@ -310,7 +308,7 @@ mkdir -p "$ROOT/loadtest/results"
     echo "- Command: \`$envs bash loadtest/commerce.sh\`."
     [[ "$TRACING" == 1 ]] && echo "- **Tracing on**: traces and metrics exported over OTLP (http/protobuf, batch) to \`commerce-bench otlp-sink\`, which received $SINK_STATS."
     if [[ "$SUBSCRIPTIONS" == 0 ]]; then
-        echo "- **Variant: SUBSCRIPTIONS=0** — the manifest's \`[[trigger.postgres]]\` tables left out (no inventory-projector, no order-sweeper event half; the sweeper's cron stays): not the app as shipped, but what its idle subscriptions cost."
+        echo "- **Variant: SUBSCRIPTIONS=0** — the manifest's \`[[trigger.postgres]]\` tables left out (no event subscription runs; the sweeper's cron stays): not the app as shipped, but what its subscriptions cost."
     fi
     echo
     if [[ "$GETS" != 0 ]]; then
@@ -348,7 +346,7 @@ mkdir -p "$ROOT/loadtest/results"
     echo
     echo "- Check (database): $(get check)."
     [[ "$GETS" != 0 ]] && echo "- Against the product GET in the same bv: a checkout costs as much wall-clock time as $(awk -v a="$BV_GET_RPS" -v b="$(get checkout_rate)" 'BEGIN { printf "%.0f", a / b }') product GETs (checkouts/s ÷ product GETs/s = $(awk -v a="$BV_GET_RPS" -v b="$(get checkout_rate)" 'BEGIN { printf "%.4f", b / a }'))."
-    echo "- CPU per measured checkout (machine $(get machine_busy_pct)% busy meanwhile): bv process $(get cpu_bv_us) µs; PostgreSQL backends of the components' pooled connections $(get cpu_pg_pool_us) µs, of the Postgres trigger's $(get trigger_backends) connections (subscriptions inventory-projector and order-sweeper) $(get cpu_pg_trigger_us) µs."
+    echo "- CPU per measured checkout (machine $(get machine_busy_pct)% busy meanwhile): bv process $(get cpu_bv_us) µs; PostgreSQL backends of the components' pooled connections $(get cpu_pg_pool_us) µs, of the Postgres trigger's $(get trigger_backends) connections (the app's event subscriptions) $(get cpu_pg_trigger_us) µs."
     echo "- Database per measured checkout: $(get db_commits) transactions committed (each statement outside \`BEGIN … COMMIT\` counts as one; the sweeper's cron and the subscriptions' polls included), $(get db_rollbacks) rolled back, $(get db_rows_written) rows written, $(get events) events published (the outbox held $(get outbox_rows) rows at the end)."
     echo "- Cart preparation: $(get carts) carts ($(get cart_adds) \`POST /api/carts/me/items\`) at $(get cart_rate) carts/s, per cart p50 $(get cart_p50_ms) ms, p99 $(get cart_p99_ms) ms ($(get clients) connections)."
     echo

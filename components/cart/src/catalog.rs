@@ -4,6 +4,10 @@
 //! misses are counted in Redis for `/api/carts/metrics` and reported as
 //! metric lines for bv's `/metrics`.
 //!
+//! The products a request needs and the cache cannot answer are asked for
+//! in one call (`GET /api/products?ids=…`), so a checkout prices every line
+//! of its cart with one request to the product service.
+//!
 //! Calls to the product service are guarded (`bv-resilience`): each
 //! attempt has a deadline (`product_timeout_ms`), a failed one is retried
 //! once (a GET is idempotent), and a circuit breaker shared through the
