@@ -6,7 +6,9 @@
 # Requests per second move with whatever else the machine is doing; the
 # number of instructions a server executes per request does not. Each peer
 # of loadtest/http-hello.sh (native hyper, bv reuse, bv strict, `wasmtime
-# serve`, `wasmtime serve --max-instance-reuse-count 1`) runs under
+# serve`, `wasmtime serve --max-instance-reuse-count 1`, and `wasmtime serve`
+# with the client sending the `spin-*` headers bv sets, so that its guest
+# does what it does under bv) runs under
 # `valgrind --tool=callgrind` with instrumentation off; after start-up and
 # $WARM warm-up requests it is switched on, $REQUESTS requests are
 # sent (one curl process, one at a time), it is switched off and the server's
@@ -95,8 +97,11 @@ free_port() {
 requests() {
     local url="$1" conns="$2" count="$3"
     [[ "$count" -gt 0 ]] || return 0
-    yes "url = \"$url\"
-output = \"/dev/null\"" | head -n $((count * 2)) >"$WORK/curl.cfg"
+    {
+        for h in "${REQUEST_HEADERS[@]}"; do printf 'header = "%s"\n' "$h"; done
+        yes "url = \"$url\"
+output = \"/dev/null\"" | head -n $((count * 2))
+    } >"$WORK/curl.cfg"
     curl -s --no-progress-meter --parallel --parallel-max "$conns" --max-time 60 -w '%{http_code}\n' \
         -K "$WORK/curl.cfg" >"$WORK/codes.txt" || true
     local ok
@@ -108,6 +113,8 @@ output = \"/dev/null\"" | head -n $((count * 2)) >"$WORK/curl.cfg"
 }
 
 NAMES=(); PER_REQUEST=(); COUNTED=()
+# Headers every request carries besides curl's own (none but for one peer).
+REQUEST_HEADERS=()
 
 # measure NAME URL -- [VAR=value...] COMMAND...: the variables are set for
 # valgrind itself (a program it execs would run uninstrumented).
@@ -176,6 +183,24 @@ done
 port="$(free_port)"
 measure "wasmtime serve" "http://127.0.0.1:$port/hello/" -- \
     "$WASMTIME" serve -Sp3,cli -Wcomponent-model-async --addr "127.0.0.1:$port" "$WASM"
+# The same guest work as under bv: `wasmtime serve` sets no `spin-*`
+# headers, so here the client sends the seven bv sets on this route (same
+# names, values of the same length), which the guest then receives and
+# copies as it does under bv. The difference to bv reuse is what bv itself
+# adds; the difference to plain `wasmtime serve` is what Spin's headers cost.
+port="$(free_port)"
+REQUEST_HEADERS=(
+    "spin-full-url: http://127.0.0.1:$port/hello/"
+    "spin-path-info: /"
+    "spin-matched-route: /hello/..."
+    "spin-component-route: /hello"
+    "spin-raw-component-route: /hello/..."
+    "spin-base-path: /"
+    "spin-client-addr: 127.0.0.1:$port"
+)
+measure "wasmtime serve, given Spin's headers" "http://127.0.0.1:$port/hello/" -- \
+    "$WASMTIME" serve -Sp3,cli -Wcomponent-model-async --addr "127.0.0.1:$port" "$WASM"
+REQUEST_HEADERS=()
 port="$(free_port)"
 measure "wasmtime serve, reuse 1" "http://127.0.0.1:$port/hello/" -- \
     "$WASMTIME" serve -Sp3,cli -Wcomponent-model-async --max-instance-reuse-count 1 \
@@ -197,6 +222,7 @@ mkdir -p "$ROOT/loadtest/results"
     echo "- Each server under \`valgrind --tool=callgrind\`, counting only while $REQUESTS requests are answered (one curl process, one at a time over a kept-alive connection), after $WARM warm-up requests. All threads of the server; the client is not counted."
     echo "- Command: \`REQUESTS=$REQUESTS bash loadtest/http-instructions.sh\`; bv at $COMMIT, release build; $("$WASMTIME" --version)."
     echo "- Instruction counts do not depend on other load on the machine; they do not show waiting (locks, I/O), which req/s does."
+    echo "- \`wasmtime serve, given Spin's headers\`: the client sends the seven \`spin-*\` headers bv sets on this route, so the guest does the work it does under bv. bv reuse ÷ this peer is what bv itself adds; this peer ÷ \`wasmtime serve\` is what Spin's headers cost. Its last column is it ÷ bv reuse."
     echo
     echo "| server | requests counted | instructions per request | ÷ native | ÷ wasmtime serve (same policy) | ÷ bv reuse, tracing off |"
     echo "|---|---:|---:|---:|---:|---:|"
@@ -204,7 +230,9 @@ mkdir -p "$ROOT/loadtest/results"
         peer="" off=""
         case "${NAMES[$i]}" in
             "bv reuse") peer="$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[5]}")" ;;
-            "bv strict") peer="$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[6]}")" ;;
+            "bv strict") peer="$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[7]}")" ;;
+            "wasmtime serve, given Spin's headers") peer="$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[5]}")"
+                off="$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[1]}")" ;;
             "bv reuse, tracing on"*) peer="$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[5]}")"
                 off="$(ratio "${PER_REQUEST[$i]}" "${PER_REQUEST[1]}")" ;;
         esac
