@@ -221,6 +221,28 @@ fn cart_product() -> PactBuilder {
         i.request.get().path(format!("/api/products/{NO_PRODUCT}"));
         i.response.not_found();
         i
+    })
+    // A checkout's cart asks for all its lines at once; a product left out
+    // of `items` is unknown to the cart.
+    .interaction("a lookup of several products, one unknown", "", |mut i| {
+        i.given(ST_MUG_RED);
+        i.given(ST_NO_PRODUCT);
+        i.request
+            .get()
+            .path("/api/products")
+            .query_param("ids", format!("{MUG_RED},{NO_PRODUCT}"));
+        i.response.ok().json_body(json_pattern!({
+            "items": [{
+                "id": like!(MUG_RED),
+                "sku": like!("MUG-RED-350"),
+                "name": like!("Red stoneware mug"),
+                "price": {
+                    "amount": like!(1299),
+                    "currency": term!("^[A-Z]{3}$", "USD"),
+                },
+            }],
+        }));
+        i
     });
     pact
 }
@@ -239,6 +261,22 @@ async fn cart_expectations_of_product_are_the_committed_pact() {
         // 404 (or 410) is an unknown product to the cart.
         let r = request(addr, "GET", &format!("/api/products/{NO_PRODUCT}"), &[], "").await;
         assert_eq!(r.status, 404);
+        let r = request(
+            addr,
+            "GET",
+            &format!("/api/products?ids={MUG_RED},{NO_PRODUCT}"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        #[derive(Deserialize)]
+        struct Page {
+            items: Vec<WireProduct>,
+        }
+        let page: Page = serde_json::from_slice(&r.body).expect("the cart reads the page");
+        let ids: Vec<&str> = page.items.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, [MUG_RED]);
     })
     .await;
 }
