@@ -199,21 +199,26 @@ struct WirePrice {
     currency: String,
 }
 
+/// What the cart reads of the red mug, alone or in a page's `items`.
+fn red_mug() -> JsonPattern {
+    json_pattern!({
+        "id": like!(MUG_RED),
+        "sku": like!("MUG-RED-350"),
+        "name": like!("Red stoneware mug"),
+        "price": {
+            "amount": like!(1299),
+            "currency": term!("^[A-Z]{3}$", "USD"),
+        },
+    })
+}
+
 fn cart_product() -> PactBuilder {
     offline();
     let mut pact = PactBuilder::new("cart", "product");
     pact.interaction("a lookup of a product", "", |mut i| {
         i.given(ST_MUG_RED);
         i.request.get().path(format!("/api/products/{MUG_RED}"));
-        i.response.ok().json_body(json_pattern!({
-            "id": like!(MUG_RED),
-            "sku": like!("MUG-RED-350"),
-            "name": like!("Red stoneware mug"),
-            "price": {
-                "amount": like!(1299),
-                "currency": term!("^[A-Z]{3}$", "USD"),
-            },
-        }));
+        i.response.ok().json_body(red_mug());
         i
     })
     .interaction("a lookup of an unknown product", "", |mut i| {
@@ -231,17 +236,9 @@ fn cart_product() -> PactBuilder {
             .get()
             .path("/api/products")
             .query_param("ids", format!("{MUG_RED},{NO_PRODUCT}"));
-        i.response.ok().json_body(json_pattern!({
-            "items": [{
-                "id": like!(MUG_RED),
-                "sku": like!("MUG-RED-350"),
-                "name": like!("Red stoneware mug"),
-                "price": {
-                    "amount": like!(1299),
-                    "currency": term!("^[A-Z]{3}$", "USD"),
-                },
-            }],
-        }));
+        i.response
+            .ok()
+            .json_body(json_pattern!({ "items": [red_mug()] }));
         i
     });
     pact
